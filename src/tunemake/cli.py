@@ -1,0 +1,89 @@
+"""tunemake's command line: one subcommand per pipeline step, run identically by Snakemake rules and DVC stages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tunemake import params as params_mod
+from tunemake.errors import StepError
+
+
+def _base(args, p) -> None:
+    from tunemake import base
+
+    base.run(p.base, args.out)
+
+
+def _prepare(args, p) -> None:
+    from tunemake import prepare
+
+    prepare.run(p.prepare, args.out)
+
+
+def _tokenize(args, p) -> None:
+    from tunemake import tokenize
+
+    tokenize.run(p.tokenize, args.base, args.data, args.out)
+
+
+def _show_tokens(args, p) -> None:
+    from tunemake import tokenize
+
+    print(tokenize.show(args.data, args.base, args.split, args.row))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunemake", description=__doc__)
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    def step(name: str, handler, help: str, *, needs_params: bool = True) -> argparse.ArgumentParser:
+        sub = steps.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler, needs_params=needs_params)
+        sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
+        sub.add_argument("--log", type=Path, help="also write the step's log to this file")
+        return sub
+
+    sub = step("base", _base, "materialise the base model as safetensors + tokenizer + chat template")
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("prepare", _prepare, "validate, normalise, de-duplicate and split the raw JSONL sources")
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("tokenize", _tokenize, "apply the chat template and mask everything but assistant tokens")
+    sub.add_argument("--base", type=Path, required=True)
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("show-tokens", _show_tokens, "print one tokenized row token by token with its label", needs_params=False)
+    sub.add_argument("--data", type=Path, default=Path("results/tokenized"))
+    sub.add_argument("--base", type=Path, default=Path("results/base"))
+    sub.add_argument("--split", default="train", choices=["train", "val", "test"])
+    sub.add_argument("--row", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    log = logging.getLogger("tunemake")
+    started = time.perf_counter()
+    try:
+        p = params_mod.load(args.params) if args.needs_params else None
+        args.handler(args, p)
+    except (StepError, params_mod.ParamsError) as err:
+        log.error("tunemake %s failed:\n%s", args.step, err)
+        return 1
+    log.info("tunemake %s finished in %.1fs", args.step, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

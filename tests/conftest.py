@@ -1,0 +1,86 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, a tiny random Llama, and a throwaway copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: tunemake, snakemake, dvc
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the bundled GGUF."""
+    from transformers import AutoTokenizer
+
+    from tunemake.base import BUNDLED_FILE, resolve
+    from tunemake.params import BaseParams
+
+    gguf = Path(resolve(BaseParams())["path"])
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=BUNDLED_FILE)
+    out = tmp_path_factory.mktemp("smol_tokenizer")
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    """A 2-layer, 32-wide random Llama with SmolLM2's tokenizer, saved as a local Hugging Face directory."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_llama_dir) -> Path:
+    """A git + DVC copy of the repository whose base model is the tiny Llama and whose data is a slice of the default."""
+    for name in ("Snakefile", "dvc.yaml", "params.yaml", "rules", "local", "src", "envs", "data", ".dvc", ".dvcignore", ".gitignore"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
+        elif source.exists():
+            shutil.copy2(source, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_llama_dir)
+    params["tokenize"]["max_length"] = 512
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], tmp_path)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "workspace"], tmp_path)
+    return tmp_path
