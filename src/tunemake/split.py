@@ -8,7 +8,7 @@ rows are reordered, and rows sharing a group key never straddle splits.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 SPLITS = ("train", "val", "test")
 
@@ -21,7 +21,9 @@ def split_records(records: list[dict], ratios: dict[str, float], seed: int, stra
 
     strata: dict[str, list[str]] = defaultdict(list)
     for key, members in groups.items():
-        strata[str(members[0]["meta"].get(stratify_by)) if stratify_by else ""].append(key)
+        # a group spanning strata goes by its most common value (ties by value), never by row order
+        values = Counter(str(m["meta"].get(stratify_by)) for m in members) if stratify_by else Counter([""])
+        strata[min(values, key=lambda v: (-values[v], v))].append(key)
 
     bounds = [ratios["train"], ratios["train"] + ratios["val"]]
     out: dict[str, list[dict]] = {name: [] for name in SPLITS}
