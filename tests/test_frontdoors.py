@@ -1,0 +1,104 @@
+"""One DAG, two front doors: the Snakemake rules and dvc.yaml agree, and both really run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run
+
+
+def snakemake_rules(workdir: Path) -> dict[str, dict]:
+    """Each rule as Snakemake itself parsed it. Uses Workflow.rules, which is internal: snakemake is pinned in
+    envs/requirements.lock, and this test breaks loudly rather than silently if that changes."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(),
+                                storage_settings=StorageSettings(), snakefile=workdir / "Snakefile", workdir=workdir)._workflow
+        rules = {}
+        for rule in workflow.rules:
+            if rule.shellcmd is None:
+                continue
+            rules[rule.name] = {
+                "cmd": rule.shellcmd.format(input=rule.input, output=rule.output, log=rule.log),
+                "deps": set(map(str, rule.input)),
+                "outs": set(map(str, rule.output)),
+                "params": set(rule.params.keys()),
+            }
+        return rules
+
+
+def expand(paths, workdir: Path) -> set[str]:
+    """Directories that are sources (not step outputs) stand for the files in them, as DVC hashes them."""
+    out = set()
+    for path in paths:
+        full = workdir / path
+        if full.is_dir() and not path.startswith("results/"):
+            out |= {str(p.relative_to(workdir)) for p in full.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        else:
+            out.add(path)
+    return out
+
+
+def test_snakemake_rules_and_dvc_stages_describe_the_same_steps():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    rules = snakemake_rules(REPO)
+    assert set(rules) == set(stages)
+    for name, stage in stages.items():
+        rule = rules[name]
+        assert rule["cmd"] == stage["cmd"], name
+        outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
+        assert rule["outs"] == outs, name
+        assert expand(rule["deps"], REPO) == expand(stage["deps"], REPO), name
+        assert rule["params"] == set(stage["params"]), name
+
+
+def test_snakemake_lint_is_clean():
+    result = run(["snakemake", "--lint"], REPO)
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
+    run(["snakemake", "--profile", "local"], workspace)
+    for split in ("train", "val", "test"):
+        assert (workspace / "results" / "data" / f"{split}.jsonl").stat().st_size > 0
+    assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
+    assert (workspace / "logs" / "tokenize.log").read_text().count("tunemake tokenize finished") == 1
+
+    again = run(["snakemake", "--profile", "local", "-n"], workspace)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # a tokenize parameter re-runs tokenize alone; base and prepare are untouched
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["tokenize"]["max_length"] = 256
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = run(["snakemake", "--profile", "local", "-n"], workspace)
+    jobs = {line.split()[0] for line in (plan.stdout + plan.stderr).splitlines() if line.strip().endswith(" 1") and line.split()[0] in {"base", "prepare", "tokenize"}}
+    assert jobs == {"tokenize"}, plan.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
+    run(["dvc", "repro"], workspace)
+    assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
+    assert (workspace / "dvc.lock").is_file()
+    status = run(["dvc", "status"], workspace)
+    assert "Data and pipelines are up to date" in status.stdout
+    again = run(["dvc", "repro"], workspace)
+    assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
+
+
+@pytest.mark.slow
+def test_default_pipeline_on_the_bundled_smollm2(workspace):
+    """The README's main command, on the real default model and data (the GGUF is dequantised for real)."""
+    (workspace / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    run(["snakemake", "--profile", "local"], workspace)
+    manifest = yaml.safe_load((workspace / "results" / "base" / "manifest.json").read_text())
+    assert manifest["kind"] == "gguf" and manifest["parameters"] == 134_515_008
+    stats = yaml.safe_load((workspace / "results" / "tokenized" / "token_stats.json").read_text())
+    assert all(s["rows"] > 0 and s["trainable_fraction"] > 0.05 for s in stats["splits"].values())

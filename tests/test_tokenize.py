@@ -1,0 +1,127 @@
+"""tokenize with SmolLM2's real tokenizer: only assistant tokens are trained, tools survive, policies are counted."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+
+import pytest
+
+from tunemake import tokenize
+from tunemake.chat import Renderer
+from tunemake.errors import StepError
+from tunemake.jsonl import write_jsonl
+from tunemake.params import TokenizeParams
+
+# A minimal template that renders tools and tool calls natively (as Qwen2.5's or Llama 3.1's do).
+NATIVE_TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTOOLS {{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}CALL {{ c.function.name }} {{ c.function.arguments | tojson }}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "w", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOL_RECORD = {"id": "t:1", "meta": {"file": "t.jsonl", "line": 1}, "tools": TOOLS, "messages": [
+    {"role": "user", "content": "Weather in Oslo?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+]}
+MULTI_TURN = {"id": "m:1", "meta": {"file": "m.jsonl", "line": 1}, "messages": [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Capital of Norway?"}, {"role": "assistant", "content": "Oslo."},
+    {"role": "user", "content": "And of Peru?"}, {"role": "assistant", "content": "Lima."},
+]}
+
+
+@pytest.fixture(scope="module")
+def renderer(smol_tokenizer_dir):
+    return Renderer(tokenize.load_tokenizer(smol_tokenizer_dir))
+
+
+def trained_text(renderer, labels) -> str:
+    return renderer.tokenizer.decode([t for t in labels if t != tokenize.IGNORE])
+
+
+def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
+    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    assert len(ids) == len(labels)
+    assert trained_text(renderer, labels) == "Oslo.<|im_end|>Lima.<|im_end|>"
+    # every label is either masked or equal to its input token (causal shift happens in the model)
+    assert all(label in (tokenize.IGNORE, token) for token, label in zip(ids, labels))
+
+
+def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
+    assert not renderer.support.tools and not renderer.support.tool_calls
+    ids, labels = tokenize.encode(renderer, TOOL_RECORD)
+    text = renderer.tokenizer.decode(ids)
+    assert '<tools>\n{"name": "get_weather"' in text and "<|im_start|>user\nWeather in Oslo?" in text
+    assert trained_text(renderer, labels) == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>'
+
+
+def test_a_template_with_native_tool_support_is_used_natively(smol_tokenizer_dir, tmp_path):
+    shutil.copytree(smol_tokenizer_dir, tmp_path / "tok")
+    (tmp_path / "tok" / "chat_template.jinja").write_text(NATIVE_TOOLS_TEMPLATE)
+    native = Renderer(tokenize.load_tokenizer(tmp_path / "tok"))
+    assert native.support.native
+    ids, labels = tokenize.encode(native, TOOL_RECORD)
+    assert "TOOLS [" in native.tokenizer.decode(ids)
+    assert trained_text(native, labels) == 'CALL get_weather {"city": "Oslo"}<|im_end|>'
+
+
+def test_a_template_that_rewrites_history_is_reported(smol_tokenizer_dir, tmp_path):
+    shutil.copytree(smol_tokenizer_dir, tmp_path / "tok")
+    # renders earlier assistant turns differently from the last one, as reasoning templates that strip thoughts do
+    (tmp_path / "tok" / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' and not loop.last %}[old]{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}")
+    with pytest.raises(ValueError, match="does not render turn 2 as a continuation"):
+        tokenize.encode(Renderer(tokenize.load_tokenizer(tmp_path / "tok")), MULTI_TURN)
+
+
+def splits(tmp_path, rows):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train", "val", "test"):
+        write_jsonl(data / f"{name}.jsonl", rows)
+    return data
+
+
+LONG = {"id": "l:1", "meta": {"file": "l.jsonl", "line": 3}, "messages": [
+    {"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "short answer"}]}
+
+
+@pytest.mark.parametrize("policy", ["drop", "truncate", "error"])
+def test_overlong_rows_follow_the_policy_and_are_counted(policy, tmp_path, smol_tokenizer_dir):
+    data = splits(tmp_path, [MULTI_TURN, LONG])
+    params = TokenizeParams(max_length=64, overlong=policy)
+    if policy == "error":
+        with pytest.raises(StepError, match=r"l.jsonl:3\) has \d+ tokens, over tokenize.max_length=64"):
+            tokenize.run(params, smol_tokenizer_dir, data, tmp_path / "out")
+        return
+    stats = tokenize.run(params, smol_tokenizer_dir, data, tmp_path / "out")["splits"]["train"]
+    assert stats["overlong"] == 1 and stats["max_tokens"] <= 64
+    # truncating the long row cuts off its answer, so it has nothing left to train on and is dropped, counted
+    key = "dropped_overlong" if policy == "drop" else "dropped_no_trainable_tokens"
+    assert stats[key] == 1 and stats["rows"] == 1
+
+
+def test_output_is_an_arrow_dataset_with_stats(tmp_path, smol_tokenizer_dir):
+    from datasets import load_from_disk
+
+    data = splits(tmp_path, [MULTI_TURN, TOOL_RECORD])
+    stats = tokenize.run(TokenizeParams(), smol_tokenizer_dir, data, tmp_path / "out")
+    dataset = load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert set(dataset) == {"train", "val", "test"} and dataset["train"]["id"] == ["m:1", "t:1"]
+    train = stats["splits"]["train"]
+    assert 0 < train["trainable_fraction"] < 1 and train["trainable_tokens"] == sum(
+        sum(1 for x in row if x != tokenize.IGNORE) for row in dataset["train"]["labels"])
+    assert stats["tool_format"].startswith("fallback")
+
+    view = tokenize.show(tmp_path / "out", smol_tokenizer_dir, "train", 0)
+    trained = [line for line in view.splitlines()[1:] if line.split()[1] == "T"]
+    assert "".join(ast.literal_eval(line.split(None, 3)[3]) for line in trained) == "Oslo.<|im_end|>Lima.<|im_end|>"
+
+
+def test_no_trainable_tokens_anywhere_is_an_error(tmp_path, smol_tokenizer_dir):
+    data = splits(tmp_path, [LONG])
+    with pytest.raises(StepError, match="split 'train' has no trainable"):
+        tokenize.run(TokenizeParams(max_length=32, overlong="truncate"), smol_tokenizer_dir, data, tmp_path / "out")
