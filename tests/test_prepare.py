@@ -164,3 +164,26 @@ def test_cli_reports_bad_params_and_bad_data_without_traceback(tmp_path, bad_sou
     result = run(["tunemake", "prepare", "--params", str(params), "--out", str(tmp_path / "out")], REPO, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{messages}:7: not_an_object" in result.stderr
+
+
+def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path, monkeypatch):
+    """The shipped sample measures generalisation: no test phrasing group, and no free-form argument value of a
+    test call (cities, names, numbers...), occurs in training. Closed vocabularies (currency codes, units,
+    languages, travel modes) are necessarily shared and excluded from the check."""
+    import yaml
+
+    from tunemake.params import Params
+
+    monkeypatch.chdir(REPO)
+    params = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
+    prepare.run(params.prepare, tmp_path / "out")
+    rows = {s: [r for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl") if r["meta"]["source"] == "tool_calls"] for s in ("train", "test")}
+    closed = {"from_currency", "to_currency", "from_unit", "to_unit", "target_language", "mode"}
+
+    def values(split):
+        return {(k, json.dumps(v)) for r in rows[split] for m in r["messages"] for c in m.get("tool_calls", [])
+                for k, v in c["function"]["arguments"].items() if k not in closed}
+
+    groups = {s: {r["meta"]["group"] for r in rows[s]} for s in rows}
+    assert len(rows["test"]) >= 20 and groups["test"] and not groups["test"] & groups["train"]
+    assert not values("test") & values("train")
