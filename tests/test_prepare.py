@@ -115,8 +115,9 @@ def test_source_that_yields_no_rows_is_an_error(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"\n\n{broken\n")
     good = write_jsonl(tmp_path / "good.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
-    with pytest.raises(StepError, match=r"empty.jsonl: yielded no usable rows \(1 invalid_json\)"):
+    with pytest.raises(StepError, match=r"empty.jsonl: yielded no usable rows \(1 invalid_json\)") as err:
         prepare.run(params_for({"path": str(good), "format": "messages"}, {"path": str(empty), "format": "messages"}), tmp_path / "out")
+    assert f"First: {empty}:3: " in str(err.value) and "one complete JSON object" in str(err.value)
 
 
 def test_wrong_format_for_a_file_is_an_error_not_an_empty_dataset(tmp_path):

@@ -61,13 +61,10 @@ def read_lines(path: Path, counts: ReadCounts) -> Iterator[Line]:
             yield Line(number, raw, row=row)
 
 
-def write_jsonl(path: Path, rows) -> int:
-    count = 0
+def write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
 
 
 def read_jsonl(path: Path) -> list[dict]:

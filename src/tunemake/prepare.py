@@ -123,9 +123,11 @@ def _read_source(source: SourceParams, params: PrepareParams, records: list, rej
 
     if kept == 0:
         top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3)) or "the file has no non-blank lines"
+        mine = [r for r in rejects if r["file"] == str(path)]
+        first = f"\nFirst: {path}:{mine[0]['line']}: {mine[0]['detail']} -> {mine[0]['fix']}" if mine else ""
         raise StepError(
-            f"{path}: yielded no usable rows ({top}). Check that format: {source.format} matches the file, "
-            "and see the first rejects with: tunemake prepare ... under prepare.strict: true."
+            f"{path}: yielded no usable rows ({top}). Check that format: {source.format} matches the file "
+            f"and that its 'where' filter can match.{first}"
         )
     return {"file": str(path), "format": source.format, "lines": lines, "kept": kept, "rejected": dict(reasons),
             "repaired": {**{k: v for k, v in vars(read).items() if v}, **repaired}}
