@@ -1,4 +1,4 @@
-# tunemake: raw JSONL -> splits -> tokens -> (adapter -> merged -> GGUF -> evaluation -> report, in later rules).
+# tunemake: raw JSONL -> splits -> tokens -> adapter -> merged model (-> GGUF -> evaluation -> report, in later rules).
 # Run: snakemake --profile local. The same steps, commands and parameters are in dvc.yaml (tests/test_frontdoors.py).
 
 
@@ -12,5 +12,5 @@ include: "rules/model.smk"
 
 rule all:
     input:
-        "results/tokenized",
+        "results/merged",
     default_target: True

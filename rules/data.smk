@@ -11,7 +11,7 @@ rule prepare:
     conda:
         TUNEMAKE_ENV
     shell:
-        "tunemake prepare --params params.yaml --out {output} --log {log}"
+        "tunemake prepare --params params.yaml --out {output} --log-file {log}"
 
 
 rule tokenize:
@@ -28,4 +28,4 @@ rule tokenize:
     conda:
         TUNEMAKE_ENV
     shell:
-        "tunemake tokenize --params params.yaml --base {input.base} --data {input.data} --out {output} --log {log}"
+        "tunemake tokenize --params params.yaml --base {input.base} --data {input.data} --out {output} --log-file {log}"

@@ -11,4 +11,40 @@ rule base:
     conda:
         TUNEMAKE_ENV
     shell:
-        "tunemake base --params params.yaml --out {output} --log {log}"
+        "tunemake base --params params.yaml --out {output} --log-file {log}"
+
+
+# Checkpoints live outside the output, so a failed or killed run resumes from them instead of starting over.
+rule train:
+    input:
+        base="results/base",
+        data="results/tokenized",
+        code=src("train", "callbacks", "methods"),
+    output:
+        directory("results/train"),
+    params:
+        train=config["train"],
+    log:
+        "logs/train.log",
+    conda:
+        TUNEMAKE_ENV
+    shell:
+        "tunemake train --params params.yaml --base {input.base} --data {input.data} --out {output}"
+        " --checkpoints checkpoints/train --log-file {log}"
+
+
+rule merge:
+    input:
+        base="results/base",
+        trained="results/train",
+        code=src("merge", "chat"),
+    output:
+        directory("results/merged"),
+    params:
+        merge=config["merge"],
+    log:
+        "logs/merge.log",
+    conda:
+        TUNEMAKE_ENV
+    shell:
+        "tunemake merge --params params.yaml --base {input.base} --trained {input.trained} --out {output} --log-file {log}"

@@ -111,3 +111,20 @@ class Renderer:
                 )
             spans.append((len(before), len(through.rstrip())))
         return full, spans
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """The tokens that end an assistant turn in this template (for ChatML, <|im_end|>), plus the eos token.
+
+    Found by rendering a one-word answer and reading the special tokens the template puts after it; generation
+    configs, GGUF metadata and Modelfiles take their stop tokens from here so they match the training template.
+    """
+    question = [{"role": "user", "content": "Hi"}]
+    before = tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
+    through = tokenizer.apply_chat_template([*question, {"role": "assistant", "content": "Ok"}], tokenize=False)
+    tail = through[len(before):].split("Ok", 1)[-1]
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    stops = [t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in special]
+    if tokenizer.eos_token_id is not None:
+        stops.append(tokenizer.eos_token_id)
+    return sorted(set(stops))

@@ -30,6 +30,18 @@ def _tokenize(args, p) -> None:
     tokenize.run(p.tokenize, args.base, args.data, args.out)
 
 
+def _train(args, p) -> None:
+    from tunemake import train
+
+    train.run(p.train, args.base, args.data, args.out, args.checkpoints)
+
+
+def _merge(args, p) -> None:
+    from tunemake import merge
+
+    merge.run(p.merge, args.base, args.trained, args.out)
+
+
 def _show_tokens(args, p) -> None:
     from tunemake import tokenize
 
@@ -44,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = steps.add_parser(name, help=help, description=help)
         sub.set_defaults(handler=handler, needs_params=needs_params)
         sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)")
-        sub.add_argument("--log", type=Path, help="also write the step's log to this file")
+        sub.add_argument("--log-file", dest="log", type=Path, help="also write the step's log to this file")
         return sub
 
     sub = step("base", _base, "materialise the base model as safetensors + tokenizer + chat template")
@@ -56,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = step("tokenize", _tokenize, "apply the chat template and mask everything but assistant tokens")
     sub.add_argument("--base", type=Path, required=True)
     sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("train", _train, "fine-tune the base model on the tokenized data (also under torchrun for DDP)")
+    sub.add_argument("--base", type=Path, required=True)
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--checkpoints", type=Path, required=True,
+                     help="resumable checkpoints, outside --out so a failed or killed run keeps them")
+
+    sub = step("merge", _merge, "merge the adapter into the float base weights (full weights are re-saved)")
+    sub.add_argument("--base", type=Path, required=True)
+    sub.add_argument("--trained", type=Path, required=True)
     sub.add_argument("--out", type=Path, required=True)
 
     sub = step("show-tokens", _show_tokens, "print one tokenized row token by token with its label", needs_params=False)
@@ -80,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args, p)
     except (StepError, params_mod.ParamsError) as err:
         log.error("tunemake %s failed:\n%s", args.step, err)
-        return 1
+        return getattr(err, "exit_code", 1)
     log.info("tunemake %s finished in %.1fs", args.step, time.perf_counter() - started)
     return 0
 

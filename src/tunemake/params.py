@@ -89,6 +89,76 @@ class TokenizeParams(Strict):
     overlong: Literal["drop", "truncate", "error"] = "truncate"
 
 
+class LoraParams(Strict):
+    r: int = Field(16, gt=0, description="adapter rank")
+    alpha: float = Field(32, gt=0, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = Field(
+        "all-linear", description="'all-linear' or module names such as [q_proj, v_proj]"
+    )
+
+
+class QloraParams(Strict):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="also quantize the quantization constants (about 0.4 bit/param saved)")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on a GPU that supports it, float32 on CPU"
+    )
+
+
+class FreezeParams(Strict):
+    layers: int = Field(2, gt=0, description="train the last N transformer blocks")
+    lm_head: bool = Field(True, description="also train the output head (with tied weights: the embeddings too)")
+
+
+class TrainParams(Strict):
+    method: Literal["lora", "qlora", "full", "freeze"] = Field(
+        "lora", description="a name registered in tunemake.methods.METHODS"
+    )
+    lora: LoraParams = LoraParams()
+    qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
+    freeze: FreezeParams = FreezeParams()
+
+    epochs: float = Field(1, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="if set, overrides epochs")
+    batch_size: int = Field(8, gt=0, description="sequences per forward pass, per process")
+    gradient_accumulation: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="for one process; see lr_scaling")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="with N processes multiply learning_rate by 1, N or sqrt(N)"
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
+    )
+    padding_free: bool | Literal["auto"] = Field(
+        "auto",
+        description="concatenate each batch without pad tokens (position ids keep sequences apart); auto = on GPU "
+        "only: without varlen attention kernels the flat batch's attention costs more than the padding it saves",
+    )
+    group_by_length: bool = Field(True, description="batch sequences of similar length together, so little is padded")
+
+    log_steps: int = Field(1, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="evaluate on val every N steps; null = after each epoch")
+    keep_best: bool = Field(True, description="output the weights with the lowest val loss, not the last ones")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="stop after N evaluations without a lower val loss; null = never"
+    )
+    checkpoint_steps: int = Field(10, gt=0, description="save a resumable checkpoint every N steps")
+    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run")
+
+
+class MergeParams(Strict):
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the merged weights; auto = the base model's"
+    )
+
+
 class Params(BaseModel):
     # Later steps add their own sections; unknown top-level sections are left to them.
     model_config = ConfigDict(extra="allow")
@@ -96,6 +166,8 @@ class Params(BaseModel):
     base: BaseParams = BaseParams()
     prepare: PrepareParams
     tokenize: TokenizeParams = TokenizeParams()
+    train: TrainParams = TrainParams()
+    merge: MergeParams = MergeParams()
 
 
 class ParamsError(Exception):
