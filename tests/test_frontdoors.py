@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,18 +69,35 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     for split in ("train", "val", "test"):
         assert (workspace / "results" / "data" / f"{split}.jsonl").stat().st_size > 0
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
-    assert (workspace / "logs" / "tokenize.log").read_text().count("tunemake tokenize finished") == 1
+    assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
+    assert (workspace / "results" / "merged" / "model.safetensors").is_file()
+    for step in ("tokenize", "train", "merge"):
+        assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
 
     again = run(["snakemake", "--profile", "local", "-n"], workspace)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # a tokenize parameter re-runs tokenize alone; base and prepare are untouched
+    # An export parameter re-runs merge alone: no retraining. A tokenize parameter re-runs what follows tokenize.
+    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"}
+    assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"}
+
+
+def edit_params(workspace: Path, **sections) -> None:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["tokenize"]["max_length"] = 256
+    for section, values in sections.items():
+        params[section].update(values)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def planned_jobs(workspace: Path, **sections) -> set[str]:
+    """The rules `snakemake -n` would run after editing params.yaml (the edit is undone afterwards)."""
+    original = (workspace / "params.yaml").read_text()
+    edit_params(workspace, **sections)
     plan = run(["snakemake", "--profile", "local", "-n"], workspace)
-    jobs = {line.split()[0] for line in (plan.stdout + plan.stderr).splitlines() if line.strip().endswith(" 1") and line.split()[0] in {"base", "prepare", "tokenize"}}
-    assert jobs == {"tokenize"}, plan.stdout
+    (workspace / "params.yaml").write_text(original)
+    steps = {"base", "prepare", "tokenize", "train", "merge"}
+    return {line.split()[0] for line in (plan.stdout + plan.stderr).splitlines()
+            if line.strip().endswith(" 1") and line.split()[0] in steps}
 
 
 @pytest.mark.slow
@@ -92,13 +110,23 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     again = run(["dvc", "repro"], workspace)
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
 
+    # An export parameter makes only merge stale: DVC would not retrain either.
+    edit_params(workspace, merge={"dtype": "bfloat16"})
+    stale = json.loads(run(["dvc", "status", "--json"], workspace).stdout)
+    assert set(stale) == {"merge"}, stale
+
 
 @pytest.mark.slow
 def test_default_pipeline_on_the_bundled_smollm2(workspace):
     """The README's main command, on the real default model and data (the GGUF is dequantised for real)."""
-    (workspace / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"].update(max_steps=2, eval_steps=2)  # two real LoRA steps; the full epoch is measured, not tested
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["snakemake", "--profile", "local"], workspace)
     manifest = yaml.safe_load((workspace / "results" / "base" / "manifest.json").read_text())
     assert manifest["kind"] == "gguf" and manifest["parameters"] == 134_515_008
     stats = yaml.safe_load((workspace / "results" / "tokenized" / "token_stats.json").read_text())
     assert all(s["rows"] > 0 and s["trainable_fraction"] > 0.05 for s in stats["splits"].values())
+    summary = json.loads((workspace / "results" / "train" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["parameters"]["total"] > 134_000_000
+    assert (workspace / "results" / "merged" / "model.safetensors").stat().st_size > 500_000_000  # float32 135M

@@ -1,0 +1,235 @@
+"""train and merge on a tiny random Llama: every method, determinism, kill -9 and SIGTERM resume, DDP, merge exactness."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import BIN, REPO, run
+from tunemake import train as train_mod
+
+# Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
+QUICK = {"max_steps": 8, "batch_size": 4, "checkpoint_steps": 2, "eval_steps": 4, "learning_rate": 5e-3}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_llama_dir) -> Path:
+    """results/base and results/tokenized for the tiny Llama on a slice of the default data, made by the real steps."""
+    root = tmp_path_factory.mktemp("train_inputs")
+    for name, rows in (("tool_calls.jsonl", 64), ("practical_qa.jsonl", 12)):
+        lines = (REPO / "data" / "raw" / name).read_text().splitlines(keepends=True)[:rows]
+        (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "raw" / name).write_text("".join(lines))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_llama_dir)
+    params["tokenize"]["max_length"] = 512
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["tunemake", "base", "--out", "results/base"], root)
+    run(["tunemake", "prepare", "--out", "results/data"], root)
+    run(["tunemake", "tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"], root)
+    return root
+
+
+def train_cmd(inputs: Path, folder: Path, **overrides) -> list[str]:
+    params = yaml.safe_load((inputs / "params.yaml").read_text())
+    params["train"].update({**QUICK, **overrides})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return ["tunemake", "train", "--params", str(folder / "params.yaml"), "--base", str(inputs / "results/base"),
+            "--data", str(inputs / "results/tokenized"), "--out", str(folder / "out"),
+            "--checkpoints", str(folder / "checkpoints"), "--log-file", str(folder / "train.log")]
+
+
+def train(inputs: Path, folder: Path, **overrides) -> dict:
+    run(train_cmd(inputs, folder, **overrides), inputs)
+    return json.loads((folder / "out" / "summary.json").read_text())
+
+
+def losses(folder: Path) -> list[float]:
+    return [row["loss"] for row in json.loads((folder / "out" / "history.json").read_text())["train"]]
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory) -> Path:
+    """One uninterrupted LoRA run that other tests compare against."""
+    folder = tmp_path_factory.mktemp("reference")
+    train(inputs, folder)
+    return folder
+
+
+def test_lora_run_writes_adapter_history_summary_and_plots(reference):
+    out = reference / "out"
+    assert (out / "model" / "adapter_config.json").is_file() and (out / "model" / "adapter_model.safetensors").is_file()
+    assert (out / "model" / "chat_template.jinja").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["method"] == "lora" and summary["precision"] == "fp32"
+    assert 0 < summary["parameters"]["trainable_share"] < 0.05
+    assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}
+    assert summary["best"]["step"] in (0, 4, 8) and summary["tokens_seen"] > 0 and summary["peak_memory_mb"]["rss"] > 0
+    history = json.loads((out / "history.json").read_text())
+    assert [row["step"] for row in history["train"]] == list(range(1, 9))
+    assert [row["step"] for row in history["eval"]] == [0, 4, 8]
+    assert all(row["tokens_per_second"] > 0 and row["grad_norm"] is not None for row in history["train"])
+    assert history["train"][-1]["loss"] < history["train"][0]["loss"]  # lr 5e-3 on 8 steps does learn
+    assert (out / "plots" / "train.tsv").read_text().splitlines()[0].split("\t")[:3] == ["step", "epoch", "loss"]
+    assert not (reference / "checkpoints").exists()  # removed after success unless train.keep_checkpoints
+    log = (reference / "train.log").read_text()
+    assert "8/8 [" in log and "loss=" in log and "tok/s" in log  # the progress bar with ETA, in the log file
+
+
+@pytest.mark.parametrize("method", ["qlora", "full", "freeze"])
+def test_each_method_trains_and_saves_what_merge_needs(inputs, tmp_path, method):
+    summary = train(inputs, tmp_path, method=method, max_steps=2, eval_steps=2, learning_rate=1e-4)
+    model = tmp_path / "out" / "model"
+    assert summary["steps"] == 2 and summary["method"] == method
+    share = summary["parameters"]["trainable_share"]
+    if method == "qlora":
+        assert (model / "adapter_config.json").is_file() and 0 < share < 0.05
+        assert summary["quantization"]["load_in_4bit"] and summary["quantization"]["bnb_4bit_quant_type"] == "nf4"
+        assert summary["quantization"]["bnb_4bit_use_double_quant"]
+    elif method == "full":
+        assert (model / "model.safetensors").is_file() and share == 1.0
+    else:  # both blocks of the tiny model and the tied head: all but the final norm
+        assert (model / "model.safetensors").is_file() and 0.99 < share < 1.0
+    merged = tmp_path / "merged"
+    run(["tunemake", "merge", "--params", str(tmp_path / "params.yaml"), "--base", str(inputs / "results/base"),
+         "--trained", str(tmp_path / "out"), "--out", str(merged)], inputs)
+    assert (merged / "model.safetensors").is_file()
+
+
+def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
+    summary = train(inputs, tmp_path, method="freeze", freeze={"layers": 1, "lm_head": False}, max_steps=2, eval_steps=2,
+                    warmup_ratio=0, keep_best=False)
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(inputs / "results/base")
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
+    changed = {name for name, p in tuned.named_parameters() if not torch.equal(p, base.state_dict()[name])}
+    assert changed and all(name.startswith("model.layers.1.") for name in changed)
+    block = sum(p.numel() for p in base.model.layers[1].parameters())
+    assert summary["parameters"]["trainable"] == block
+
+
+def test_same_seed_gives_the_same_losses(inputs, reference, tmp_path):
+    train(inputs, tmp_path)
+    assert losses(tmp_path) == pytest.approx(losses(reference), abs=1e-6)
+
+
+def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(folder: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not list(folder.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, f"training ended before its first checkpoint:\n{process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(inputs, reference, tmp_path):
+    cmd = train_cmd(inputs, tmp_path, max_steps=8)
+    process = start(cmd, inputs)
+    wait_for_checkpoint(tmp_path, process)
+    process.kill()  # SIGKILL: no chance to clean up
+    process.wait()
+    assert not (tmp_path / "out").exists()  # nothing half-written where the output goes
+    run(cmd, inputs)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert 2 <= summary["resumed_from_step"] < 8
+    assert "resuming from" in (tmp_path / "train.log").read_text()
+    # RNG state and data order are restored with the checkpoint: the same curve to float rounding.
+    assert losses(tmp_path) == pytest.approx(losses(reference), abs=1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_nonzero_then_resumes(inputs, reference, tmp_path):
+    cmd = train_cmd(inputs, tmp_path, checkpoint_steps=3)
+    process = start(cmd, inputs)
+    wait_for_checkpoint(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Run the same command again to resume" in stderr
+    stopped_at = int(re.search(r"got SIGTERM at step (\d+)", stderr).group(1))
+    assert (tmp_path / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()  # saved at the stop, off schedule too
+    run(cmd, inputs)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == stopped_at and summary["steps"] == 8
+    assert losses(tmp_path) == pytest.approx(losses(reference), abs=1e-4)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
+    for step, complete in ((2, True), (4, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert train_mod.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert train_mod.last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_changed_parameters_do_not_resume_from_old_checkpoints(inputs, tmp_path):
+    train(inputs, tmp_path, max_steps=2, keep_checkpoints=True)
+    assert list(tmp_path.glob("checkpoints/checkpoint-2"))
+    summary = train(inputs, tmp_path, max_steps=2, keep_checkpoints=True, learning_rate=1e-3)
+    assert summary["resumed_from_step"] is None
+    assert "starting over" in (tmp_path / "train.log").read_text()
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(inputs, reference, tmp_path):
+    """2 x 2 sequences per step under torchrun (gloo) against the reference's 1 x 4."""
+    cmd = train_cmd(inputs, tmp_path, batch_size=2)
+    run(["torchrun", "--standalone", "--nproc-per-node", "2", "--no-python", *cmd], inputs)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["batch"]["effective"] == 4
+    assert losses(tmp_path)[-1] == pytest.approx(losses(reference)[-1], abs=1e-3)
+
+
+def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run(["tunemake", "merge", "--params", str(reference / "params.yaml"), "--base", str(inputs / "results/base"),
+         "--trained", str(reference / "out"), "--out", str(tmp_path / "merged")], inputs)
+    ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 2, 198, 1, 4093]])
+    base = AutoModelForCausalLM.from_pretrained(inputs / "results/base", dtype=torch.float32)
+    with torch.no_grad():
+        before = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, reference / "out" / "model")(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+    assert not torch.allclose(before, adapted, atol=1e-4)  # the adapter does change the model
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    manifest = json.loads((tmp_path / "merged" / "manifest.json").read_text())
+    generation = json.loads((tmp_path / "merged" / "generation_config.json").read_text())
+    assert manifest["stop_tokens"] == ["<|im_end|>"] and generation["eos_token_id"] == manifest["stop_token_ids"]
+    assert (tmp_path / "merged" / "chat_template.jinja").read_text() == (inputs / "results/base/chat_template.jinja").read_text()
+
+
+def test_padding_free_batches_give_the_padded_loss(inputs):
+    """Flattened sequences must not attend to each other: the loss equals the padded batch's."""
+    import datasets
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = list(datasets.load_from_disk(str(inputs / "results/tokenized/dataset"))["train"].remove_columns("id").select(range(4)))
+    model = AutoModelForCausalLM.from_pretrained(inputs / "results/base")
+    results = {}
+    for padding_free in (False, True):
+        batch = DataCollatorForLanguageModeling(pad_token_id=2, padding_free=padding_free)(rows)
+        with torch.no_grad():
+            results[padding_free] = train_mod.assistant_loss(model, dict(batch))[0].item()
+    assert results[True] == pytest.approx(results[False], abs=1e-5)
+
+
+def test_unknown_method_is_named_with_the_choices(inputs, tmp_path):
+    result = run(train_cmd(inputs, tmp_path, method="dora"), inputs, check=False)
+    assert result.returncode == 1 and "train.method" in result.stderr and "'lora'" in result.stderr
