@@ -119,6 +119,24 @@ def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
     assert summary["parameters"]["trainable"] == block
 
 
+def test_early_stopping_and_best_weights_follow_the_val_loss(tiny_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, TrainerControl, TrainerState, TrainingArguments
+
+    from tunemake.callbacks import KeepBest
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    keep = KeepBest(tmp_path / "best", patience=2)
+    state, control = TrainerState(), TrainerControl()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    for step, loss in ((0, 2.0), (2, 1.5), (4, 1.7), (6, 1.6)):
+        state.global_step = step
+        state.log_history.append({"step": step, "eval_loss": loss})
+        keep.on_evaluate(args, state, control, model=model)
+        assert control.should_training_stop == (step == 6)  # two evaluations without beating 1.5
+    assert json.loads((tmp_path / "best" / "best.json").read_text()) == {"step": 2, "val_loss": 1.5}
+    assert (tmp_path / "best" / "model.safetensors").is_file() and keep.stopped_early
+
+
 def test_same_seed_gives_the_same_losses(inputs, reference, tmp_path):
     train(inputs, tmp_path)
     assert losses(tmp_path) == pytest.approx(losses(reference), abs=1e-6)

@@ -148,6 +148,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
         eval_strategy="steps" if params.eval_steps else "epoch",
         eval_steps=params.eval_steps,
         eval_on_start=True,  # the val loss before training: the first point of the curve
+        prediction_loss_only=True,  # evaluation needs the loss only; do not collect logits
         save_strategy="steps",
         save_steps=params.checkpoint_steps,
         save_total_limit=2,

@@ -1,0 +1,104 @@
+"""Training throughput: padded vs padding-free batches, and the loss head on every position vs assistant positions only.
+
+One process, one model (the train.lora settings from params.yaml on results/base), the same randomly drawn rows in
+the same batches for every variant ("length-grouped" sorts them by length first, as train.group_by_length does);
+variants run interleaved, `--repeats` times each, and the median is reported. Tokens/s counts real tokens only
+(never padding). Forward and backward, no optimizer step. Prints JSON.
+
+    python benchmarks/train_throughput.py --rows 32 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from peft import get_peft_model
+from transformers import AutoModelForCausalLM
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from tunemake.methods.lora import lora_config
+from tunemake.params import load
+from tunemake.train import assistant_loss
+
+
+def all_positions_loss(model, batch):
+    """The model's own loss: every position goes through the output head."""
+    return model(**batch, use_cache=False).loss
+
+
+VARIANTS = {  # name: (padding_free, length_grouped, loss)
+    "padded": (False, False, assistant_loss),
+    "padded, length-grouped": (False, True, assistant_loss),
+    "padding_free": (True, False, assistant_loss),
+    "padded, head on all positions": (False, False, all_positions_loss),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=Path("results/base"))
+    parser.add_argument("--data", type=Path, default=Path("results/tokenized"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
+    model = get_peft_model(model, lora_config(load(args.params).train.lora))
+    train = datasets.load_from_disk(str(args.data / "dataset"))["train"].remove_columns("id")
+    rows = list(train.shuffle(seed=0).select(range(min(args.rows, len(train)))))
+    real_tokens = sum(len(r["input_ids"]) for r in rows)
+
+    def batches(length_grouped: bool) -> list[list[dict]]:
+        ordered = sorted(rows, key=lambda r: len(r["input_ids"])) if length_grouped else rows
+        return [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
+
+    def measure(padding_free: bool, length_grouped: bool, loss_fn) -> tuple[float, int, float]:
+        collate = DataCollatorForLanguageModeling(pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free)
+        computed, losses, started = 0, [], time.perf_counter()
+        for group in batches(length_grouped):
+            batch = collate(group)
+            computed += batch["input_ids"].numel()
+            loss = loss_fn(model, dict(batch))
+            loss = loss[0] if isinstance(loss, tuple) else loss
+            loss.backward()
+            losses.append(loss.item())
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - started, computed, sum(losses) / len(losses)
+
+    measure(*VARIANTS[args.variants[0]])  # warm-up: allocator and kernel caches
+    timings = {name: [] for name in args.variants}
+    for _ in range(args.repeats):
+        for name in args.variants:
+            timings[name].append(measure(*VARIANTS[name]))
+    result = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "rows": len(rows),
+        "batch_size": args.batch_size,
+        "real_tokens": real_tokens,
+        "variants": {},
+    }
+    for name, runs in timings.items():
+        seconds = statistics.median(r[0] for r in runs)
+        result["variants"][name] = {
+            "seconds": round(seconds, 2),
+            "real_tokens_per_second": round(real_tokens / seconds, 1),
+            "computed_tokens": runs[0][1],
+            "pad_share": round(1 - real_tokens / runs[0][1], 3),
+            "mean_loss": round(runs[0][2], 5),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
