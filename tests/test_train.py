@@ -203,13 +203,18 @@ def test_changed_parameters_do_not_resume_from_old_checkpoints(inputs, tmp_path)
     assert "starting over" in (tmp_path / "train.log").read_text()
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(inputs, reference, tmp_path):
-    """2 x 2 sequences per step under torchrun (gloo) against the reference's 1 x 4."""
-    cmd = train_cmd(inputs, tmp_path, batch_size=2)
-    run(["torchrun", "--standalone", "--nproc-per-node", "2", "--no-python", *cmd], inputs)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(inputs, tmp_path):
+    """2 x 2 sequences per step under torchrun (gloo) against 1 x 4. Random (not length-grouped) order, so both see
+    the same rows at each step; the float differences of the all-reduce grow to about 1e-3 over 8 steps here."""
+    one = tmp_path / "one"
+    train(inputs, one, group_by_length=False)
+    two = tmp_path / "two"
+    run(["torchrun", "--standalone", "--nproc-per-node", "2", "--no-python",
+         *train_cmd(inputs, two, group_by_length=False, batch_size=2)], inputs)
+    summary = json.loads((two / "out" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["batch"]["effective"] == 4
-    assert losses(tmp_path)[-1] == pytest.approx(losses(reference)[-1], abs=1e-3)
+    assert losses(two) == pytest.approx(losses(one), abs=2e-3)
+    assert losses(two)[:3] == pytest.approx(losses(one)[:3], abs=1e-4)
 
 
 def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, tmp_path):
