@@ -18,7 +18,7 @@ from conftest import BIN, REPO, run
 from tunemake import train as train_mod
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
-QUICK = {"max_steps": 8, "batch_size": 4, "checkpoint_steps": 2, "eval_steps": 4, "learning_rate": 5e-3}
+QUICK = {"max_steps": 8, "batch_size": 4, "gradient_accumulation": 1, "checkpoint_steps": 2, "eval_steps": 4, "learning_rate": 5e-3}
 
 
 @pytest.fixture(scope="module")
