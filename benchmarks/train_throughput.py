@@ -3,7 +3,8 @@
 One process, one model (the train.lora settings from params.yaml on results/base), the same randomly drawn rows in
 the same batches for every variant ("length-grouped" sorts them by length first, as train.group_by_length does);
 variants run interleaved, `--repeats` times each, and the median is reported. Tokens/s counts real tokens only
-(never padding). Forward and backward, no optimizer step. Prints JSON.
+(never padding). Forward and backward, no optimizer step. On a GPU it runs as training would there: float32 master
+weights under bf16 (or fp16) autocast, timed after a device synchronise. Prints JSON.
 
     python benchmarks/train_throughput.py --rows 32 --batch-size 8
 """
@@ -24,7 +25,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from tunemake.methods.lora import lora_config
 from tunemake.params import load
-from tunemake.train import assistant_loss
+from tunemake.train import assistant_loss, precision
 
 
 def all_positions_loss(model, batch):
@@ -52,7 +53,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = torch.autocast(device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16,
+                              enabled=device == "cuda")
+    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).to(device)
     model = get_peft_model(model, lora_config(load(args.params).train.lora))
     train = datasets.load_from_disk(str(args.data / "dataset"))["train"].remove_columns("id")
     rows = list(train.shuffle(seed=0).select(range(min(args.rows, len(train)))))
@@ -66,12 +70,13 @@ def main() -> None:
         collate = DataCollatorForLanguageModeling(pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free)
         computed, losses, started = 0, [], time.perf_counter()
         for group in batches(length_grouped):
-            batch = collate(group)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
             computed += batch["input_ids"].numel()
-            loss = loss_fn(model, dict(batch))
+            with autocast:
+                loss = loss_fn(model, batch)
             loss = loss[0] if isinstance(loss, tuple) else loss
             loss.backward()
-            losses.append(loss.item())
+            losses.append(loss.item())  # .item() waits for the device, so the clock sees finished work
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - started, computed, sum(losses) / len(losses)
 
@@ -81,7 +86,9 @@ def main() -> None:
         for name in args.variants:
             timings[name].append(measure(*VARIANTS[name]))
     result = {
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "precision": precision("auto"),
+        "attention": model.config._attn_implementation,
         "threads": torch.get_num_threads(),
         "rows": len(rows),
         "batch_size": args.batch_size,

@@ -136,10 +136,10 @@ class TrainParams(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
     )
-    padding_free: bool | Literal["auto"] = Field(
-        "auto",
-        description="concatenate each batch without pad tokens (position ids keep sequences apart); auto = on GPU "
-        "only: without varlen attention kernels the flat batch's attention costs more than the padding it saves",
+    padding_free: bool = Field(
+        False,
+        description="concatenate each batch without pad tokens (position ids keep sequences apart); pays only with "
+        "a varlen attention kernel (flash-attn): with sdpa it was slower on CPU and on an H100 (README)",
     )
     group_by_length: bool = Field(True, description="batch sequences of similar length together, so little is padded")
 

@@ -19,7 +19,7 @@ import resource
 import shutil
 import subprocess
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -120,7 +120,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     mode = precision(params.precision)
     learning_rate = params.learning_rate * LR_SCALING[params.lr_scaling](world_size)
-    padding_free = torch.cuda.is_available() if params.padding_free == "auto" else params.padding_free
+    padding_free = params.padding_free
     splits = datasets.load_from_disk(str(data / "dataset"))
     train_set, val_set = (splits[name].remove_columns("id") for name in ("train", "val"))
 
@@ -209,6 +209,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
             "batching": ("padding-free" if padding_free else "padded") + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "processes": world_size,
+            "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "batch": {"per_process": params.batch_size, "gradient_accumulation": params.gradient_accumulation,
                       "effective": params.batch_size * params.gradient_accumulation * world_size},
             "learning_rate": {"configured": params.learning_rate, "scaling": params.lr_scaling, "used": learning_rate},
@@ -222,7 +223,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
             "best": best_info,
             "wall_seconds": round(time.perf_counter() - started, 1),
             "peak_memory_mb": peak_memory_mb(),
-            "packages": {name: version(name) for name in PACKAGES},
+            "packages": package_versions(),
             "git_commit": git_commit(),
             "config": params.model_dump(),
         }
@@ -245,6 +246,17 @@ def peak_memory_mb() -> dict:
     if torch.cuda.is_available():
         memory["gpu_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return memory
+
+
+def package_versions() -> dict[str, str | None]:
+    """None for a package that is importable without being installed (a source checkout on PYTHONPATH)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def git_commit() -> str | None:

@@ -6,6 +6,8 @@ the 4-bit model, as the QLoRA paper's release did.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from tunemake.methods.lora import lora_config
@@ -31,7 +33,8 @@ def build(base, params, dtype):
         bnb_4bit_use_double_quant=params.qlora.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(params.qlora.compute_dtype),
     )
-    device = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    # Each torchrun process quantizes onto its own GPU; current_device() would put every process on GPU 0.
+    device = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else {"": "cpu"}
     model = load_base(base, dtype, quantization_config=quantization, device_map=device)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     return get_peft_model(model, lora_config(params.lora))
