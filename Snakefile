@@ -1,4 +1,4 @@
-# tunemake: raw JSONL -> splits -> tokens -> adapter -> merged model (-> GGUF -> evaluation -> report, in later rules).
+# tunemake: raw JSONL -> splits -> tokens -> adapter -> merged model -> GGUF -> evaluation -> report -> gate.
 # Run: snakemake --profile local. The same steps, commands and parameters are in dvc.yaml (tests/test_frontdoors.py).
 
 
@@ -8,9 +8,11 @@ configfile: "params.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
+include: "rules/export.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     input:
-        "results/merged",
+        "results/gate.json",
     default_target: True

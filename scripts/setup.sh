@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Create .venv and install tunemake with the exact versions in envs/requirements.lock. Safe to re-run: it does
 # nothing when the lock has not changed since the last successful install.
+# --test also installs Chromium (Debian's package), which the tests drive through Playwright to open the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The tests need Chromium on the PATH: install it (Debian: sudo apt-get install chromium) and re-run." >&2
+    exit 1
+  fi
+fi
 
 PYTHON=${PYTHON:-python3.11}
 stamp=.venv/.tunemake-installed

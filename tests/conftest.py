@@ -69,7 +69,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture
 def workspace(tmp_path, tiny_llama_dir) -> Path:
-    """A git + DVC copy of the repository whose base model is the tiny Llama, training for two steps."""
+    """A git + DVC copy of the repository whose base model is the tiny Llama, training for two steps, evaluating 4 rows."""
     for name in ("Snakefile", "dvc.yaml", "params.yaml", "rules", "local", "src", "envs", "data", ".dvc", ".dvcignore", ".gitignore"):
         source = REPO / name
         if source.is_dir():
@@ -80,6 +80,7 @@ def workspace(tmp_path, tiny_llama_dir) -> Path:
     params["base"]["model"] = str(tiny_llama_dir)
     params["tokenize"]["max_length"] = 512
     params["train"].update(max_steps=2, batch_size=4, eval_steps=2, checkpoint_steps=2)
+    params["eval"].update(limit=4, max_new_tokens=8, speed_rows=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], tmp_path)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], tmp_path)

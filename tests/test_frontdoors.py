@@ -55,7 +55,7 @@ def test_snakemake_rules_and_dvc_stages_describe_the_same_steps():
         outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
         assert rule["outs"] == outs, name
         assert expand(rule["deps"], REPO) == expand(stage["deps"], REPO), name
-        assert rule["params"] == set(stage["params"]), name
+        assert rule["params"] == set(stage.get("params", [])), name
 
 
 def test_snakemake_lint_is_clean():
@@ -71,15 +71,56 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
     assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
     assert (workspace / "results" / "merged" / "model.safetensors").is_file()
-    for step in ("tokenize", "train", "merge"):
+    for step in ("tokenize", "train", "merge", "gguf", "evaluate", "report", "gate"):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
+    metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"} and metrics["test_rows"] == 4
+    verdict = json.loads((workspace / "results" / "report" / "verdict.json").read_text())
+    assert json.loads((workspace / "results" / "gate.json").read_text())["verdict"] == verdict["verdict"]
+    assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
+    run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 
     again = run(["snakemake", "--profile", "local", "-n"], workspace)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # An export parameter re-runs merge alone: no retraining. A tokenize parameter re-runs what follows tokenize.
-    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"}
-    assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"}
+    # Each parameter re-runs its step and what follows, nothing before it: an export or eval setting never retrains.
+    after_merge = {"gguf", "evaluate", "report", "gate"}
+    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"} | after_merge
+    assert planned_jobs(workspace, gguf={"quants": ["Q8_0"]}) == after_merge
+    assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
+    assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
+    assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"} | after_merge
+
+
+def assert_opens_offline_with_plots(html: Path) -> None:
+    """Headless Chromium opens the report with every request outside the file refused, and every plot decodes."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    browser_path = shutil.which("chromium")
+    assert browser_path, "the report check needs Chromium: ./scripts/setup.sh --test installs it"
+    outside = []
+
+    def only_local(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.route("**/*", only_local)
+        page.goto(html.as_uri(), wait_until="load")
+        images = page.eval_on_selector_all("img", "all => all.map(i => [i.alt, i.complete, i.naturalWidth])")
+        headings = page.eval_on_selector_all("h2", "all => all.map(h => h.textContent)")
+        browser.close()
+    assert outside == []
+    assert [alt for alt, _, _ in images] == ["scores by model", "training and validation loss"]
+    assert all(complete and width > 300 for _, complete, width in images), images
+    assert any(h.startswith("Held-out scores") for h in headings) and "Sample answers" in headings
 
 
 def edit_params(workspace: Path, **sections) -> None:
@@ -95,7 +136,7 @@ def planned_jobs(workspace: Path, **sections) -> set[str]:
     edit_params(workspace, **sections)
     plan = run(["snakemake", "--profile", "local", "-n"], workspace)
     (workspace / "params.yaml").write_text(original)
-    steps = {"base", "prepare", "tokenize", "train", "merge"}
+    steps = {"base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate", "report", "gate"}
     return {line.split()[0] for line in (plan.stdout + plan.stderr).splitlines()
             if line.strip().endswith(" 1") and line.split()[0] in steps}
 
@@ -110,10 +151,18 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     again = run(["dvc", "repro"], workspace)
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
 
-    # An export parameter makes only merge stale: DVC would not retrain either.
+    assert json.loads((workspace / "results" / "eval" / "metrics.json").read_text())["test_rows"] == 4
+    shown = run(["dvc", "metrics", "show", "--json"], workspace).stdout
+    assert "tool_calls" in shown and "verdict" in shown
+
+    # An export parameter makes only merge stale, an eval one only evaluate: DVC would not retrain either. (report
+    # prints every parameter, so params.yaml is one of its inputs.)
+    original = (workspace / "params.yaml").read_text()
     edit_params(workspace, merge={"dtype": "bfloat16"})
-    stale = json.loads(run(["dvc", "status", "--json"], workspace).stdout)
-    assert set(stale) == {"merge"}, stale
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"merge", "report"}
+    (workspace / "params.yaml").write_text(original)
+    edit_params(workspace, eval={"max_new_tokens": 4})
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"evaluate", "report"}
 
 
 @pytest.mark.slow
@@ -121,6 +170,8 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     """The README's main command, on the real default model and data (the GGUF is dequantised for real)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(max_steps=2, eval_steps=2)  # two real LoRA steps; the full epoch is measured, not tested
+    params["gguf"].update(quants=["Q8_0"])
+    params["eval"].update(limit=3, max_new_tokens=16, speed_rows=1)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["snakemake", "--profile", "local"], workspace)
     manifest = yaml.safe_load((workspace / "results" / "base" / "manifest.json").read_text())
@@ -130,3 +181,7 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     summary = json.loads((workspace / "results" / "train" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["parameters"]["total"] > 134_000_000
     assert (workspace / "results" / "merged" / "model.safetensors").stat().st_size > 500_000_000  # float32 135M
+    sizes = json.loads((workspace / "results" / "gguf" / "sizes.json").read_text())
+    assert {name: entry["parameters"] for name, entry in sizes["files"].items()} == {"F16": 134_515_008, "Q8_0": 134_515_008}
+    assert sizes["files"]["Q8_0"]["stop_tokens"] == ["<|im_end|>"]  # and its template rendered training's tokens
+    assert (workspace / "results" / "report" / "index.html").stat().st_size > 50_000

@@ -42,6 +42,36 @@ def _merge(args, p) -> None:
     merge.run(p.merge, args.base, args.trained, args.out)
 
 
+def _converter(args, p) -> None:
+    from tunemake import converter
+
+    converter.run(args.out)
+
+
+def _gguf(args, p) -> None:
+    from tunemake import gguf
+
+    gguf.run(p.gguf, args.merged, args.converter, args.out)
+
+
+def _evaluate(args, p) -> None:
+    from tunemake import evaluate
+
+    evaluate.run(p.eval, args.base, args.merged, args.gguf, args.data, args.tokenized, args.out)
+
+
+def _report(args, p) -> None:
+    from tunemake import report
+
+    report.run(p, args.params, args.data, args.trained, args.gguf, args.eval, args.out)
+
+
+def _gate(args, p) -> None:
+    from tunemake import gate
+
+    gate.run(p.gate, args.verdict, args.out)
+
+
 def _show_tokens(args, p) -> None:
     from tunemake import tokenize
 
@@ -80,6 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = step("merge", _merge, "merge the adapter into the float base weights (full weights are re-saved)")
     sub.add_argument("--base", type=Path, required=True)
     sub.add_argument("--trained", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("converter", _converter, "fetch llama.cpp's GGUF converter from the pinned llama-cpp-python sdist",
+               needs_params=False)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("gguf", _gguf, "convert the merged model to GGUF, quantize, load-check the template; write a Modelfile")
+    sub.add_argument("--merged", type=Path, required=True)
+    sub.add_argument("--converter", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("evaluate", _evaluate, "score base vs tuned vs each GGUF on the held-out test split")
+    for name in ("base", "merged", "gguf", "data", "tokenized", "out"):
+        sub.add_argument(f"--{name}", type=Path, required=True)
+
+    sub = step("report", _report, "HTML + Markdown report with plots and the deploy / iterate / abort verdict")
+    for name in ("data", "trained", "gguf", "eval", "out"):
+        sub.add_argument(f"--{name}", type=Path, required=True)
+
+    sub = step("gate", _gate, "fail when gate.enforce is on and the verdict is not deploy")
+    sub.add_argument("--verdict", type=Path, required=True)
     sub.add_argument("--out", type=Path, required=True)
 
     sub = step("show-tokens", _show_tokens, "print one tokenized row token by token with its label", needs_params=False)

@@ -159,6 +159,34 @@ class MergeParams(Strict):
     )
 
 
+Quant = Literal["Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
+
+
+class GgufParams(Strict):
+    outtype: Literal["f16", "bf16", "f32"] = Field("f16", description="the unquantized GGUF the quants are made from")
+    quants: list[Quant] = Field(["Q8_0", "Q4_K_M"], description="llama.cpp quant types; the first is shipped and gated")
+    system: str | None = Field(None, description="SYSTEM prompt for the Ollama Modelfile; null = the template's own")
+
+
+class EvalParams(Strict):
+    max_new_tokens: int = Field(96, gt=0, description="greedy decoding stops at the end-of-turn token or here")
+    batch_size: int = Field(16, gt=0, description="rows per batch for transformers generation and loss")
+    speed_rows: int = Field(2, gt=0, description="rows timed one at a time for each transformers model's speed")
+    limit: int | None = Field(None, gt=0, description="evaluate only N test rows, evenly spaced (quick looks)")
+
+
+class GateParams(Strict):
+    metric: Literal["tool_calls.exact_match", "exact_match", "rouge_l"] = Field(
+        "tool_calls.exact_match", description="the held-out score (points, 0-100) the gate judges"
+    )
+    min_score: float = Field(40, description="the tuned model must score at least this")
+    min_gain: float = Field(10, description="...and beat the base model by at least this many points")
+    max_quant_drop: float = Field(5, ge=0, description="points the shipped quant may lose against our own F16 GGUF")
+    max_latency_s: float | None = Field(None, gt=0, description="mean seconds per answer of the shipped GGUF")
+    max_memory_mb: float | None = Field(None, gt=0, description="peak RSS of the process running the shipped GGUF")
+    enforce: bool = Field(False, description="true: the pipeline fails unless the verdict is deploy")
+
+
 class Params(BaseModel):
     # Later steps add their own sections; unknown top-level sections are left to them.
     model_config = ConfigDict(extra="allow")
@@ -168,6 +196,9 @@ class Params(BaseModel):
     tokenize: TokenizeParams = TokenizeParams()
     train: TrainParams = TrainParams()
     merge: MergeParams = MergeParams()
+    gguf: GgufParams = GgufParams()
+    eval: EvalParams = EvalParams()
+    gate: GateParams = GateParams()
 
 
 class ParamsError(Exception):

@@ -1,0 +1,31 @@
+# llama.cpp's converter is a declared output (not a hidden cache), so a pod with no shared disk receives it too.
+rule converter:
+    input:
+        lock="envs/requirements.lock",
+        code=src("converter"),
+    output:
+        directory("results/converter"),
+    log:
+        "logs/converter.log",
+    conda:
+        TUNEMAKE_ENV
+    shell:
+        "tunemake converter --out {output} --log-file {log}"
+
+
+rule gguf:
+    input:
+        merged="results/merged",
+        converter="results/converter",
+        code=src("gguf", "chat"),
+    output:
+        directory("results/gguf"),
+    params:
+        gguf=config["gguf"],
+    log:
+        "logs/gguf.log",
+    conda:
+        TUNEMAKE_ENV
+    shell:
+        "tunemake gguf --params params.yaml --merged {input.merged} --converter {input.converter} --out {output}"
+        " --log-file {log}"

@@ -1,0 +1,73 @@
+"""converter: llama.cpp's convert_hf_to_gguf.py, taken from the sdist of the llama-cpp-python version installed.
+
+The converter must match the llama.cpp that llama-cpp-python was built from, and it ships in that package's sdist
+(vendor/llama.cpp) but not in its wheel. The sdist comes from the package index (pip download), never from a git
+branch; the few files the converter needs are extracted once into a per-version cache and copied into the step's
+output, so the gguf step reads only declared files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+from tunemake.errors import StepError
+from tunemake.jsonl import atomic_dir, write_json
+
+log = logging.getLogger("tunemake")
+PACKAGE = "llama-cpp-python"
+NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")  # under vendor/llama.cpp/ in the sdist
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNEMAKE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunemake")
+
+
+def fetch(pinned: str) -> Path:
+    """The extracted converter for llama-cpp-python==pinned, downloading the sdist on first use."""
+    target = cache_root() / f"llama.cpp-converter-{pinned}"
+    if (target / "convert_hf_to_gguf.py").is_file():
+        return target
+    log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               "--dest", tmp, f"{PACKAGE}=={pinned}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        archives = list(Path(tmp).glob("*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            raise StepError(f"could not download the {PACKAGE}=={pinned} sdist from the package index:\n"
+                            f"{result.stderr.strip()[-2000:]}\nCheck the network or pip's index settings "
+                            f"(PIP_INDEX_URL), or set TUNEMAKE_CACHE to a folder holding {target.name}/.")
+        staging = Path(tempfile.mkdtemp(dir=tmp))
+        with tarfile.open(archives[0]) as sdist:
+            prefix = f"{sdist.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
+            members = []
+            for member in sdist.getmembers():
+                if member.name.startswith(prefix) and member.name[len(prefix):].startswith(NEEDED):
+                    member.name = member.name[len(prefix):]
+                    members.append(member)
+            sdist.extractall(staging, members=members, filter="data")
+        if not (staging / "convert_hf_to_gguf.py").is_file():
+            raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def run(out: Path) -> dict:
+    pinned = version(PACKAGE)
+    source = fetch(pinned)
+    with atomic_dir(out) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        manifest = {"package": PACKAGE, "version": pinned, "script": "convert_hf_to_gguf.py", "gguf_py": "gguf-py"}
+        write_json(tmp / "manifest.json", manifest)
+    log.info("converter: llama.cpp converter of %s %s -> %s", PACKAGE, pinned, out)
+    return manifest

@@ -1,0 +1,221 @@
+"""evaluate: the base model, the tuned (merged) model and every GGUF file on the held-out test split.
+
+For each model: teacher-forced loss and perplexity on the assistant tokens (transformers models), greedy answers
+scored against the reference (exact match, ROUGE-L, and the schema-aware tool-call scores of tunemake.scoring),
+and speed (prompt and generation tokens/s, time to first token, the process's peak memory). Each model runs in a
+fresh process, so its peak memory is its own and no model's memory lingers into the next one.
+
+The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
+GGUF files render it with their own embedded template through llama-cpp-python, as a user of the file would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tunemake.chat import Renderer, stop_token_ids, with_fallback
+from tunemake.errors import StepError
+from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunemake.params import EvalParams
+from tunemake.scoring import text_scores, tool_scores
+
+log = logging.getLogger("tunemake")
+
+
+def examples(test_file: Path, limit: int | None) -> list[dict]:
+    """Prompt, reference text and reference calls of each test row; the reference is its last assistant turn."""
+    records = read_jsonl(test_file)
+    out = []
+    for record in [records[i] for i in spread(len(records), limit or len(records))]:
+        messages = record["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        reference = messages[last]
+        out.append({"id": record["id"], "prompt": messages[:last], "tools": record.get("tools") or [],
+                    "reference": with_fallback([reference], [])[0]["content"],
+                    "reference_calls": reference.get("tool_calls") or []})
+    return out
+
+
+def spread(count: int, wanted: int) -> list[int]:
+    """Evenly spaced row indices: a subset with the same mix of sources and lengths as the whole."""
+    n = min(wanted, count)
+    return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+class FirstTokenTimer:
+    """A generate() streamer that notes when the first new token arrives (the first put() is the prompt)."""
+
+    def __init__(self):
+        self.puts, self.first = 0, None
+
+    def put(self, value):
+        self.puts += 1
+        if self.puts == 2:
+            self.first = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> dict:
+    """Loss, answers and speed of a transformers model (runs in its own process)."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tunemake.train import assistant_loss
+
+    params = EvalParams(**params)
+    datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+
+    ids = {r["id"] for r in rows}
+    test = datasets.load_from_disk(str(Path(tokenized) / "dataset"))["test"].filter(lambda r: r["id"] in ids).remove_columns("id")
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(test), params.batch_size):
+            batch = collate(list(test.select(range(start, min(start + params.batch_size, len(test))))))
+            labels = batch["labels"]
+            n = int((labels[:, 1:] != -100).sum())
+            loss, _ = assistant_loss(model, dict(batch), n)
+            total, count = total + loss.item() * n, count + n
+
+    renderer = Renderer(tokenizer)
+    prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
+    generate = dict(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    answers = [""] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
+    with torch.inference_mode():
+        for start in range(0, len(order), params.batch_size):
+            chunk = order[start : start + params.batch_size]
+            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            output = model.generate(**encoded, **generate)
+            for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
+                answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
+
+        timings = []
+        for prompt in [prompts[i] for i in spread(len(rows), params.speed_rows)]:  # one at a time, as served
+            encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            timer, started = FirstTokenTimer(), time.perf_counter()
+            output = model.generate(**encoded, **generate, streamer=timer)
+            ended = time.perf_counter()
+            new = output.shape[1] - encoded["input_ids"].shape[1]
+            timings.append((encoded["input_ids"].shape[1], new, timer.first - started, ended - timer.first))
+    return {"answers": answers, "loss": total / max(count, 1), "timings": timings, "peak_rss_mb": peak_rss_mb()}
+
+
+def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) -> dict:
+    """Answers and speed of a GGUF file through llama-cpp-python (runs in its own process)."""
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    from tunemake.gguf import load
+
+    params = EvalParams(**params)
+    renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
+    llm = load(Path(path), n_ctx=4096)
+    answers, timings = [], []
+    timed = set(spread(len(rows), params.speed_rows))
+    for index, row in enumerate(rows):
+        messages, tools = renderer.prepare(row["prompt"], row["tools"])
+        llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        started = time.perf_counter()
+        response = llm.create_chat_completion(messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens)
+        elapsed = time.perf_counter() - started
+        answers.append((response["choices"][0]["message"]["content"] or "").strip())
+        # llama.cpp's own counters: the prompt's evaluation ends when the first token can be sampled; n_eval counts
+        # the tokens decoded after that one.
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        if index in timed:
+            timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
+    return {"answers": answers, "loss": None, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+
+
+def in_fresh_process(function, *args) -> dict:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def speed(timings: list[tuple], peak: float) -> dict:
+    """Means over timed rows; each timing is (prompt tokens, generated tokens, time to first token, time after it)."""
+    if not timings:
+        return {"peak_rss_mb": peak}
+    return {
+        "time_to_first_token_s": round(statistics.mean(t[2] for t in timings), 3),
+        "prompt_tokens_per_second": round(sum(t[0] for t in timings) / sum(t[2] for t in timings), 1),
+        "generation_tokens_per_second": round(sum(max(t[1] - 1, 0) for t in timings) / max(sum(t[3] for t in timings), 1e-9), 1),
+        "seconds_per_answer": round(statistics.mean(t[2] + t[3] for t in timings), 3),
+        "timed_rows": len(timings),
+        "peak_rss_mb": peak,
+    }
+
+
+def summarise(rows: list[dict], answers: list[str]) -> tuple[dict, list[dict]]:
+    per_row, tool_rows = [], []
+    for row, answer in zip(rows, answers):
+        scores = text_scores(answer, row["reference"])
+        if row["reference_calls"]:
+            scores["tool_calls"] = tool_scores(answer, row["reference_calls"], row["tools"])
+            tool_rows.append(scores["tool_calls"])
+        per_row.append(scores)
+    points = lambda values: round(100 * statistics.mean(values), 1) if values else None  # noqa: E731
+    summary = {"exact_match": points([s["exact_match"] for s in per_row]), "rouge_l": points([s["rouge_l"] for s in per_row])}
+    if tool_rows:
+        summary["tool_calls"] = {k: points([t[k] for t in tool_rows]) for k in tool_rows[0]}
+    return summary, per_row
+
+
+def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, tokenized: Path, out: Path) -> dict:
+    rows = examples(data / "test.jsonl", params.limit)
+    if not rows:
+        raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
+    models = {"base": (hf_model, str(base), str(tokenized)), "tuned": (hf_model, str(merged), str(tokenized))}
+    sizes = json.loads((gguf / "sizes.json").read_text())
+    for name in sizes["order"]:
+        models[f"gguf-{name}"] = (gguf_model, str(gguf / sizes["files"][name]["file"]))
+    metrics = {"test_rows": len(rows), "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows), "models": {}}
+    answers, row_scores = {}, {}
+    for name, (function, *where) in models.items():
+        started = time.perf_counter()
+        if function is hf_model:
+            result = in_fresh_process(function, *where, rows, params.model_dump())
+        else:
+            result = in_fresh_process(function, *where, rows, params.model_dump(), str(merged))
+        summary, row_scores[name] = summarise(rows, result["answers"])
+        if result["loss"] is not None:
+            summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
+        summary["speed"] = speed(result["timings"], result["peak_rss_mb"])
+        metrics["models"][name] = summary
+        answers[name] = result["answers"]
+        tool = summary.get("tool_calls", {}).get("exact_match")
+        log.info("evaluate: %s in %.0fs: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s", name,
+                 time.perf_counter() - started, summary["exact_match"], summary["rouge_l"], tool,
+                 summary["speed"].get("generation_tokens_per_second"))
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_jsonl(tmp / "samples.jsonl", (
+            {"id": row["id"], "prompt": row["prompt"][-1]["content"], "reference": row["reference"],
+             "answers": {name: answers[name][i] for name in models},
+             "scores": {name: row_scores[name][i] for name in models}}
+            for i, row in enumerate(rows)))
+    return metrics

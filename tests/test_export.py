@@ -1,0 +1,100 @@
+"""gguf on a tiny Llama trained into the tool-call format: convert, quantize, load, template round trip, Modelfile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run
+from tunemake import gguf as gguf_mod
+from tunemake.errors import StepError
+from tunemake.scoring import parse_calls
+
+
+CITIES = ["Austin", "Boston", "Denver", "Lisbon", "Oslo", "Paris", "Quito", "Rome", "Seoul", "Tunis"]
+TOOLS = [{"name": "get_weather", "description": "Current weather for a city", "parameters": {"city": {"type": "str", "description": "City name"}}}]
+
+
+def one_call_rows() -> list[dict]:
+    """xlam rows that all answer with the same call: a tiny model learns the format in seconds (it cannot copy)."""
+    answer = json.dumps([{"name": "get_weather", "arguments": {"city": "Austin"}}])
+    return [{"id": i, "query": f"Weather check number {i} for {CITIES[i % 10]}?", "tools": json.dumps(TOOLS),
+             "answers": answer, "group": f"g{i}"} for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_llama_dir) -> Path:
+    """The real steps from prepare to gguf, training the tiny model until it answers in the <tool_call> format."""
+    root = tmp_path_factory.mktemp("export")
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "tool_calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in one_call_rows()))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_llama_dir)
+    params["prepare"]["sources"] = params["prepare"]["sources"][:1]
+    params["train"].update(method="full", max_steps=150, batch_size=8, gradient_accumulation=1, learning_rate=1e-2,
+                           warmup_ratio=0.0, eval_steps=150, checkpoint_steps=150)
+    params["gguf"].update(outtype="f32", quants=["Q8_0"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for step in (["base", "--out", "results/base"], ["prepare", "--out", "results/data"],
+                 ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
+                 ["train", "--base", "results/base", "--data", "results/tokenized", "--out", "results/train",
+                  "--checkpoints", "checkpoints/train"],
+                 ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
+                 ["converter", "--out", "results/converter"],
+                 ["gguf", "--merged", "results/merged", "--converter", "results/converter", "--out", "results/gguf"]):
+        run(["tunemake", *step], root)
+    return root
+
+
+def test_gguf_writes_f32_and_quant_with_sizes_and_modelfile(exported):
+    out = exported / "results" / "gguf"
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert (sizes["shipped"], sizes["unquantized"], sizes["order"]) == ("Q8_0", "F32", ["F32", "Q8_0"])
+    for name, entry in sizes["files"].items():
+        assert (out / entry["file"]).stat().st_size == entry["bytes"]
+        assert entry["stop_tokens"] == ["<|im_end|>"]
+    assert sizes["files"]["Q8_0"]["bytes"] < sizes["files"]["F32"]["bytes"] / 2  # the vocabulary is a large share here
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model-Q8_0.gguf\n")
+    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+
+
+def test_llama_cpp_answers_a_test_prompt_in_the_trained_format(exported):
+    """What a user of the shipped file does: llama_cpp.Llama(...).create_chat_completion(...)."""
+    from llama_cpp import Llama
+
+    from tunemake.chat import with_fallback
+
+    record = json.loads((exported / "results" / "data" / "test.jsonl").read_text().splitlines()[0])  # held out
+    prompt = with_fallback(record["messages"][:-1], record["tools"])
+    llm = Llama(model_path=str(exported / "results" / "gguf" / "model-Q8_0.gguf"), n_ctx=1024, verbose=False)
+    response = llm.create_chat_completion(messages=prompt, temperature=0.0, max_tokens=80)
+    answer = response["choices"][0]["message"]["content"]
+    assert answer.lstrip().startswith("<tool_call>"), answer
+    assert parse_calls(answer) == [{"name": "get_weather", "arguments": {"city": "Austin"}}], answer
+    assert response["choices"][0]["finish_reason"] == "stop", answer  # and it stopped at <|im_end|>
+
+
+def test_a_planted_wrong_template_fails_the_round_trip_loudly(exported, tmp_path):
+    """A GGUF whose embedded template differs from training (rewritten with gguf-py's own metadata tool)."""
+    converter = exported / "results" / "converter"
+    source = exported / "results" / "gguf" / "model-Q8_0.gguf"
+    planted = tmp_path / "planted.gguf"
+    wrong = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+    env = {**os.environ, "PYTHONPATH": str(converter / "gguf-py")}
+    subprocess.run([sys.executable, str(converter / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"), str(source),
+                    str(planted), "--chat-template", wrong, "--force"], env=env, check=True, capture_output=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported / "results" / "merged")
+    gguf_mod.check_template(gguf_mod.load(source), source, tokenizer)  # the real file passes
+    with pytest.raises(StepError, match="planted.gguf: the GGUF's chat template renders a different prompt") as err:
+        gguf_mod.check_template(gguf_mod.load(planted), planted, tokenizer)
+    assert "first difference at token 0" in str(err.value) and "[system]" in str(err.value)
