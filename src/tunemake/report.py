@@ -55,7 +55,7 @@ def plot_scores(metrics: dict, names: list[str]):
         axes.bar([x + i * width for x in range(len(names))], [get(metrics["models"][n]) for n in names], width, label=label)
     axes.set_xticks([x + width * (len(columns) - 1) / 2 for x in range(len(names))], names)
     axes.set(ylabel="points (0-100)", ylim=(0, 100), title="Held-out test split")
-    axes.legend()
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(columns), frameon=False)  # clear of the bars
     axes.grid(axis="y", alpha=0.3)
     return figure
 
