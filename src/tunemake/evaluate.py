@@ -83,7 +83,8 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval().to(device)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
 
@@ -93,10 +94,11 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(test), params.batch_size):
-            batch = collate(list(test.select(range(start, min(start + params.batch_size, len(test))))))
+            chunk = collate(list(test.select(range(start, min(start + params.batch_size, len(test))))))
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in chunk.items()}
             labels = batch["labels"]
             n = int((labels[:, 1:] != -100).sum())
-            loss, _ = assistant_loss(model, dict(batch), n)
+            loss, _ = assistant_loss(model, batch, n)
             total, count = total + loss.item() * n, count + n
 
     renderer = Renderer(tokenizer)
@@ -107,14 +109,14 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     with torch.inference_mode():
         for start in range(0, len(order), params.batch_size):
             chunk = order[start : start + params.batch_size]
-            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             output = model.generate(**encoded, **generate)
             for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
                 answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
 
         timings = []
         for prompt in [prompts[i] for i in spread(len(rows), params.speed_rows)]:  # one at a time, as served
-            encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
             timer, started = FirstTokenTimer(), time.perf_counter()
             output = model.generate(**encoded, **generate, streamer=timer)
             ended = time.perf_counter()
