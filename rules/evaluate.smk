@@ -5,7 +5,7 @@ rule evaluate:
         gguf="results/gguf",
         data="results/data",
         tokenized="results/tokenized",
-        code=src("evaluate", "scoring", "chat", "gguf", "train"),
+        code=src("evaluate", "scoring", "chat", "gguf", "train", "base", "cache"),
     output:
         directory("results/eval"),
     params:

@@ -2,7 +2,7 @@
 rule converter:
     input:
         lock="envs/requirements.lock",
-        code=src("converter"),
+        code=src("converter", "cache"),
     output:
         directory("results/converter"),
     log:

@@ -1,7 +1,7 @@
 rule base:
     input:
         model=base_model_files(),
-        code=src("base"),
+        code=src("base", "cache"),
     output:
         directory("results/base"),
     params:
@@ -19,7 +19,7 @@ rule train:
     input:
         base="results/base",
         data="results/tokenized",
-        code=src("train", "callbacks", "methods"),
+        code=src("train", "callbacks", "methods", "base", "cache"),
     output:
         directory("results/train"),
     params:
@@ -37,7 +37,7 @@ rule merge:
     input:
         base="results/base",
         trained="results/train",
-        code=src("merge", "chat"),
+        code=src("merge", "chat", "base", "cache"),
     output:
         directory("results/merged"),
     params:

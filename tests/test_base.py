@@ -13,15 +13,33 @@ from tunemake.errors import StepError
 from tunemake.params import BaseParams
 
 
-def test_local_directory_is_saved_as_safetensors_with_template_and_manifest(tiny_llama_dir, tmp_path):
+def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
     manifest = base.run(BaseParams(model=str(tiny_llama_dir)), tmp_path / "base")
     out = tmp_path / "base"
-    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / "tokenizer.json").is_file() and not list(out.glob("*.safetensors"))
     assert (out / "chat_template.jinja").read_text().startswith("{% for message in messages %}")
     assert manifest["kind"] == "local" and manifest["architecture"] == "LlamaForCausalLM"
+    assert manifest["parameters"] == sum(p.numel() for p in base.load(out).parameters())
     assert json.loads((out / "manifest.json").read_text())["sha256"]["model.safetensors"] == manifest["sha256"]["model.safetensors"]
-    original, saved = load_file(tiny_llama_dir / "model.safetensors"), load_file(out / "model.safetensors")
-    assert all((original[k] == saved[k]).all() for k in original)
+    assert base.weights(out) == tiny_llama_dir
+    original, loaded = load_file(tiny_llama_dir / "model.safetensors"), base.load(out).state_dict()
+    assert all((original[k] == loaded[k]).all() for k in original)
+
+    (tiny_llama_dir / "model.safetensors").rename(tiny_llama_dir / "moved.safetensors")
+    try:
+        with pytest.raises(StepError, match="no longer holds model.safetensors"):
+            base.weights(out)
+    finally:
+        (tiny_llama_dir / "moved.safetensors").rename(tiny_llama_dir / "model.safetensors")
+
+
+def test_gguf_is_dequantised_once_into_the_cache_and_found_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
+    manifest = base.run(BaseParams(), tmp_path / "base")
+    cached = base.weights(tmp_path / "base")
+    assert cached.parent == tmp_path / "cache" / "base" and manifest["parameters"] == 134_515_008
+    (cached / "model.safetensors").unlink()  # a fresh machine: the pinned GGUF is dequantised again
+    assert base.weights(tmp_path / "base") == cached and (cached / "model.safetensors").is_file()
 
 
 def test_pickle_weights_are_refused(tiny_llama_dir, tmp_path):

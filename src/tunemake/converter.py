@@ -9,7 +9,6 @@ output, so the gguf step reads only declared files.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -18,16 +17,13 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from tunemake.cache import cache_root
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 
 log = logging.getLogger("tunemake")
 PACKAGE = "llama-cpp-python"
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")  # under vendor/llama.cpp/ in the sdist
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TUNEMAKE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunemake")
 
 
 def fetch(pinned: str) -> Path:

@@ -74,9 +74,10 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     """Loss, answers and speed of a transformers model (runs in its own process)."""
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from tunemake.base import load
     from tunemake.train import assistant_loss
 
     params = EvalParams(**params)
@@ -84,7 +85,7 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval().to(device)
+    model = load(model_dir, dtype="auto").eval().to(device)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
 

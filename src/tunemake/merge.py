@@ -9,11 +9,13 @@ end-of-turn tokens, so every later consumer (GGUF, evaluation, serving) stops wh
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
 import torch
 
+from tunemake.base import load
 from tunemake.chat import stop_token_ids
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import MergeParams
@@ -23,14 +25,14 @@ log = logging.getLogger(__name__)
 
 def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     weights = trained / "model"
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    dtype = AutoConfig.from_pretrained(base).dtype if params.dtype == "auto" else getattr(torch, params.dtype)
+    dtype = getattr(torch, params.dtype if params.dtype != "auto" else json.loads((base / "manifest.json").read_text())["dtype"])
     adapter = (weights / "adapter_config.json").exists()
     if adapter:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+        model = load(base, dtype=torch.float32)
         model = PeftModel.from_pretrained(model, weights).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, use_safetensors=True)

@@ -6,7 +6,7 @@ the newest one, and a run whose parameters or data changed starts over. SIGTERM/
 non-zero. Under `torchrun --nproc-per-node N` the same command trains data-parallel (DDP: gloo on CPU, NCCL on GPU).
 
 Output: model/ (the adapter, or full weights for full/freeze, with the tokenizer and chat template), history.json,
-plots/{train,eval}.tsv, summary.json.
+plots/{train,eval}.tsv, summary.json and metrics.json (its headline numbers).
 """
 
 from __future__ import annotations
@@ -228,6 +228,11 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
             "config": params.model_dump(),
         }
         write_json(tmp / "summary.json", summary)
+        # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics).
+        headline = {"trainable_parameters": trainable, "trainable_share": summary["parameters"]["trainable_share"],
+                    "best_val_loss": best_info and best_info["val_loss"], "steps": summary["steps"],
+                    "wall_seconds": summary["wall_seconds"], "peak_rss_mb": summary["peak_memory_mb"]["rss"]}
+        write_json(tmp / "metrics.json", headline)
     if not params.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("train: %d steps, loss %s -> %s, best val loss %s, %.0fs, peak memory %.0f MB", summary["steps"],

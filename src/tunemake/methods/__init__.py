@@ -13,6 +13,6 @@ METHODS = {"lora": lora, "qlora": qlora, "full": full, "freeze": freeze}
 
 
 def load_base(base, dtype, **kwargs):
-    from transformers import AutoModelForCausalLM
+    from tunemake.base import load
 
-    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, **kwargs)
+    return load(base, dtype=dtype, **kwargs)

@@ -1,0 +1,92 @@
+"""Score and trainable parameters against one swept parameter, from the experiments `dvc exp show` lists.
+
+    dvc exp run --queue -S 'train.lora.r=4,8,16,32,64' && dvc queue start   # then, when `dvc queue status` is done:
+    python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png
+
+Prints one JSON row per experiment (value, held-out score, trainable parameters, best val loss, train time) and draws
+both curves into --out. Experiments missing the parameter or the metrics (failed or still queued) are listed, not
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+
+def dig(tree: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def experiments(shown: list[dict]) -> list[dict]:
+    """Each experiment of `dvc exp show --json` (the workspace and baselines too) as {name, params, metrics}."""
+    found = []
+    for baseline in shown:
+        for entry in [baseline, *(baseline.get("experiments") or [])]:
+            for run in entry.get("revs") or [entry]:
+                data = run.get("data") or {}
+                metrics = {path: (value or {}).get("data", {}) for path, value in (data.get("metrics") or {}).items()}
+                params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+                found.append({"name": run.get("name") or data.get("rev", "")[:7], "params": params, "metrics": metrics})
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--param", default="train.lora.r", help="the swept parameter (default: train.lora.r)")
+    parser.add_argument("--score", default="models.tuned.tool_calls.exact_match",
+                        help="a key of results/eval/metrics.json (default: models.tuned.tool_calls.exact_match)")
+    parser.add_argument("--out", default="results/sweep.png")
+    args = parser.parse_args()
+
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout)
+    rows, skipped = [], []
+    for exp in experiments(shown):
+        value = dig(exp["params"], args.param)
+        score = dig(exp["metrics"].get("results/eval/metrics.json", {}), args.score)
+        train = exp["metrics"].get("results/train/metrics.json", {})
+        if value is None or score is None or not train:
+            skipped.append(exp["name"])
+            continue
+        rows.append({"experiment": exp["name"], args.param: value, "score": score,
+                     "trainable_parameters": train.get("trainable_parameters"), "best_val_loss": train.get("best_val_loss"),
+                     "wall_seconds": train.get("wall_seconds")})
+    if not rows:
+        print(f"no finished experiment has {args.param} and {args.score}; skipped: {skipped}", file=sys.stderr)
+        return 1
+    rows.sort(key=lambda r: r[args.param])
+    for row in rows:
+        print(json.dumps(row))
+    if skipped:
+        print(f"skipped (no {args.param}, score or train metrics): {', '.join(skipped)}", file=sys.stderr)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [r[args.param] for r in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(values, [r["score"] for r in rows], marker="o")
+    left.set(xlabel=args.param, ylabel=args.score.split(".", 1)[-1], title="held-out score")
+    right.plot(values, [r["trainable_parameters"] for r in rows], marker="o", color="tab:orange")
+    right.set(xlabel=args.param, ylabel="trainable parameters", title="trainable parameters")
+    for axis in (left, right):
+        if all(v > 0 for v in values):  # ranks double from one point to the next
+            axis.set_xscale("log", base=2)
+        axis.set_xticks(values, [str(v) for v in values])
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(args.out, dpi=120)
+    print(f"plot: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Versioning and experiments: which DVC stages each parameter reruns, `tunemake sync` between the two front doors,
+and a push/pull round trip into a fresh clone that restores every result byte for byte with nothing left to run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+
+SNAKEMAKE_IDLE = "Nothing to be done"
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def snakemake_plan(root: Path) -> str:
+    result = run(["snakemake", "--profile", "local", "-n"], root)
+    return result.stdout + result.stderr
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "results").rglob("*"))
+            if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+@pytest.mark.slow
+def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_them(workspace):
+    baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
+    assert stages_run(baseline) == {"base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate",
+                                    "report", "gate"}
+    # An eval setting never retrains: evaluate, the report and the gate that reads the report.
+    more_tokens = run(["dvc", "exp", "run", "--name", "tokens4", "-S", "eval.max_new_tokens=4"], workspace).stdout
+    assert stages_run(more_tokens) == {"evaluate", "report", "gate"}
+    # A LoRA rank retrains, and everything after train follows; the data and tokens are reused.
+    rank = run(["dvc", "exp", "run", "--name", "rank4", "-S", "train.lora.r=4"], workspace).stdout
+    assert stages_run(rank) == {"train", "merge", "gguf", "evaluate", "report", "gate"}
+
+    # After DVC's runs, Snakemake still holds its own view: sync brings it level without running anything.
+    run(["tunemake", "sync"], workspace)
+    assert SNAKEMAKE_IDLE in snakemake_plan(workspace)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
+    experiments = {exp["name"]: exp["data"] for exp in shown[0]["experiments"] or []}
+    assert set(experiments) == {"baseline", "tokens4", "rank4"}
+    ranks = {name: data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] for name, data in experiments.items()}
+    assert ranks == {"baseline": 16, "tokens4": 16, "rank4": 4}
+    for data in experiments.values():
+        metrics = data["metrics"]["results/eval/metrics.json"]["data"]
+        assert set(metrics["models"]) >= {"base", "tuned"} and metrics["test_rows"] == 4
+        assert data["metrics"]["results/report/verdict.json"]["data"]["verdict"] in {"deploy", "iterate", "abort"}
+
+
+@pytest.mark.slow
+def test_front_doors_agree_after_a_run_a_checkout_and_a_pull_into_a_fresh_clone(workspace, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], workspace)
+
+    # After a Snakemake run, sync records it in DVC without running anything.
+    run(["snakemake", "--profile", "local"], workspace)
+    assert "recorded in dvc.lock" in run(["tunemake", "sync"], workspace).stderr
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], workspace).stdout
+    assert stages_run(run(["dvc", "repro"], workspace).stdout) == set()
+    run(["git", "add", "dvc.lock"], workspace)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results"], workspace)
+    before = files(workspace)
+
+    # A checkout writes the files with new times in any order; when results/base comes last, Snakemake alone would
+    # retrain...
+    shutil.rmtree(workspace / "results")
+    run(["dvc", "checkout"], workspace)
+    os.utime(workspace / "results" / "base", (time.time() + 5, time.time() + 5))
+    assert "rule train:" in snakemake_plan(workspace)
+    # ...sync sees DVC vouch for every result and re-stamps them, so neither tool reruns anything.
+    assert "every result matches dvc.lock" in run(["tunemake", "sync"], workspace).stderr
+    assert SNAKEMAKE_IDLE in snakemake_plan(workspace)
+    assert stages_run(run(["dvc", "repro"], workspace).stdout) == set()
+    assert files(workspace) == before
+
+    # push, then pull into a fresh clone: every result comes back byte for byte, and nothing is left to run.
+    run(["dvc", "push"], workspace)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(workspace), str(clone)], tmp_path)
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    assert files(clone) == before
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone).stdout
+    run(["tunemake", "sync"], clone)
+    assert SNAKEMAKE_IDLE in snakemake_plan(clone)
+    assert stages_run(run(["dvc", "repro"], clone).stdout) == set()
+
+
+@pytest.mark.slow
+def test_sync_refuses_to_vouch_for_results_stale_for_both_tools(workspace):
+    run(["snakemake", "--profile", "local"], workspace)
+    run(["tunemake", "sync"], workspace)
+    params = (workspace / "params.yaml").read_text()
+    (workspace / "params.yaml").write_text(params.replace("max_new_tokens: 8", "max_new_tokens: 6"))
+    result = run(["tunemake", "sync"], workspace, check=False)
+    assert result.returncode == 1
+    assert "out of date for both tools" in result.stderr and "evaluate" in result.stderr
