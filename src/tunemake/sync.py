@@ -26,7 +26,7 @@ log = logging.getLogger("tunemake")
 def run(root: Path) -> str:
     stale_for_dvc = _dvc_stale(root)
     if not stale_for_dvc:
-        _tool(root, "snakemake", "--touch", "--cores", "1", "--quiet", "all")
+        _tool(root, "snakemake", "--touch", "--forceall", "--cores", "1", "--quiet", "all")  # all: every rule gets its records
         log.info("sync: every result matches dvc.lock; Snakemake's file times and records now say so too")
         return "snakemake"
     plan = _tool(root, "snakemake", "--dry-run", "--quiet", "rules", check=False)
