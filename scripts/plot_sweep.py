@@ -33,7 +33,9 @@ def experiments(shown: list[dict]) -> list[dict]:
                 data = run.get("data") or {}
                 metrics = {path: (value or {}).get("data", {}) for path, value in (data.get("metrics") or {}).items()}
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-                found.append({"name": run.get("name") or data.get("rev", "")[:7], "params": params, "metrics": metrics})
+                rev = data.get("rev", "")
+                name = run.get("name") or (rev[:7] if len(rev) == 40 else rev)
+                found.append({"name": name, "params": params, "metrics": metrics})
     return found
 
 
@@ -52,7 +54,10 @@ def main() -> int:
         score = dig(exp["metrics"].get("results/eval/metrics.json", {}), args.score)
         train = exp["metrics"].get("results/train/metrics.json", {})
         if value is None or score is None or not train:
-            skipped.append(exp["name"])
+            skipped.append(f"{exp['name']} (no {args.param}, score or train metrics)")
+            continue
+        if any(row[args.param] == value for row in rows):  # `dvc exp show` lists the newest first
+            skipped.append(f"{exp['name']} (an older run of {args.param}={value})")
             continue
         rows.append({"experiment": exp["name"], args.param: value, "score": score,
                      "trainable_parameters": train.get("trainable_parameters"), "best_val_loss": train.get("best_val_loss"),
@@ -64,7 +69,7 @@ def main() -> int:
     for row in rows:
         print(json.dumps(row))
     if skipped:
-        print(f"skipped (no {args.param}, score or train metrics): {', '.join(skipped)}", file=sys.stderr)
+        print(f"skipped: {'; '.join(skipped)}", file=sys.stderr)
 
     import matplotlib
 

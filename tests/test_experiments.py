@@ -7,12 +7,13 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import REPO, run
 
 SNAKEMAKE_IDLE = "Nothing to be done"
 
@@ -48,7 +49,8 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     assert SNAKEMAKE_IDLE in snakemake_plan(workspace)
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
-    experiments = {exp["name"]: exp["data"] for exp in shown[0]["experiments"] or []}
+    experiments = {rev["name"]: rev["data"] for baseline in shown for exp in baseline.get("experiments") or []
+                   for rev in exp.get("revs") or []}
     assert set(experiments) == {"baseline", "tokens4", "rank4"}
     ranks = {name: data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] for name, data in experiments.items()}
     assert ranks == {"baseline": 16, "tokens4": 16, "rank4": 4}
@@ -56,6 +58,12 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
         metrics = data["metrics"]["results/eval/metrics.json"]["data"]
         assert set(metrics["models"]) >= {"base", "tuned"} and metrics["test_rows"] == 4
         assert data["metrics"]["results/report/verdict.json"]["data"]["verdict"] in {"deploy", "iterate", "abort"}
+
+    # The sweep plot reads the same table: one point per rank (the newest run of each), trainable parameters by rank.
+    plot = run([sys.executable, str(REPO / "scripts" / "plot_sweep.py"), "--out", "sweep.png"], workspace)
+    points = {row["train.lora.r"]: row for row in map(json.loads, plot.stdout.splitlines())}
+    assert set(points) == {4, 16} and points[4]["trainable_parameters"] < points[16]["trainable_parameters"]
+    assert (workspace / "sweep.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
