@@ -1,7 +1,7 @@
 """Score and trainable parameters against one swept parameter, from the experiments `dvc exp show` lists.
 
     dvc exp run --queue -S 'train.lora.r=4,8,16,32,64' && dvc queue start   # then, when `dvc queue status` is done:
-    python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png
+    python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png  # --all-commits: queued from older commits
 
 Prints one JSON row per experiment (value, held-out score, trainable parameters, best val loss, train time) and draws
 both curves into --out. Experiments missing the parameter or the metrics (failed or still queued) are listed, not
@@ -45,11 +45,17 @@ def main() -> int:
     parser.add_argument("--score", default="models.tuned.tool_calls.exact_match",
                         help="a key of results/eval/metrics.json (default: models.tuned.tool_calls.exact_match)")
     parser.add_argument("--out", default="results/sweep.png")
+    parser.add_argument("--all-commits", action="store_true",
+                        help="also experiments queued from earlier commits (dvc exp show shows those of HEAD only)")
     args = parser.parse_args()
 
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True).stdout)
-    rows, skipped = [], []
+    command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if args.all_commits else [])
+    shown = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    rows, skipped, bare = [], [], 0
     for exp in experiments(shown):
+        if not exp["metrics"]:  # a commit from before the pipeline had metrics
+            bare += 1
+            continue
         value = dig(exp["params"], args.param)
         score = dig(exp["metrics"].get("results/eval/metrics.json", {}), args.score)
         train = exp["metrics"].get("results/train/metrics.json", {})
@@ -68,8 +74,8 @@ def main() -> int:
     rows.sort(key=lambda r: r[args.param])
     for row in rows:
         print(json.dumps(row))
-    if skipped:
-        print(f"skipped: {'; '.join(skipped)}", file=sys.stderr)
+    if skipped or bare:
+        print(f"skipped: {'; '.join(skipped + [f'{bare} commits without metrics'] * bool(bare))}", file=sys.stderr)
 
     import matplotlib
 
