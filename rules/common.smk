@@ -20,3 +20,8 @@ def base_model_files():
     """A base model given as a local path is an input too; the bundled one ships inside the installed package."""
     spec = PARAMS.base
     return [p for p in (spec.model, spec.chat_template) if p and Path(p).exists()]
+
+
+def base_weights():
+    """The local base folder that results/base pins (train, merge and evaluate load its weights from there)."""
+    return [p for p in (PARAMS.base.model,) if Path(p).is_dir()]

@@ -5,6 +5,7 @@ rule evaluate:
         gguf="results/gguf",
         data="results/data",
         tokenized="results/tokenized",
+        weights=base_weights(),
         code=src("evaluate", "scoring", "chat", "gguf", "train", "base", "cache"),
     output:
         directory("results/eval"),

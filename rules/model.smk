@@ -19,6 +19,7 @@ rule train:
     input:
         base="results/base",
         data="results/tokenized",
+        weights=base_weights(),
         code=src("train", "callbacks", "methods", "base", "cache"),
     output:
         directory("results/train"),
@@ -37,6 +38,7 @@ rule merge:
     input:
         base="results/base",
         trained="results/train",
+        weights=base_weights(),
         code=src("merge", "chat", "base", "cache"),
     output:
         directory("results/merged"),

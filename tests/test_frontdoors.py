@@ -58,6 +58,13 @@ def test_snakemake_rules_and_dvc_stages_describe_the_same_steps():
         assert rule["params"] == set(stage.get("params", [])), name
 
 
+def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(workspace):
+    """results/base only pins a local base's weights, so the steps that load them must declare the folder."""
+    model = yaml.safe_load((workspace / "params.yaml").read_text())["base"]["model"]
+    rules = snakemake_rules(workspace)
+    assert {name for name, rule in rules.items() if model in rule["deps"]} == {"base", "train", "merge", "evaluate"}
+
+
 def test_snakemake_lint_is_clean():
     result = run(["snakemake", "--lint"], REPO)
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
