@@ -12,6 +12,15 @@ include: "rules/export.smk"
 include: "rules/evaluate.smk"
 
 
+# Seconds of CPU work each: with --profile slurm or k8s they run where snakemake runs instead of waiting in a queue.
+localrules:
+    prepare,
+    tokenize,
+    converter,
+    report,
+    gate,
+
+
 rule all:
     input:
         "results/gate.json",

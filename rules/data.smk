@@ -1,6 +1,6 @@
 rule prepare:
     input:
-        sources=[s["path"] for s in config["prepare"]["sources"]],
+        sources=sources(*(s["path"] for s in config["prepare"]["sources"])),
         code=src("prepare", "split", "formats"),
     output:
         directory("results/data"),

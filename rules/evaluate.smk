@@ -23,12 +23,12 @@ rule evaluate:
 # The report prints every parameter of the run, so params.yaml itself is an input: any edit re-renders it (seconds).
 rule report:
     input:
-        params="params.yaml",
+        params=sources("params.yaml"),
         data="results/data",
         trained="results/train",
         gguf="results/gguf",
         eval="results/eval",
-        code=src("report", "gate") + ["src/tunemake/templates/report.html"],
+        code=src("report", "gate") + sources("src/tunemake/templates/report.html"),
     output:
         report(
             directory("results/report"),

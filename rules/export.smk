@@ -1,7 +1,7 @@
 # llama.cpp's converter is a declared output (not a hidden cache), so a pod with no shared disk receives it too.
 rule converter:
     input:
-        lock="envs/requirements.lock",
+        lock=sources("envs/requirements.lock"),
         code=src("converter", "cache"),
     output:
         directory("results/converter"),

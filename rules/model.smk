@@ -15,6 +15,7 @@ rule base:
 
 
 # Checkpoints live outside the output, so a failed or killed run resumes from them instead of starting over.
+# `tunemake launch` starts one process per GPU the job sees, and srun/PyTorchJob workers when `nodes` > 1 (profiles).
 rule train:
     input:
         base="results/base",
@@ -25,12 +26,14 @@ rule train:
         directory("results/train"),
     params:
         train=config["train"],
+    resources:
+        nodes=1,
     log:
         "logs/train.log",
     conda:
         TUNEMAKE_ENV
     shell:
-        "tunemake train --params params.yaml --base {input.base} --data {input.data} --out {output}"
+        "tunemake launch --nodes {resources.nodes} -- tunemake train --params params.yaml --base {input.base} --data {input.data} --out {output}"
         " --checkpoints checkpoints/train --log-file {log}"
 
 

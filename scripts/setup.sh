@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Create .venv and install tunemake with the exact versions in envs/requirements.lock. Safe to re-run: it does
 # nothing when the lock has not changed since the last successful install.
-# --test also installs Chromium (Debian's package), which the tests drive through Playwright to open the report.
+# --test also installs Debian's Chromium (the tests open the report through Playwright) and slurm-wlm + munge (the
+# tests start a one-node SLURM cluster with scripts/slurm_cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v slurmctld && command -v munged; } >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium slurm-wlm munge >/dev/null
   else
-    echo "The tests need Chromium on the PATH: install it (Debian: sudo apt-get install chromium) and re-run." >&2
+    echo "The tests need chromium, slurm-wlm and munge: install them (Debian: sudo apt-get install chromium" \
+         "slurm-wlm munge) and re-run." >&2
     exit 1
   fi
 fi

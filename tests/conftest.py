@@ -70,7 +70,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture
 def workspace(tmp_path, tiny_llama_dir) -> Path:
     """A git + DVC copy of the repository whose base model is the tiny Llama, training for two steps, evaluating 4 rows."""
-    for name in ("Snakefile", "dvc.yaml", "params.yaml", "rules", "local", "src", "envs", "data", ".dvc", ".dvcignore", ".gitignore"):
+    for name in ("Snakefile", "dvc.yaml", "params.yaml", "rules", "local", "slurm", "k8s", "src", "envs", "data", ".dvc",
+                 ".dvcignore", ".gitignore"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))

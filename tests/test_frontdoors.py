@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, run
+
+LAUNCH = re.compile(r"^tunemake launch --nodes 1 -- ")
 
 
 def snakemake_rules(workdir: Path) -> dict[str, dict]:
@@ -25,7 +29,9 @@ def snakemake_rules(workdir: Path) -> dict[str, dict]:
             if rule.shellcmd is None:
                 continue
             rules[rule.name] = {
-                "cmd": rule.shellcmd.format(input=rule.input, output=rule.output, log=rule.log),
+                # DVC runs on this machine, where `tunemake launch --nodes 1 --` only starts the step itself.
+                "cmd": LAUNCH.sub("", rule.shellcmd.format(input=rule.input, output=rule.output, log=rule.log,
+                                                           resources=SimpleNamespace(nodes=1))),
                 "deps": set(map(str, rule.input)),
                 "outs": set(map(str, rule.output)),
                 "params": set(rule.params.keys()),

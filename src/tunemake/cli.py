@@ -78,6 +78,15 @@ def _sync(args, p) -> None:
     sync.run(args.root)
 
 
+def _launch(args, p) -> None:
+    from tunemake import launch
+
+    step = args.step_command[1:] if args.step_command[:1] == ["--"] else args.step_command
+    if not step:
+        raise StepError("tunemake launch: give the step to run after --, e.g. tunemake launch --nodes 2 -- tunemake train ...")
+    launch.run(step, args.nodes, args.pytorchjob)
+
+
 def _show_tokens(args, p) -> None:
     from tunemake import tokenize
 
@@ -142,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = step("sync", _sync, "after a run or a DVC checkout/pull, make Snakemake and DVC agree (runs no step)",
                needs_params=False)
     sub.add_argument("--root", type=Path, default=Path("."), help="the project (default: the current directory)")
+
+    sub = step("launch", _launch, "run a step on the GPUs and nodes of this job: torchrun, srun + torchrun, or a PyTorchJob",
+               needs_params=False)
+    sub.add_argument("--nodes", type=int, default=1)
+    sub.add_argument("--pytorchjob", type=Path, default=Path("k8s/pytorchjob.yaml"),
+                     help="image, volume and NCCL settings for multi-node training on Kubernetes")
+    sub.add_argument("step_command", nargs=argparse.REMAINDER, metavar="-- STEP ...")
 
     sub = step("show-tokens", _show_tokens, "print one tokenized row token by token with its label", needs_params=False)
     sub.add_argument("--data", type=Path, default=Path("results/tokenized"))
