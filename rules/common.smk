@@ -1,17 +1,27 @@
 # Validate params.yaml with the same pydantic model the steps use, so a bad setting fails before any job starts.
 from pathlib import Path
 
+from snakemake.settings.types import SharedFSUsage
+
 from tunemake.params import load as load_params
 
 PARAMS = load_params("params.yaml")
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
 
 
-# Inputs from the repository (code, params.yaml, raw data, a local base folder) are local(): with no shared
-# filesystem (--profile k8s) they reach each pod in Snakemake's source archive of the git-tracked files, while every
-# file a step produces goes through the default storage provider.
+# Repository files (code, params.yaml, raw data, a local base folder) as inputs. Rules that run where snakemake runs
+# (localrules) mark them local(). With no shared filesystem (--profile k8s) jobs leave them out: Snakemake would run
+# any job with a local() input on this machine, and pods get the git-tracked files in Snakemake's source archive and
+# run the image's installed tunemake. Files the steps produce always are inputs, so they travel through storage.
+SHARED_FS = SharedFSUsage.INPUT_OUTPUT in workflow.storage_settings.shared_fs_usage
+
+
 def sources(*paths):
     return [local(str(p)) for p in paths]
+
+
+def job_sources(*paths):
+    return sources(*paths) if SHARED_FS else []
 
 
 def src(*modules):
@@ -20,15 +30,31 @@ def src(*modules):
     for name in ("cli", "params", "jsonl", "errors", *modules):
         path = Path("src/tunemake", name)
         files += sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [f"{path}.py"]
-    return sources(*files)
+    return job_sources(*files)
 
 
 def base_model_files():
     """A base model given as a local path is an input too; the bundled one ships inside the installed package."""
     spec = PARAMS.base
-    return sources(*(p for p in (spec.model, spec.chat_template) if p and Path(p).exists()))
+    return job_sources(*(p for p in (spec.model, spec.chat_template) if p and Path(p).exists()))
 
 
 def base_weights():
     """The local base folder that results/base pins (train, merge and evaluate load its weights from there)."""
-    return sources(*(p for p in (PARAMS.base.model,) if Path(p).is_dir()))
+    return job_sources(*(p for p in (PARAMS.base.model,) if Path(p).is_dir()))
+
+
+# snakemake-storage-plugin-s3 0.3.6 remembers "not a directory" from the existence check made while the DAG is built,
+# so a directory output that a pod uploads later still looks missing to this process (MissingOutputException, see
+# snakemake/snakemake#870). Ask S3 again while the answer is no; a yes can stay cached. Remove when fixed upstream.
+try:
+    from snakemake_storage_plugin_s3 import StorageObject as _S3Object
+
+    def _s3_is_dir(self):
+        if not self._is_dir:
+            self._is_dir = any(self.get_subkeys())
+        return self._is_dir
+
+    _S3Object.is_dir = _s3_is_dir
+except ImportError:
+    pass

@@ -28,7 +28,7 @@ rule report:
         trained="results/train",
         gguf="results/gguf",
         eval="results/eval",
-        code=src("report", "gate") + sources("src/tunemake/templates/report.html"),
+        code=src("report", "gate") + job_sources("src/tunemake/templates/report.html"),
     output:
         report(
             directory("results/report"),
