@@ -97,3 +97,14 @@ def test_a_preempted_training_job_is_requeued_and_resumes_from_its_checkpoint(sl
     assert summary["steps"] == 40
     assert 5 <= summary["resumed_from_step"] < 40, summary
     assert "resuming from" in (workspace / "logs" / "train.log").read_text()
+
+
+def test_several_nodes_start_one_torchrun_per_node_with_srun(slurm_cluster):
+    from tunemake import launch
+
+    step = ["tunemake", "train", "--params", "params.yaml"]
+    env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": subprocess.check_output(["hostname", "-s"], text=True).strip()}
+    argv = launch.command(step, 2, env=env)
+    assert argv[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert f"--rdzv-endpoint={env['SLURM_JOB_NODELIST']}:{launch.RDZV_PORT}" in argv  # the first host, via scontrol
+    assert "--nproc-per-node=gpu" in argv and "--rdzv-id=42" in argv and argv[-len(step):] == step
