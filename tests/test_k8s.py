@@ -120,6 +120,15 @@ def test_the_pytorchjob_name_is_stable_for_a_retry_and_changes_with_the_params(t
     assert pytorchjob.job_name(TRAIN) != first
 
 
+def test_the_train_pod_stages_its_inputs_and_copies_back_only_its_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("results/base", "results/tokenized", "checkpoints/train", "results/train"):
+        Path(folder).mkdir(parents=True)
+    Path("params.yaml").write_text("{}\n")
+    assert pytorchjob._paths(TRAIN) == ["params.yaml", "results/base", "results/tokenized"]
+    assert pytorchjob._paths(TRAIN, pytorchjob.OUTPUT_FLAGS) == ["results/train", "logs/train.log"]
+
+
 def test_a_pytorchjob_config_with_a_typo_is_refused(tmp_path):
     path = tmp_path / "pytorchjob.yaml"
     path.write_text("image: x\nvolume: {claim: c}\ngpus_per_nodes: 8\n")

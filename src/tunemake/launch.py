@@ -52,7 +52,7 @@ def command(step: list[str], nodes: int, env: Mapping[str, str] = os.environ, gp
 
 def run(step: list[str], nodes: int, pytorchjob_config: Path) -> None:
     """Replace this process with the step (signals such as SLURM's pre-emption SIGTERM then reach it directly)."""
-    if nodes > 1 and "KUBERNETES_SERVICE_HOST" in os.environ:
+    if nodes > 1 and "KUBERNETES_SERVICE_HOST" in os.environ and "SLURM_JOB_ID" not in os.environ:
         from tunemake import pytorchjob
 
         pytorchjob.run(step, nodes, pytorchjob_config)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 OUTPUT_FLAGS = ("--out", "--log-file")
+NOT_STAGED = (*OUTPUT_FLAGS, "--checkpoints")  # the workers keep their own checkpoints in the run folder
 MASTER_PORT = 23456
 
 
@@ -111,7 +112,7 @@ def _paths(step: list[str], flags: tuple[str, ...] | None = None) -> list[str]:
     pairs = zip(step, step[1:])
     if flags is not None:
         return [value for flag, value in pairs if flag in flags]
-    return [value for flag, value in pairs if flag.startswith("--") and flag not in OUTPUT_FLAGS and Path(value).exists()]
+    return [value for flag, value in pairs if flag.startswith("--") and flag not in NOT_STAGED and Path(value).exists()]
 
 
 def _copy(source: Path, target: Path) -> None:
