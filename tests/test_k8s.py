@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO
 from tunemake import launch, pytorchjob
+from tunemake.errors import StepError
 
 K8S_VERSION = "1.33.0"
 TRAIN = ["tunemake", "train", "--params", "params.yaml", "--base", "results/base", "--data", "results/tokenized",
@@ -132,7 +133,7 @@ def test_the_train_pod_stages_its_inputs_and_copies_back_only_its_outputs(tmp_pa
 def test_a_pytorchjob_config_with_a_typo_is_refused(tmp_path):
     path = tmp_path / "pytorchjob.yaml"
     path.write_text("image: x\nvolume: {claim: c}\ngpus_per_nodes: 8\n")
-    with pytest.raises(Exception, match="gpus_per_nodes"):
+    with pytest.raises(StepError, match=r"(?s)pytorchjob.yaml: .*gpus_per_nodes"):
         pytorchjob.load_config(path)
 
 

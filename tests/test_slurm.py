@@ -86,6 +86,7 @@ def test_a_preempted_training_job_is_requeued_and_resumes_from_its_checkpoint(sl
     # What a preempting scheduler does: SIGTERM to the job's processes, then the job goes back to the queue.
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     while scontrol(job_id)["JobState"] != "PENDING":
+        assert time.time() < deadline, scontrol(job_id)
         time.sleep(1)
     # SLURM holds a requeued job back for about two minutes (BeginTime); start it now to keep the test short.
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunemake.errors import StepError
 
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 OUTPUT_FLAGS = ("--out", "--log-file")
 NOT_STAGED = (*OUTPUT_FLAGS, "--checkpoints")  # the workers keep their own checkpoints in the run folder
-MASTER_PORT = 23456
 
 
 class Volume(BaseModel):
@@ -53,7 +52,10 @@ def load_config(path: Path) -> PyTorchJobConfig:
     if not path.exists():
         raise StepError(f"{path} not found: multi-node training on Kubernetes reads the image, volume and NCCL "
                         "settings from it (see k8s/pytorchjob.yaml in the repository)")
-    return PyTorchJobConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    try:
+        return PyTorchJobConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ValidationError) as err:
+        raise StepError(f"{path}: {err}\nFix that setting (the fields are in src/tunemake/pytorchjob.py).") from err
 
 
 def job_name(step: list[str]) -> str:
@@ -129,11 +131,12 @@ def run(step: list[str], nodes: int, config_path: Path) -> None:
     cfg = load_config(config_path)
     name = job_name(step)
     workdir = Path(cfg.volume.mount, "runs", name)
-    for path in _paths(step):
+    inputs = _paths(step)
+    for path in inputs:
         if Path(path).is_absolute():
             raise StepError(f"{path}: give the step relative paths so the workers find it under {workdir}")
         _copy(Path(path), workdir / path)
-    log.info("staged %s on %s", ", ".join(_paths(step)), workdir)
+    log.info("staged %s on %s", ", ".join(inputs), workdir)
 
     config.load_incluster_config()
     api = client.CustomObjectsApi()
