@@ -1,5 +1,5 @@
-# tunemake: raw JSONL -> splits -> tokens -> adapter -> merged model -> GGUF -> evaluation -> report -> gate.
-# Run: snakemake --profile local. The same steps, commands and parameters are in dvc.yaml (tests/test_frontdoors.py).
+# tunemake: raw JSONL -> splits -> tokens -> adapter -> merged model -> GGUF -> evaluation -> gate -> report.
+# Run: snakemake --profile local. dvc.yaml is compiled from these rules by `tunemake dag` (tests/test_frontdoors.py).
 
 
 configfile: "params.yaml"
@@ -22,6 +22,6 @@ localrules:
 
 
 rule all:
-    input:
-        "results/gate.json",
     default_target: True
+    input:
+        "results/report",

@@ -23,9 +23,10 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from tunemake.loss import assistant_loss
 from tunemake.methods.lora import lora_config
 from tunemake.params import load
-from tunemake.train import assistant_loss, precision
+from tunemake.train import precision
 
 
 def all_positions_loss(model, batch):
@@ -54,8 +55,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = torch.autocast(device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16,
-                              enabled=device == "cuda")
+    autocast = torch.autocast(
+        device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16, enabled=device == "cuda"
+    )
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).to(device)
     model = get_peft_model(model, lora_config(load(args.params).train.lora))
     train = datasets.load_from_disk(str(args.data / "dataset"))["train"].remove_columns("id")
@@ -67,7 +69,9 @@ def main() -> None:
         return [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
 
     def measure(padding_free: bool, length_grouped: bool, loss_fn) -> tuple[float, int, float]:
-        collate = DataCollatorForLanguageModeling(pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free)
+        collate = DataCollatorForLanguageModeling(
+            pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free
+        )
         computed, losses, started = 0, [], time.perf_counter()
         for group in batches(length_grouped):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}

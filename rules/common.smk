@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.settings.types import SharedFSUsage
 
+from tunemake.dag import code_files
 from tunemake.params import load as load_params
 
 PARAMS = load_params("params.yaml")
@@ -24,13 +25,23 @@ def job_sources(*paths):
     return sources(*paths) if SHARED_FS else []
 
 
-def src(*modules):
-    """The package sources a step runs, as inputs: editing a step's code re-runs that step (as dvc.yaml deps do)."""
-    files = []
-    for name in ("cli", "params", "jsonl", "errors", *modules):
-        path = Path("src/tunemake", name)
-        files += sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [f"{path}.py"]
-    return job_sources(*files)
+def code(step):
+    """The step's module and every tunemake module it imports (read from the source, never typed by hand), as
+    inputs: editing one re-runs exactly the steps that import it."""
+    return job_sources(*code_files(step))
+
+
+# What `dvc exp show` and `dvc plots show` read; `tunemake dag` copies them into dvc.yaml. Declared beside the rules.
+DVC_METRICS = []
+DVC_PLOTS = {}
+
+
+def dvc_metrics(*paths):
+    DVC_METRICS.extend(paths)
+
+
+def dvc_plot(path, **spec):
+    DVC_PLOTS[path] = spec
 
 
 def base_model_files():

@@ -1,15 +1,15 @@
 rule prepare:
     input:
         sources=sources(*(s["path"] for s in config["prepare"]["sources"])),
-        code=src("prepare", "split", "formats"),
+        code=code("prepare"),
     output:
         directory("results/data"),
-    params:
-        prepare=config["prepare"],
     log:
         "logs/prepare.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        prepare=config["prepare"],
     shell:
         "tunemake prepare --params params.yaml --out {output} --log-file {log}"
 
@@ -18,14 +18,14 @@ rule tokenize:
     input:
         base="results/base",
         data="results/data",
-        code=src("tokenize", "chat"),
+        code=code("tokenize"),
     output:
         directory("results/tokenized"),
-    params:
-        tokenize=config["tokenize"],
     log:
         "logs/tokenize.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        tokenize=config["tokenize"],
     shell:
         "tunemake tokenize --params params.yaml --base {input.base} --data {input.data} --out {output} --log-file {log}"

@@ -6,18 +6,36 @@ rule evaluate:
         data="results/data",
         tokenized="results/tokenized",
         weights=base_weights(),
-        code=src("evaluate", "scoring", "chat", "gguf", "train", "base", "cache"),
+        code=code("evaluate"),
     output:
         directory("results/eval"),
-    params:
-        eval=config["eval"],
     log:
         "logs/evaluate.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        eval=config["eval"],
     shell:
         "tunemake evaluate --params params.yaml --base {input.base} --merged {input.merged} --gguf {input.gguf}"
         " --data {input.data} --tokenized {input.tokenized} --out {output} --log-file {log}"
+
+
+# Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.
+rule gate:
+    input:
+        eval="results/eval",
+        gguf="results/gguf",
+        code=code("gate"),
+    output:
+        "results/gate.json",
+    log:
+        "logs/gate.log",
+    conda:
+        TUNEMAKE_ENV
+    params:
+        gate=config["gate"],
+    shell:
+        "tunemake gate --params params.yaml --eval {input.eval} --gguf {input.gguf} --out {output} --log-file {log}"
 
 
 # The report prints every parameter of the run, so params.yaml itself is an input: any edit re-renders it (seconds).
@@ -28,7 +46,8 @@ rule report:
         trained="results/train",
         gguf="results/gguf",
         eval="results/eval",
-        code=src("report", "gate") + job_sources("src/tunemake/templates/report.html"),
+        gate="results/gate.json",
+        code=code("report") + job_sources("src/tunemake/templates/report.html"),
     output:
         report(
             directory("results/report"),
@@ -36,28 +55,13 @@ rule report:
             category="Report",
             caption="report.rst",
         ),
-    params:
-        gate=config["gate"],
     log:
         "logs/report.log",
     conda:
         TUNEMAKE_ENV
     shell:
         "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --gguf {input.gguf}"
-        " --eval {input.eval} --out {output} --log-file {log}"
+        " --eval {input.eval} --gate {input.gate} --out {output} --log-file {log}"
 
 
-rule gate:
-    input:
-        verdict="results/report",
-        code=src("gate"),
-    output:
-        "results/gate.json",
-    params:
-        gate=config["gate"],
-    log:
-        "logs/gate.log",
-    conda:
-        TUNEMAKE_ENV
-    shell:
-        "tunemake gate --params params.yaml --verdict {input.verdict}/verdict.json --out {output} --log-file {log}"
+dvc_metrics("results/eval/metrics.json", "results/gate.json")

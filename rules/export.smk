@@ -2,7 +2,7 @@
 rule converter:
     input:
         lock=sources("envs/requirements.lock"),
-        code=src("converter", "cache"),
+        code=code("converter"),
     output:
         directory("results/converter"),
     log:
@@ -17,15 +17,15 @@ rule gguf:
     input:
         merged="results/merged",
         converter="results/converter",
-        code=src("gguf", "chat"),
+        code=code("gguf"),
     output:
         directory("results/gguf"),
-    params:
-        gguf=config["gguf"],
     log:
         "logs/gguf.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        gguf=config["gguf"],
     shell:
         "tunemake gguf --params params.yaml --merged {input.merged} --converter {input.converter} --out {output}"
         " --log-file {log}"

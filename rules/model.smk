@@ -1,15 +1,15 @@
 rule base:
     input:
         model=base_model_files(),
-        code=src("base", "cache"),
+        code=code("base"),
     output:
         directory("results/base"),
-    params:
-        base=config["base"],
     log:
         "logs/base.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        base=config["base"],
     shell:
         "tunemake base --params params.yaml --out {output} --log-file {log}"
 
@@ -21,17 +21,17 @@ rule train:
         base="results/base",
         data="results/tokenized",
         weights=base_weights(),
-        code=src("train", "callbacks", "methods", "base", "cache"),
+        code=code("train"),
     output:
         directory("results/train"),
-    params:
-        train=config["train"],
-    resources:
-        nodes=1,
     log:
         "logs/train.log",
     conda:
         TUNEMAKE_ENV
+    resources:
+        nodes=1,
+    params:
+        train=config["train"],
     shell:
         "tunemake launch --nodes {resources.nodes} -- tunemake train --params params.yaml --base {input.base} --data {input.data} --out {output}"
         " --checkpoints checkpoints/train --log-file {log}"
@@ -42,14 +42,19 @@ rule merge:
         base="results/base",
         trained="results/train",
         weights=base_weights(),
-        code=src("merge", "chat", "base", "cache"),
+        code=code("merge"),
     output:
         directory("results/merged"),
-    params:
-        merge=config["merge"],
     log:
         "logs/merge.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        merge=config["merge"],
     shell:
         "tunemake merge --params params.yaml --base {input.base} --trained {input.trained} --out {output} --log-file {log}"
+
+
+dvc_metrics("results/train/metrics.json")
+dvc_plot("results/train/plots/train.tsv", x="step", y="loss")
+dvc_plot("results/train/plots/eval.tsv", x="step", y="val_loss")

@@ -21,51 +21,232 @@ ROWS_PER_GROUP = 4
 
 
 def tool(name, description, **params):
-    return {"name": name, "description": description, "parameters": {
-        arg: dict(zip(("type", "description"), spec[:2]), **({"default": spec[2]} if len(spec) > 2 else {}))
-        for arg, spec in params.items()}}
+    return {
+        "name": name,
+        "description": description,
+        "parameters": {
+            arg: dict(zip(("type", "description"), spec[:2]), **({"default": spec[2]} if len(spec) > 2 else {}))
+            for arg, spec in params.items()
+        },
+    }
 
 
-TOOLS = {t["name"]: t for t in [
-    tool("get_weather", "Current weather for a city", city=("str", "City name"), unit=("str, optional", "celsius or fahrenheit", "celsius")),
-    tool("convert_currency", "Convert money between currencies", amount=("float", "Amount"), from_currency=("str", "ISO code"), to_currency=("str", "ISO code")),
-    tool("set_timer", "Start a countdown timer", minutes=("int", "Duration in minutes"), label=("str, optional", "Timer name", "")),
-    tool("send_email", "Send an email", to=("str", "Recipient address"), subject=("str", "Subject line")),
-    tool("create_event", "Add a calendar event", title=("str", "Event title"), date=("str", "YYYY-MM-DD")),
-    tool("find_recipes", "Search recipes by ingredient", ingredient=("str", "Main ingredient"), max_minutes=("int, optional", "Time limit", 60)),
-    tool("get_directions", "Route between two places", origin=("str", "Start"), destination=("str", "End"), mode=("str, optional", "driving, walking or transit", "driving")),
-    tool("translate", "Translate text", text=("str", "Text"), target_language=("str", "Language name")),
-    tool("add_todo", "Add an item to the to-do list", task=("str", "What to do")),
-    tool("get_stock_price", "Latest price of a stock", symbol=("str", "Ticker symbol")),
-    tool("play_music", "Play songs by an artist", artist=("str", "Artist name")),
-    tool("convert_units", "Convert a measurement", value=("float", "Value"), from_unit=("str", "Unit"), to_unit=("str", "Unit")),
-]}
+TOOLS = {
+    t["name"]: t
+    for t in [
+        tool(
+            "get_weather",
+            "Current weather for a city",
+            city=("str", "City name"),
+            unit=("str, optional", "celsius or fahrenheit", "celsius"),
+        ),
+        tool(
+            "convert_currency",
+            "Convert money between currencies",
+            amount=("float", "Amount"),
+            from_currency=("str", "ISO code"),
+            to_currency=("str", "ISO code"),
+        ),
+        tool(
+            "set_timer",
+            "Start a countdown timer",
+            minutes=("int", "Duration in minutes"),
+            label=("str, optional", "Timer name", ""),
+        ),
+        tool("send_email", "Send an email", to=("str", "Recipient address"), subject=("str", "Subject line")),
+        tool("create_event", "Add a calendar event", title=("str", "Event title"), date=("str", "YYYY-MM-DD")),
+        tool(
+            "find_recipes",
+            "Search recipes by ingredient",
+            ingredient=("str", "Main ingredient"),
+            max_minutes=("int, optional", "Time limit", 60),
+        ),
+        tool(
+            "get_directions",
+            "Route between two places",
+            origin=("str", "Start"),
+            destination=("str", "End"),
+            mode=("str, optional", "driving, walking or transit", "driving"),
+        ),
+        tool("translate", "Translate text", text=("str", "Text"), target_language=("str", "Language name")),
+        tool("add_todo", "Add an item to the to-do list", task=("str", "What to do")),
+        tool("get_stock_price", "Latest price of a stock", symbol=("str", "Ticker symbol")),
+        tool("play_music", "Play songs by an artist", artist=("str", "Artist name")),
+        tool(
+            "convert_units",
+            "Convert a measurement",
+            value=("float", "Value"),
+            from_unit=("str", "Unit"),
+            to_unit=("str", "Unit"),
+        ),
+    ]
+}
 
 # Free-form value pools; each group takes its own disjoint slice, so no value crosses groups.
 POOLS = {
     "city": "Paris Lisbon Oslo Nairobi Lima Hanoi Denver Porto Cairo Dublin Seoul Quito Perth Riga Tunis Austin Leeds Kyoto Bergen Cusco Dakar Malmo Split Tallinn Bruges Hobart Muscat Accra Sapporo Valencia Cork Graz Lyon Zagreb Krakow Bilbao Tromso Busan Medellin Fresno Nantes Utrecht Gdansk Aarhus Brno Haifa".split(),
-    "place": ["the train station", "the airport", "city hall", "the museum", "the stadium", "the harbour", "the zoo", "the library", "the mall", "the university", "the old bridge", "the hospital", "the beach", "the castle", "the market", "the cathedral", "the park", "the ferry terminal", "the bus depot", "the concert hall"],
+    "place": [
+        "the train station",
+        "the airport",
+        "city hall",
+        "the museum",
+        "the stadium",
+        "the harbour",
+        "the zoo",
+        "the library",
+        "the mall",
+        "the university",
+        "the old bridge",
+        "the hospital",
+        "the beach",
+        "the castle",
+        "the market",
+        "the cathedral",
+        "the park",
+        "the ferry terminal",
+        "the bus depot",
+        "the concert hall",
+    ],
     "person": "anna@example.com ben@example.com chloe@example.com dev@example.com eli@example.com fay@example.com gus@example.com hana@example.com ivan@example.com jo@example.com kai@example.com lena@example.com milo@example.com nora@example.com omar@example.com pia@example.com quinn@example.com rosa@example.com sam@example.com tara@example.com".split(),
-    "topic": ["the budget review", "Friday's demo", "the offsite plan", "the new hire", "the Q3 numbers", "the roadmap", "the design draft", "the invoice", "the trip schedule", "the lease renewal", "the launch date", "the survey results", "the audit", "the vendor contract", "the team lunch", "the security patch"],
-    "event": ["dentist appointment", "team retro", "piano lesson", "car service", "book club", "yoga class", "parent meeting", "flight to Rome", "haircut", "vet visit", "tax deadline", "garden party", "job interview", "wedding rehearsal", "marathon", "board meeting"],
+    "topic": [
+        "the budget review",
+        "Friday's demo",
+        "the offsite plan",
+        "the new hire",
+        "the Q3 numbers",
+        "the roadmap",
+        "the design draft",
+        "the invoice",
+        "the trip schedule",
+        "the lease renewal",
+        "the launch date",
+        "the survey results",
+        "the audit",
+        "the vendor contract",
+        "the team lunch",
+        "the security patch",
+    ],
+    "event": [
+        "dentist appointment",
+        "team retro",
+        "piano lesson",
+        "car service",
+        "book club",
+        "yoga class",
+        "parent meeting",
+        "flight to Rome",
+        "haircut",
+        "vet visit",
+        "tax deadline",
+        "garden party",
+        "job interview",
+        "wedding rehearsal",
+        "marathon",
+        "board meeting",
+    ],
     "ingredient": "chickpeas salmon spinach mushrooms lentils tofu eggplant pumpkin shrimp quinoa zucchini chicken beetroot cauliflower mango tuna couscous leeks halloumi kale".split(),
-    "phrase": ["good morning", "where is the bathroom", "thank you very much", "how much does this cost", "I am allergic to nuts", "see you tomorrow", "the bill, please", "I lost my passport", "happy birthday", "is this seat taken", "what time is it", "I need a doctor", "nice to meet you", "one coffee, please", "where is the exit", "call a taxi"],
-    "chore": ["buy milk", "renew passport", "call the plumber", "water the plants", "pay the phone bill", "return library books", "book a dentist visit", "clean the gutters", "pick up dry cleaning", "charge the bike", "fix the doorbell", "order printer ink", "walk the dog", "defrost the freezer", "back up the laptop", "send the birthday card"],
+    "phrase": [
+        "good morning",
+        "where is the bathroom",
+        "thank you very much",
+        "how much does this cost",
+        "I am allergic to nuts",
+        "see you tomorrow",
+        "the bill, please",
+        "I lost my passport",
+        "happy birthday",
+        "is this seat taken",
+        "what time is it",
+        "I need a doctor",
+        "nice to meet you",
+        "one coffee, please",
+        "where is the exit",
+        "call a taxi",
+    ],
+    "chore": [
+        "buy milk",
+        "renew passport",
+        "call the plumber",
+        "water the plants",
+        "pay the phone bill",
+        "return library books",
+        "book a dentist visit",
+        "clean the gutters",
+        "pick up dry cleaning",
+        "charge the bike",
+        "fix the doorbell",
+        "order printer ink",
+        "walk the dog",
+        "defrost the freezer",
+        "back up the laptop",
+        "send the birthday card",
+    ],
     "symbol": "AAPL MSFT NVDA TSLA AMZN GOOGL META NFLX IBM ORCL INTC AMD SAP SHOP UBER ADBE CRM PYPL SONY NKE".split(),
-    "artist": ["Miles Davis", "Adele", "Bob Marley", "Nina Simone", "Queen", "Taylor Swift", "Daft Punk", "Fela Kuti", "Radiohead", "Billie Eilish", "Ennio Morricone", "Aretha Franklin", "Coldplay", "Bjork", "Johnny Cash", "Stromae", "Kendrick Lamar", "Abba", "Yo-Yo Ma", "Rosalia"],
+    "artist": [
+        "Miles Davis",
+        "Adele",
+        "Bob Marley",
+        "Nina Simone",
+        "Queen",
+        "Taylor Swift",
+        "Daft Punk",
+        "Fela Kuti",
+        "Radiohead",
+        "Billie Eilish",
+        "Ennio Morricone",
+        "Aretha Franklin",
+        "Coldplay",
+        "Bjork",
+        "Johnny Cash",
+        "Stromae",
+        "Kendrick Lamar",
+        "Abba",
+        "Yo-Yo Ma",
+        "Rosalia",
+    ],
     "date": [f"2026-{m:02d}-{d:02d}" for m in range(1, 13) for d in (3, 11, 19, 27)],
 }
 CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "INR"]
-UNITS = [("km", "miles"), ("miles", "km"), ("kg", "pounds"), ("pounds", "kg"), ("celsius", "fahrenheit"), ("liters", "gallons"), ("inches", "cm"), ("feet", "meters")]
-LANGUAGES = ["Spanish", "French", "German", "Japanese", "Italian", "Portuguese", "Korean", "Dutch", "Swahili", "Turkish"]
+UNITS = [
+    ("km", "miles"),
+    ("miles", "km"),
+    ("kg", "pounds"),
+    ("pounds", "kg"),
+    ("celsius", "fahrenheit"),
+    ("liters", "gallons"),
+    ("inches", "cm"),
+    ("feet", "meters"),
+]
+LANGUAGES = [
+    "Spanish",
+    "French",
+    "German",
+    "Japanese",
+    "Italian",
+    "Portuguese",
+    "Korean",
+    "Dutch",
+    "Swahili",
+    "Turkish",
+]
 MODES = ["walking", "transit", "driving"]
 
 
 # Which pools each tool draws from; a pool is divided only among the groups that use it.
-TOOL_POOLS = {"get_weather": ["city"], "convert_currency": ["amount"], "set_timer": ["minutes"], "send_email": ["person", "topic"],
-              "create_event": ["event", "date"], "find_recipes": ["ingredient"], "get_directions": ["place", "city"],
-              "translate": ["phrase"], "add_todo": ["chore"], "get_stock_price": ["symbol"], "play_music": ["artist"],
-              "convert_units": ["measure"]}
+TOOL_POOLS = {
+    "get_weather": ["city"],
+    "convert_currency": ["amount"],
+    "set_timer": ["minutes"],
+    "send_email": ["person", "topic"],
+    "create_event": ["event", "date"],
+    "find_recipes": ["ingredient"],
+    "get_directions": ["place", "city"],
+    "translate": ["phrase"],
+    "add_todo": ["chore"],
+    "get_stock_price": ["symbol"],
+    "play_music": ["artist"],
+    "convert_units": ["measure"],
+}
 
 
 class Values:
@@ -93,6 +274,7 @@ class Values:
 
 def single(values: Values, rng: random.Random) -> dict:
     """One generator per tool: (phrasing templates, argument sampler)."""
+
     def money() -> dict:
         source, target = rng.sample(CURRENCIES, 2)
         return {"amount": float(values.number("amount", 20, 900)), "from_currency": source, "to_currency": target}
@@ -102,53 +284,155 @@ def single(values: Values, rng: random.Random) -> dict:
         return {"value": float(values.number("measure", 3, 500)), "from_unit": source, "to_unit": target}
 
     return {
-        "get_weather": (lambda: {"city": values.pick("city")}, [
-            "What's the weather like in {city} right now?", "Is it raining in {city}?", "How warm is it in {city} today?",
-            "Give me the current conditions in {city}.", "Should I bring a jacket in {city} today?", "Weather check for {city}, please."]),
-        "convert_currency": (money, [
-            "How much is {amount} {from_currency} in {to_currency}?", "Convert {amount} {from_currency} to {to_currency}.",
-            "What do I get for {amount} {from_currency} in {to_currency}?", "Change {amount} {from_currency} into {to_currency} for me.",
-            "I have {amount} {from_currency}; what is that in {to_currency}?", "Exchange {amount} {from_currency} to {to_currency}, please."]),
-        "set_timer": (lambda: {"minutes": values.number("minutes", 2, 90)}, [
-            "Set a timer for {minutes} minutes.", "Remind me in {minutes} minutes.", "Start a {minutes} minute countdown.",
-            "Can you time {minutes} minutes for me?", "Timer, {minutes} minutes, go.", "Count down {minutes} minutes please."]),
-        "send_email": (lambda: {"to": values.pick("person"), "subject": values.pick("topic").capitalize()}, [
-            "Email {to} about {subject}.", "Send {to} a note with the subject {subject}.", "Write to {to}, subject: {subject}.",
-            "Drop {to} an email titled {subject}.", "Could you mail {to} regarding {subject}?", "Shoot an email to {to} about {subject}."]),
-        "create_event": (lambda: {"title": values.pick("event"), "date": values.pick("date")}, [
-            "Put my {title} on {date}.", "Add {title} to my calendar for {date}.", "Schedule the {title} on {date}.",
-            "I have a {title} on {date}, save it.", "Create an event '{title}' on {date}.", "Book {date} for the {title}."]),
-        "find_recipes": (lambda: {"ingredient": values.pick("ingredient")}, [
-            "Find me something to cook with {ingredient}.", "Any recipes using {ingredient}?", "What can I make with {ingredient}?",
-            "Look up dishes with {ingredient}.", "I bought {ingredient}, give me recipe ideas.", "Search recipes featuring {ingredient}."]),
-        "get_directions": (lambda: {"origin": values.pick("place"), "destination": values.pick("city"), "mode": rng.choice(MODES)}, [
-            "How do I get from {origin} to {destination} by {mode}?", "Route from {origin} to {destination}, {mode}.",
-            "Directions to {destination} from {origin}, I'm {mode}.", "Show me the {mode} way from {origin} to {destination}.",
-            "I'm at {origin}; guide me to {destination} ({mode}).", "Navigate {origin} to {destination} using {mode}."]),
-        "translate": (lambda: {"text": values.pick("phrase"), "target_language": rng.choice(LANGUAGES)}, [
-            "How do you say '{text}' in {target_language}?", "Translate '{text}' into {target_language}.",
-            "What's '{text}' in {target_language}?", "Put '{text}' in {target_language} for me.",
-            "I need '{text}' in {target_language}.", "Say '{text}' in {target_language}."]),
-        "add_todo": (lambda: {"task": values.pick("chore")}, [
-            "Add '{task}' to my to-do list.", "Don't let me forget to {task}.", "Put {task} on my list.",
-            "New task: {task}.", "Remind me that I need to {task}.", "Note down: {task}."]),
-        "get_stock_price": (lambda: {"symbol": values.pick("symbol")}, [
-            "What's {symbol} trading at?", "Price of {symbol} stock?", "How is {symbol} doing today?",
-            "Quote for {symbol}, please.", "Check the {symbol} share price.", "Where is {symbol} right now?"]),
-        "play_music": (lambda: {"artist": values.pick("artist")}, [
-            "Play some {artist}.", "Put on {artist}.", "I want to listen to {artist}.",
-            "Music by {artist}, please.", "Can you play {artist} songs?", "Start a {artist} session."]),
-        "convert_units": (measure, [
-            "How many {to_unit} is {value} {from_unit}?", "Convert {value} {from_unit} to {to_unit}.",
-            "What is {value} {from_unit} in {to_unit}?", "{value} {from_unit} equals how many {to_unit}?",
-            "Turn {value} {from_unit} into {to_unit}.", "Express {value} {from_unit} in {to_unit}."]),
+        "get_weather": (
+            lambda: {"city": values.pick("city")},
+            [
+                "What's the weather like in {city} right now?",
+                "Is it raining in {city}?",
+                "How warm is it in {city} today?",
+                "Give me the current conditions in {city}.",
+                "Should I bring a jacket in {city} today?",
+                "Weather check for {city}, please.",
+            ],
+        ),
+        "convert_currency": (
+            money,
+            [
+                "How much is {amount} {from_currency} in {to_currency}?",
+                "Convert {amount} {from_currency} to {to_currency}.",
+                "What do I get for {amount} {from_currency} in {to_currency}?",
+                "Change {amount} {from_currency} into {to_currency} for me.",
+                "I have {amount} {from_currency}; what is that in {to_currency}?",
+                "Exchange {amount} {from_currency} to {to_currency}, please.",
+            ],
+        ),
+        "set_timer": (
+            lambda: {"minutes": values.number("minutes", 2, 90)},
+            [
+                "Set a timer for {minutes} minutes.",
+                "Remind me in {minutes} minutes.",
+                "Start a {minutes} minute countdown.",
+                "Can you time {minutes} minutes for me?",
+                "Timer, {minutes} minutes, go.",
+                "Count down {minutes} minutes please.",
+            ],
+        ),
+        "send_email": (
+            lambda: {"to": values.pick("person"), "subject": values.pick("topic").capitalize()},
+            [
+                "Email {to} about {subject}.",
+                "Send {to} a note with the subject {subject}.",
+                "Write to {to}, subject: {subject}.",
+                "Drop {to} an email titled {subject}.",
+                "Could you mail {to} regarding {subject}?",
+                "Shoot an email to {to} about {subject}.",
+            ],
+        ),
+        "create_event": (
+            lambda: {"title": values.pick("event"), "date": values.pick("date")},
+            [
+                "Put my {title} on {date}.",
+                "Add {title} to my calendar for {date}.",
+                "Schedule the {title} on {date}.",
+                "I have a {title} on {date}, save it.",
+                "Create an event '{title}' on {date}.",
+                "Book {date} for the {title}.",
+            ],
+        ),
+        "find_recipes": (
+            lambda: {"ingredient": values.pick("ingredient")},
+            [
+                "Find me something to cook with {ingredient}.",
+                "Any recipes using {ingredient}?",
+                "What can I make with {ingredient}?",
+                "Look up dishes with {ingredient}.",
+                "I bought {ingredient}, give me recipe ideas.",
+                "Search recipes featuring {ingredient}.",
+            ],
+        ),
+        "get_directions": (
+            lambda: {"origin": values.pick("place"), "destination": values.pick("city"), "mode": rng.choice(MODES)},
+            [
+                "How do I get from {origin} to {destination} by {mode}?",
+                "Route from {origin} to {destination}, {mode}.",
+                "Directions to {destination} from {origin}, I'm {mode}.",
+                "Show me the {mode} way from {origin} to {destination}.",
+                "I'm at {origin}; guide me to {destination} ({mode}).",
+                "Navigate {origin} to {destination} using {mode}.",
+            ],
+        ),
+        "translate": (
+            lambda: {"text": values.pick("phrase"), "target_language": rng.choice(LANGUAGES)},
+            [
+                "How do you say '{text}' in {target_language}?",
+                "Translate '{text}' into {target_language}.",
+                "What's '{text}' in {target_language}?",
+                "Put '{text}' in {target_language} for me.",
+                "I need '{text}' in {target_language}.",
+                "Say '{text}' in {target_language}.",
+            ],
+        ),
+        "add_todo": (
+            lambda: {"task": values.pick("chore")},
+            [
+                "Add '{task}' to my to-do list.",
+                "Don't let me forget to {task}.",
+                "Put {task} on my list.",
+                "New task: {task}.",
+                "Remind me that I need to {task}.",
+                "Note down: {task}.",
+            ],
+        ),
+        "get_stock_price": (
+            lambda: {"symbol": values.pick("symbol")},
+            [
+                "What's {symbol} trading at?",
+                "Price of {symbol} stock?",
+                "How is {symbol} doing today?",
+                "Quote for {symbol}, please.",
+                "Check the {symbol} share price.",
+                "Where is {symbol} right now?",
+            ],
+        ),
+        "play_music": (
+            lambda: {"artist": values.pick("artist")},
+            [
+                "Play some {artist}.",
+                "Put on {artist}.",
+                "I want to listen to {artist}.",
+                "Music by {artist}, please.",
+                "Can you play {artist} songs?",
+                "Start a {artist} session.",
+            ],
+        ),
+        "convert_units": (
+            measure,
+            [
+                "How many {to_unit} is {value} {from_unit}?",
+                "Convert {value} {from_unit} to {to_unit}.",
+                "What is {value} {from_unit} in {to_unit}?",
+                "{value} {from_unit} equals how many {to_unit}?",
+                "Turn {value} {from_unit} into {to_unit}.",
+                "Express {value} {from_unit} in {to_unit}.",
+            ],
+        ),
     }
 
 
-PAIRS = [("get_weather", "play_music"), ("set_timer", "add_todo"), ("get_stock_price", "convert_currency"),
-         ("find_recipes", "set_timer"), ("translate", "send_email"), ("create_event", "send_email"),
-         ("get_directions", "get_weather"), ("convert_units", "find_recipes"), ("play_music", "set_timer"),
-         ("add_todo", "create_event"), ("get_weather", "get_directions"), ("get_stock_price", "send_email")]
+PAIRS = [
+    ("get_weather", "play_music"),
+    ("set_timer", "add_todo"),
+    ("get_stock_price", "convert_currency"),
+    ("find_recipes", "set_timer"),
+    ("translate", "send_email"),
+    ("create_event", "send_email"),
+    ("get_directions", "get_weather"),
+    ("convert_units", "find_recipes"),
+    ("play_music", "set_timer"),
+    ("add_todo", "create_event"),
+    ("get_weather", "get_directions"),
+    ("get_stock_price", "send_email"),
+]
 JOINERS = [" Also, ", " And ", " Then ", " After that, ", " Plus, ", " Oh, and "]
 TEMPLATES_PER_TOOL = 6
 
@@ -189,56 +473,148 @@ def tool_rows() -> list[dict]:
             distractor = rng.choice([n for n in TOOLS if n not in names])
             offered = names + [distractor]
             rng.shuffle(offered)
-            rows.append({
-                "id": len(rows),
-                "query": query,
-                "tools": json.dumps([TOOLS[n] for n in offered]),
-                "answers": json.dumps(answers),
-                "group": f"{kind}:{'+'.join(names)}:{t}",
-            })
+            rows.append(
+                {
+                    "id": len(rows),
+                    "query": query,
+                    "tools": json.dumps([TOOLS[n] for n in offered]),
+                    "answers": json.dumps(answers),
+                    "group": f"{kind}:{'+'.join(names)}:{t}",
+                }
+            )
     return rows
 
 
 QA = {
     "Wilderness Survival Basics": [
-        ("What is the rule of threes?", "You can survive about 3 minutes without air, 3 hours without shelter in harsh weather, 3 days without water and 3 weeks without food. Prioritise in that order."),
-        ("How do I signal for help without a phone?", "Use three of anything: three fires, three whistle blasts or three mirror flashes. Stay in the open and make your signals large and high-contrast."),
-        ("How can I make water safe to drink?", "Boil it at a rolling boil for at least one minute, or use purification tablets or a filter. Let silty water settle and pour off the clear part first."),
-        ("What should I do if I get lost on a trail?", "Stop, stay calm and think. Stay where you are if people know your route, make yourself visible and conserve water and warmth."),
-        ("How do I keep warm overnight without a tent?", "Get off the ground with a thick bed of leaves or branches, block the wind, wear dry layers and eat something before sleeping."),
-        ("How do I start a fire in damp conditions?", "Find dry tinder under logs or bark, split wet wood to reach the dry core, and build from tiny twigs upward before adding larger fuel."),
+        (
+            "What is the rule of threes?",
+            "You can survive about 3 minutes without air, 3 hours without shelter in harsh weather, 3 days without water and 3 weeks without food. Prioritise in that order.",
+        ),
+        (
+            "How do I signal for help without a phone?",
+            "Use three of anything: three fires, three whistle blasts or three mirror flashes. Stay in the open and make your signals large and high-contrast.",
+        ),
+        (
+            "How can I make water safe to drink?",
+            "Boil it at a rolling boil for at least one minute, or use purification tablets or a filter. Let silty water settle and pour off the clear part first.",
+        ),
+        (
+            "What should I do if I get lost on a trail?",
+            "Stop, stay calm and think. Stay where you are if people know your route, make yourself visible and conserve water and warmth.",
+        ),
+        (
+            "How do I keep warm overnight without a tent?",
+            "Get off the ground with a thick bed of leaves or branches, block the wind, wear dry layers and eat something before sleeping.",
+        ),
+        (
+            "How do I start a fire in damp conditions?",
+            "Find dry tinder under logs or bark, split wet wood to reach the dry core, and build from tiny twigs upward before adding larger fuel.",
+        ),
     ],
     "Basic First Aid": [
-        ("How do I treat a minor burn?", "Cool it under cool running water for 20 minutes, remove rings nearby, then cover loosely with a clean non-stick dressing. Do not use ice or butter."),
-        ("What do I do for a sprained ankle?", "Rest it, apply a wrapped cold pack for 20 minutes at a time, use a compression bandage and keep the ankle raised."),
-        ("How should I stop a bleeding cut?", "Press firmly on the wound with a clean cloth for several minutes without lifting it, then clean and cover it. Seek help if it keeps bleeding."),
-        ("What are signs of shock?", "Pale clammy skin, fast weak pulse, rapid breathing and confusion. Lay the person down, raise their legs, keep them warm and call for help."),
-        ("How do I help someone who is choking?", "Encourage coughing; if they cannot breathe, give up to five back blows between the shoulder blades, then up to five abdominal thrusts, and call emergency services."),
-        ("When does a wound need stitches?", "If it is deep, gaping, longer than about 1 cm on the face or 2 cm elsewhere, or keeps bleeding after 10 minutes of pressure."),
+        (
+            "How do I treat a minor burn?",
+            "Cool it under cool running water for 20 minutes, remove rings nearby, then cover loosely with a clean non-stick dressing. Do not use ice or butter.",
+        ),
+        (
+            "What do I do for a sprained ankle?",
+            "Rest it, apply a wrapped cold pack for 20 minutes at a time, use a compression bandage and keep the ankle raised.",
+        ),
+        (
+            "How should I stop a bleeding cut?",
+            "Press firmly on the wound with a clean cloth for several minutes without lifting it, then clean and cover it. Seek help if it keeps bleeding.",
+        ),
+        (
+            "What are signs of shock?",
+            "Pale clammy skin, fast weak pulse, rapid breathing and confusion. Lay the person down, raise their legs, keep them warm and call for help.",
+        ),
+        (
+            "How do I help someone who is choking?",
+            "Encourage coughing; if they cannot breathe, give up to five back blows between the shoulder blades, then up to five abdominal thrusts, and call emergency services.",
+        ),
+        (
+            "When does a wound need stitches?",
+            "If it is deep, gaping, longer than about 1 cm on the face or 2 cm elsewhere, or keeps bleeding after 10 minutes of pressure.",
+        ),
     ],
     "Simple Car Maintenance Checks": [
-        ("How do I check my engine oil?", "With the engine cool and the car level, pull the dipstick, wipe it, reinsert it fully and pull it again. The oil should sit between the two marks."),
-        ("What tire pressure should I use?", "Use the pressure on the placard inside the driver's door or in the owner's manual, measured when the tires are cold."),
-        ("How do I know my brake pads are worn?", "Listen for squealing or grinding, notice a longer stopping distance or a pulsing pedal, and look for less than 3 mm of pad through the wheel."),
-        ("How do I jump-start a car?", "Connect red to the dead battery's positive, red to the good positive, black to the good negative and black to bare metal on the dead car, then start the good car first."),
-        ("How often should I replace wiper blades?", "About every six to twelve months, or sooner if they streak, skip or squeak."),
-        ("How do I check coolant level?", "With the engine cold, look at the coolant reservoir; the level should be between the min and max marks. Never open a hot radiator cap."),
+        (
+            "How do I check my engine oil?",
+            "With the engine cool and the car level, pull the dipstick, wipe it, reinsert it fully and pull it again. The oil should sit between the two marks.",
+        ),
+        (
+            "What tire pressure should I use?",
+            "Use the pressure on the placard inside the driver's door or in the owner's manual, measured when the tires are cold.",
+        ),
+        (
+            "How do I know my brake pads are worn?",
+            "Listen for squealing or grinding, notice a longer stopping distance or a pulsing pedal, and look for less than 3 mm of pad through the wheel.",
+        ),
+        (
+            "How do I jump-start a car?",
+            "Connect red to the dead battery's positive, red to the good positive, black to the good negative and black to bare metal on the dead car, then start the good car first.",
+        ),
+        (
+            "How often should I replace wiper blades?",
+            "About every six to twelve months, or sooner if they streak, skip or squeak.",
+        ),
+        (
+            "How do I check coolant level?",
+            "With the engine cold, look at the coolant reservoir; the level should be between the min and max marks. Never open a hot radiator cap.",
+        ),
     ],
     "Home Repairs": [
-        ("How do I fix a running toilet?", "Lift the tank lid and check the flapper; if it does not seal, clean or replace it, and adjust the float so the water stops below the overflow tube."),
-        ("How do I unclog a sink without chemicals?", "Use a cup plunger with some water in the sink, or remove and clean the P-trap under it with a bucket underneath."),
-        ("How do I patch a small hole in drywall?", "Clean the edges, apply a self-adhesive mesh patch, spread joint compound in thin layers, let it dry, sand smooth and paint."),
-        ("How do I stop a dripping faucet?", "Shut off the water under the sink, take the handle apart and replace the worn washer or cartridge, then reassemble."),
-        ("How do I reset a tripped breaker?", "Switch off the appliances on that circuit, find the breaker in the middle position, push it fully off and then back on."),
-        ("How do I silence a squeaky door hinge?", "Lift the hinge pin partly out, coat it with a little petroleum jelly or light oil, tap it back and swing the door a few times."),
+        (
+            "How do I fix a running toilet?",
+            "Lift the tank lid and check the flapper; if it does not seal, clean or replace it, and adjust the float so the water stops below the overflow tube.",
+        ),
+        (
+            "How do I unclog a sink without chemicals?",
+            "Use a cup plunger with some water in the sink, or remove and clean the P-trap under it with a bucket underneath.",
+        ),
+        (
+            "How do I patch a small hole in drywall?",
+            "Clean the edges, apply a self-adhesive mesh patch, spread joint compound in thin layers, let it dry, sand smooth and paint.",
+        ),
+        (
+            "How do I stop a dripping faucet?",
+            "Shut off the water under the sink, take the handle apart and replace the worn washer or cartridge, then reassemble.",
+        ),
+        (
+            "How do I reset a tripped breaker?",
+            "Switch off the appliances on that circuit, find the breaker in the middle position, push it fully off and then back on.",
+        ),
+        (
+            "How do I silence a squeaky door hinge?",
+            "Lift the hinge pin partly out, coat it with a little petroleum jelly or light oil, tap it back and swing the door a few times.",
+        ),
     ],
     "Cooking Basics": [
-        ("How long should I rest a steak?", "Rest it for about five minutes, or half its cooking time, loosely covered, so the juices settle before slicing."),
-        ("How do I know chicken is cooked?", "The thickest part should reach 74 C (165 F) on a thermometer and the juices should run clear."),
-        ("How do I cook rice on the stove?", "Rinse it, use about 1.5 parts water to 1 part rice, bring to a boil, cover and simmer on low for 15 minutes, then rest 5 minutes."),
-        ("How long do leftovers keep in the fridge?", "Most cooked leftovers keep three to four days in the fridge; cool them within two hours of cooking."),
-        ("How do I sharpen a kitchen knife?", "Hold the blade at about 15 to 20 degrees on a whetstone and draw it across evenly on both sides, then hone it on a steel."),
-        ("How do I stop pasta sticking together?", "Use plenty of boiling salted water, stir in the first two minutes and drain without rinsing, then toss with the sauce right away."),
+        (
+            "How long should I rest a steak?",
+            "Rest it for about five minutes, or half its cooking time, loosely covered, so the juices settle before slicing.",
+        ),
+        (
+            "How do I know chicken is cooked?",
+            "The thickest part should reach 74 C (165 F) on a thermometer and the juices should run clear.",
+        ),
+        (
+            "How do I cook rice on the stove?",
+            "Rinse it, use about 1.5 parts water to 1 part rice, bring to a boil, cover and simmer on low for 15 minutes, then rest 5 minutes.",
+        ),
+        (
+            "How long do leftovers keep in the fridge?",
+            "Most cooked leftovers keep three to four days in the fridge; cool them within two hours of cooking.",
+        ),
+        (
+            "How do I sharpen a kitchen knife?",
+            "Hold the blade at about 15 to 20 degrees on a whetstone and draw it across evenly on both sides, then hone it on a steel.",
+        ),
+        (
+            "How do I stop pasta sticking together?",
+            "Use plenty of boiling salted water, stir in the first two minutes and drain without rinsing, then toss with the sauce right away.",
+        ),
     ],
 }
 

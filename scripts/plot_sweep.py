@@ -42,11 +42,17 @@ def experiments(shown: list[dict]) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--param", default="train.lora.r", help="the swept parameter (default: train.lora.r)")
-    parser.add_argument("--score", default="models.tuned.tool_calls.exact_match",
-                        help="a key of results/eval/metrics.json (default: models.tuned.tool_calls.exact_match)")
+    parser.add_argument(
+        "--score",
+        default="models.tuned.tool_calls.exact_match",
+        help="a key of results/eval/metrics.json (default: models.tuned.tool_calls.exact_match)",
+    )
     parser.add_argument("--out", default="results/sweep.png")
-    parser.add_argument("--all-commits", action="store_true",
-                        help="also experiments queued from earlier commits (dvc exp show shows those of HEAD only)")
+    parser.add_argument(
+        "--all-commits",
+        action="store_true",
+        help="also experiments queued from earlier commits (dvc exp show shows those of HEAD only)",
+    )
     args = parser.parse_args()
 
     command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if args.all_commits else [])
@@ -65,9 +71,16 @@ def main() -> int:
         if any(row[args.param] == value for row in rows):  # `dvc exp show` lists the newest first
             skipped.append(f"{exp['name']} (an older run of {args.param}={value})")
             continue
-        rows.append({"experiment": exp["name"], args.param: value, "score": score,
-                     "trainable_parameters": train.get("trainable_parameters"), "best_val_loss": train.get("best_val_loss"),
-                     "wall_seconds": train.get("wall_seconds")})
+        rows.append(
+            {
+                "experiment": exp["name"],
+                args.param: value,
+                "score": score,
+                "trainable_parameters": train.get("trainable_parameters"),
+                "best_val_loss": train.get("best_val_loss"),
+                "wall_seconds": train.get("wall_seconds"),
+            }
+        )
     if not rows:
         print(f"no finished experiment has {args.param} and {args.score}; skipped: {skipped}", file=sys.stderr)
         return 1

@@ -25,8 +25,8 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the bundled GGUF."""
     from transformers import AutoTokenizer
 
-    from tunemake.base import BUNDLED_FILE, resolve
     from tunemake.params import BaseParams
+    from tunemake.weights import BUNDLED_FILE, resolve
 
     gguf = Path(resolve(BaseParams())["path"])
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=BUNDLED_FILE)
@@ -35,22 +35,42 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
-    """A 2-layer, 32-wide random Llama with SmolLM2's tokenizer, saved as a local Hugging Face directory."""
+def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
+    """A 2-layer random Llama `width` wide with SmolLM2's tokenizer, saved as a local Hugging Face directory."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    out = tmp_path_factory.mktemp("tiny_llama")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    """32 wide: seconds per training run."""
+    return tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smol_tokenizer_dir, 32)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_64_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    """64 wide, for 4-bit tests: bitsandbytes quantizes in blocks of 64, and on CPUs with AVX-512 BF16 its packed
+    path cannot reshape a narrower row (absmax becomes [32, 0])."""
+    return tiny_llama(tmp_path_factory.mktemp("tiny_llama_64"), smol_tokenizer_dir, 64)
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -63,18 +83,35 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
     return result
 
 
 @pytest.fixture
 def workspace(tmp_path, tiny_llama_dir) -> Path:
     """A git + DVC copy of the repository whose base model is the tiny Llama, training for two steps, evaluating 4 rows."""
-    for name in ("Snakefile", "dvc.yaml", "params.yaml", "rules", "local", "slurm", "k8s", "src", "envs", "data", ".dvc",
-                 ".dvcignore", ".gitignore"):
+    for name in (
+        "Snakefile",
+        "dvc.yaml",
+        "params.yaml",
+        "rules",
+        "local",
+        "slurm",
+        "k8s",
+        "src",
+        "envs",
+        "data",
+        ".dvc",
+        ".dvcignore",
+        ".gitignore",
+    ):
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
+            shutil.copytree(
+                source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache")
+            )
         elif source.exists():
             shutil.copy2(source, tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from tunemake import base
+from tunemake import base, weights
 from tunemake.errors import StepError
 from tunemake.params import BaseParams
 
@@ -19,16 +19,19 @@ def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
     assert (out / "tokenizer.json").is_file() and not list(out.glob("*.safetensors"))
     assert (out / "chat_template.jinja").read_text().startswith("{% for message in messages %}")
     assert manifest["kind"] == "local" and manifest["architecture"] == "LlamaForCausalLM"
-    assert manifest["parameters"] == sum(p.numel() for p in base.load(out).parameters())
-    assert json.loads((out / "manifest.json").read_text())["sha256"]["model.safetensors"] == manifest["sha256"]["model.safetensors"]
-    assert base.weights(out) == tiny_llama_dir
-    original, loaded = load_file(tiny_llama_dir / "model.safetensors"), base.load(out).state_dict()
+    assert manifest["parameters"] == sum(p.numel() for p in weights.load(out).parameters())
+    assert (
+        json.loads((out / "manifest.json").read_text())["sha256"]["model.safetensors"]
+        == manifest["sha256"]["model.safetensors"]
+    )
+    assert weights.locate(out) == tiny_llama_dir
+    original, loaded = load_file(tiny_llama_dir / "model.safetensors"), weights.load(out).state_dict()
     assert all((original[k] == loaded[k]).all() for k in original)
 
     (tiny_llama_dir / "model.safetensors").rename(tiny_llama_dir / "moved.safetensors")
     try:
         with pytest.raises(StepError, match="no longer holds model.safetensors"):
-            base.weights(out)
+            weights.locate(out)
     finally:
         (tiny_llama_dir / "moved.safetensors").rename(tiny_llama_dir / "model.safetensors")
 
@@ -36,10 +39,10 @@ def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
 def test_gguf_is_dequantised_once_into_the_cache_and_found_again(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
     manifest = base.run(BaseParams(), tmp_path / "base")
-    cached = base.weights(tmp_path / "base")
+    cached = weights.locate(tmp_path / "base")
     assert cached.parent == tmp_path / "cache" / "base" and manifest["parameters"] == 134_515_008
     (cached / "model.safetensors").unlink()  # a fresh machine: the pinned GGUF is dequantised again
-    assert base.weights(tmp_path / "base") == cached and (cached / "model.safetensors").is_file()
+    assert weights.locate(tmp_path / "base") == cached and (cached / "model.safetensors").is_file()
 
 
 def test_pickle_weights_are_refused(tiny_llama_dir, tmp_path):
@@ -74,5 +77,5 @@ def test_nonsense_model_spec_is_named(tmp_path):
 
 
 def test_bundled_gguf_is_found_without_importing_its_package():
-    source = base.resolve(BaseParams())
-    assert source["kind"] == "gguf" and source["path"].endswith(base.BUNDLED_FILE) and len(source["sha256"]) == 64
+    source = weights.resolve(BaseParams())
+    assert source["kind"] == "gguf" and source["path"].endswith(weights.BUNDLED_FILE) and len(source["sha256"]) == 64

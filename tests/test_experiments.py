@@ -28,15 +28,28 @@ def snakemake_plan(root: Path) -> str:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "results").rglob("*"))
-            if p.is_file() and p.name != ".snakemake_timestamp"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted((root / "results").rglob("*"))
+        if p.is_file() and p.name != ".snakemake_timestamp"
+    }
 
 
 @pytest.mark.slow
 def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_them(workspace):
     baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
-    assert stages_run(baseline) == {"base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate",
-                                    "report", "gate"}
+    assert stages_run(baseline) == {
+        "base",
+        "prepare",
+        "tokenize",
+        "train",
+        "merge",
+        "converter",
+        "gguf",
+        "evaluate",
+        "report",
+        "gate",
+    }
     # An eval setting never retrains: evaluate, the report and the gate that reads the report.
     more_tokens = run(["dvc", "exp", "run", "--name", "tokens4", "-S", "eval.max_new_tokens=4"], workspace).stdout
     assert stages_run(more_tokens) == {"evaluate", "report", "gate"}
@@ -49,15 +62,19 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     assert SNAKEMAKE_IDLE in snakemake_plan(workspace)
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
-    experiments = {rev["name"]: rev["data"] for baseline in shown for exp in baseline.get("experiments") or []
-                   for rev in exp.get("revs") or []}
+    experiments = {
+        rev["name"]: rev["data"]
+        for baseline in shown
+        for exp in baseline.get("experiments") or []
+        for rev in exp.get("revs") or []
+    }
     assert set(experiments) == {"baseline", "tokens4", "rank4"}
     ranks = {name: data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] for name, data in experiments.items()}
     assert ranks == {"baseline": 16, "tokens4": 16, "rank4": 4}
     for data in experiments.values():
         metrics = data["metrics"]["results/eval/metrics.json"]["data"]
         assert set(metrics["models"]) >= {"base", "tuned"} and metrics["test_rows"] == 4
-        assert data["metrics"]["results/report/verdict.json"]["data"]["verdict"] in {"deploy", "iterate", "abort"}
+        assert data["metrics"]["results/gate.json"]["data"]["verdict"] == "abort"  # 2 steps of a random model
 
     # The sweep plot reads the same table: one point per rank (the newest run of each), trainable parameters by rank.
     plot = run([sys.executable, str(REPO / "scripts" / "plot_sweep.py"), "--out", "sweep.png"], workspace)

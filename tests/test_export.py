@@ -16,16 +16,29 @@ from tunemake import gguf as gguf_mod
 from tunemake.errors import StepError
 from tunemake.scoring import parse_calls
 
-
 CITIES = ["Austin", "Boston", "Denver", "Lisbon", "Oslo", "Paris", "Quito", "Rome", "Seoul", "Tunis"]
-TOOLS = [{"name": "get_weather", "description": "Current weather for a city", "parameters": {"city": {"type": "str", "description": "City name"}}}]
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"city": {"type": "str", "description": "City name"}},
+    }
+]
 
 
 def one_call_rows() -> list[dict]:
     """xlam rows that all answer with the same call: a tiny model learns the format in seconds (it cannot copy)."""
     answer = json.dumps([{"name": "get_weather", "arguments": {"city": "Austin"}}])
-    return [{"id": i, "query": f"Weather check number {i} for {CITIES[i % 10]}?", "tools": json.dumps(TOOLS),
-             "answers": answer, "group": f"g{i}"} for i in range(40)]
+    return [
+        {
+            "id": i,
+            "query": f"Weather check number {i} for {CITIES[i % 10]}?",
+            "tools": json.dumps(TOOLS),
+            "answers": answer,
+            "group": f"g{i}",
+        }
+        for i in range(40)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +50,37 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["base"]["model"] = str(tiny_llama_dir)
     params["prepare"]["sources"] = params["prepare"]["sources"][:1]
-    params["train"].update(method="full", max_steps=150, batch_size=8, gradient_accumulation=1, learning_rate=1e-2,
-                           warmup_ratio=0.0, eval_steps=150, checkpoint_steps=150)
+    params["train"].update(
+        method="full",
+        max_steps=150,
+        batch_size=8,
+        gradient_accumulation=1,
+        learning_rate=1e-2,
+        warmup_ratio=0.0,
+        eval_steps=150,
+        checkpoint_steps=150,
+    )
     params["gguf"].update(outtype="f32", quants=["Q8_0"])
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for step in (["base", "--out", "results/base"], ["prepare", "--out", "results/data"],
-                 ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
-                 ["train", "--base", "results/base", "--data", "results/tokenized", "--out", "results/train",
-                  "--checkpoints", "checkpoints/train"],
-                 ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
-                 ["converter", "--out", "results/converter"],
-                 ["gguf", "--merged", "results/merged", "--converter", "results/converter", "--out", "results/gguf"]):
+    for step in (
+        ["base", "--out", "results/base"],
+        ["prepare", "--out", "results/data"],
+        ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
+        [
+            "train",
+            "--base",
+            "results/base",
+            "--data",
+            "results/tokenized",
+            "--out",
+            "results/train",
+            "--checkpoints",
+            "checkpoints/train",
+        ],
+        ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
+        ["converter", "--out", "results/converter"],
+        ["gguf", "--merged", "results/merged", "--converter", "results/converter", "--out", "results/gguf"],
+    ):
         run(["tunemake", *step], root)
     return root
 
@@ -89,8 +122,20 @@ def test_a_planted_wrong_template_fails_the_round_trip_loudly(exported, tmp_path
     planted = tmp_path / "planted.gguf"
     wrong = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
     env = {**os.environ, "PYTHONPATH": str(converter / "gguf-py")}
-    subprocess.run([sys.executable, str(converter / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"), str(source),
-                    str(planted), "--chat-template", wrong, "--force"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(converter / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"),
+            str(source),
+            str(planted),
+            "--chat-template",
+            wrong,
+            "--force",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(exported / "results" / "merged")

@@ -35,7 +35,9 @@ def test_format_converts_to_canonical_messages(fmt):
 def test_alpaca_input_is_appended_and_qa_topic_is_folded_in():
     alpaca = FORMATS["alpaca"]({"instruction": "Summarise", "input": "Long text", "output": "Short"}, source("alpaca"))
     assert alpaca.messages[0]["content"] == "Summarise\n\nLong text"
-    qa = FORMATS["qa"]({"topic": "Basic First Aid", "question": "How do I treat a burn?", "answer": "Cool it."}, source("qa"))
+    qa = FORMATS["qa"](
+        {"topic": "Basic First Aid", "question": "How do I treat a burn?", "answer": "Cool it."}, source("qa")
+    )
     assert qa.messages[0]["content"] == "For Basic First Aid, how do I treat a burn?"
     assert "topic" not in qa.consumed  # so it stays in meta for stratifying
 
@@ -43,37 +45,86 @@ def test_alpaca_input_is_appended_and_qa_topic_is_folded_in():
 def test_xlam_row_becomes_openai_tool_calls_with_json_schema():
     row = {
         "query": "Weather in Oslo in fahrenheit, and 20 USD in EUR?",
-        "tools": json.dumps([
-            {"name": "get_weather", "description": "w", "parameters": {"city": {"type": "str", "description": "c"},
-                                                                       "unit": {"type": "str, optional", "description": "u", "default": "celsius"}}},
-            {"name": "convert", "description": "c", "parameters": {"amount": {"type": "float", "description": "a"},
-                                                                   "codes": {"type": "List[str]", "description": "x"}}},
-        ]),
-        "answers": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "fahrenheit"}},
-                               {"name": "convert", "arguments": {"amount": 20.0, "codes": ["USD", "EUR"]}}]),
+        "tools": json.dumps(
+            [
+                {
+                    "name": "get_weather",
+                    "description": "w",
+                    "parameters": {
+                        "city": {"type": "str", "description": "c"},
+                        "unit": {"type": "str, optional", "description": "u", "default": "celsius"},
+                    },
+                },
+                {
+                    "name": "convert",
+                    "description": "c",
+                    "parameters": {
+                        "amount": {"type": "float", "description": "a"},
+                        "codes": {"type": "List[str]", "description": "x"},
+                    },
+                },
+            ]
+        ),
+        "answers": json.dumps(
+            [
+                {"name": "get_weather", "arguments": {"city": "Oslo", "unit": "fahrenheit"}},
+                {"name": "convert", "arguments": {"amount": 20.0, "codes": ["USD", "EUR"]}},
+            ]
+        ),
     }
     result = FORMATS["xlam"](row, source("xlam"))
-    assert result.messages[1]["tool_calls"][1] == {"type": "function", "function": {"name": "convert", "arguments": {"amount": 20.0, "codes": ["USD", "EUR"]}}}
+    assert result.messages[1]["tool_calls"][1] == {
+        "type": "function",
+        "function": {"name": "convert", "arguments": {"amount": 20.0, "codes": ["USD", "EUR"]}},
+    }
     weather = result.tools[0]["function"]["parameters"]
     assert weather["required"] == ["city"] and weather["properties"]["unit"]["default"] == "celsius"
     assert result.tools[1]["function"]["parameters"]["properties"]["codes"]["type"] == "array"
 
 
 def test_openai_tool_calls_with_string_arguments_are_parsed():
-    row = {"messages": [{"role": "user", "content": "hi"},
-                        {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
-                        {"role": "tool", "content": "ok"}, {"role": "assistant", "content": "done"}]}
+    row = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+            },
+            {"role": "tool", "content": "ok"},
+            {"role": "assistant", "content": "done"},
+        ]
+    }
     result = FORMATS["messages"](row, source("messages"))
-    assert result.messages[1] == {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}
+    assert result.messages[1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}],
+    }
 
 
-@pytest.mark.parametrize("fmt,row,reason", [
-    ("sharegpt", {"conversations": [{"from": "robot", "value": "x"}]}, "bad_role"),
-    ("alpaca", {"instruction": "x"}, "missing_field"),
-    ("qa", {"question": ["x"], "answer": "y"}, "wrong_type"),
-    ("fields", {"req": {"text": "q"}}, "missing_field"),
-    ("messages", {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]}, "bad_json_field"),
-])
+@pytest.mark.parametrize(
+    "fmt,row,reason",
+    [
+        ("sharegpt", {"conversations": [{"from": "robot", "value": "x"}]}, "bad_role"),
+        ("alpaca", {"instruction": "x"}, "missing_field"),
+        ("qa", {"question": ["x"], "answer": "y"}, "wrong_type"),
+        ("fields", {"req": {"text": "q"}}, "missing_field"),
+        (
+            "messages",
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}],
+                    }
+                ]
+            },
+            "bad_json_field",
+        ),
+    ],
+)
 def test_format_defects_have_a_reason_and_a_fix(fmt, row, reason):
     with pytest.raises(RowError) as err:
         FORMATS[fmt](row, source(fmt))

@@ -3,77 +3,66 @@
 from __future__ import annotations
 
 import json
-import re
-from types import SimpleNamespace
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO, run
+from tunemake import cli, dag
 
-LAUNCH = re.compile(r"^tunemake launch --nodes 1 -- ")
-
-
-def snakemake_rules(workdir: Path) -> dict[str, dict]:
-    """Each rule as Snakemake itself parsed it. Uses Workflow.rules, which is internal: snakemake is pinned in
-    envs/requirements.lock, and this test breaks loudly rather than silently if that changes."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
-
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(),
-                                storage_settings=StorageSettings(), snakefile=workdir / "Snakefile", workdir=workdir)._workflow
-        rules = {}
-        for rule in workflow.rules:
-            if rule.shellcmd is None:
-                continue
-            rules[rule.name] = {
-                # DVC runs on this machine, where `tunemake launch --nodes 1 --` only starts the step itself.
-                "cmd": LAUNCH.sub("", rule.shellcmd.format(input=rule.input, output=rule.output, log=rule.log,
-                                                           resources=SimpleNamespace(nodes=1))),
-                "deps": set(map(str, rule.input)),
-                "outs": set(map(str, rule.output)),
-                "params": set(rule.params.keys()),
-            }
-        return rules
+STEPS = ["base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate", "gate", "report"]
 
 
-def expand(paths, workdir: Path) -> set[str]:
-    """Directories that are sources (not step outputs) stand for the files in them, as DVC hashes them."""
-    out = set()
-    for path in paths:
-        full = workdir / path
-        if full.is_dir() and not path.startswith("results/"):
-            out |= {str(p.relative_to(workdir)) for p in full.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-        else:
-            out.add(path)
-    return out
+def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
+    """dvc.yaml is generated (`tunemake dag`): the committed file is exactly what the rules compile to."""
+    compiled = dag.dvc_yaml(REPO)
+    assert (REPO / "dvc.yaml").read_text() == compiled, "dvc.yaml is stale: run `tunemake dag` and commit it"
+    stages = yaml.safe_load(compiled)["stages"]
+    assert set(stages) == set(STEPS)
+    assert stages["train"]["cmd"].startswith("tunemake train ")  # DVC runs the step itself, not the launcher
+    assert stages["report"]["deps"][0] == "params.yaml" and "params" not in stages["report"]
+    assert {"results/train/metrics.json", "results/eval/metrics.json", "results/gate.json"} == set(
+        yaml.safe_load(compiled)["metrics"]
+    )
 
 
-def test_snakemake_rules_and_dvc_stages_describe_the_same_steps():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    rules = snakemake_rules(REPO)
-    assert set(rules) == set(stages)
-    for name, stage in stages.items():
-        rule = rules[name]
-        assert rule["cmd"] == stage["cmd"], name
-        outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
-        assert rule["outs"] == outs, name
-        assert expand(rule["deps"], REPO) == expand(stage["deps"], REPO), name
-        assert rule["params"] == set(stage.get("params", [])), name
+def test_every_rules_code_inputs_are_its_modules_import_closure():
+    with dag.workflow(REPO) as api:
+        rules = {rule.name: rule for rule in api._workflow.rules if rule.shellcmd}
+    for name in STEPS:
+        code = {str(p) for p in rules[name].input.get("code", [])} - {"src/tunemake/templates/report.html"}
+        assert code == set(dag.code_files(name)), name
+        assert "src/tunemake/cli.py" not in code, name
+    assert "src/tunemake/split.py" in dag.code_files("tokenize")  # tokenize imports SPLITS from it
+    assert "src/tunemake/methods/qlora.py" in dag.code_files("train")  # through the methods registry
+    assert "src/tunemake/formats/xlam.py" in dag.code_files("prepare")
+
+
+def test_no_step_imports_another_step():
+    for name in STEPS:
+        others = {f"src/tunemake/{other}.py" for other in STEPS if other != name}
+        assert not others & set(dag.code_files(name)), name
+
+
+def test_the_command_line_lists_every_step_without_importing_it():
+    import subprocess
+    import sys
+
+    code = "import sys; from tunemake import cli; cli.build_parser(None); print(sorted(m for m in sys.modules if m in ('torch', 'transformers', 'tunemake.train')))"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
+    assert set(STEPS) | {"sync", "launch", "show-tokens", "dag"} == set(cli.commands())
 
 
 def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(workspace):
     """results/base only pins a local base's weights, so the steps that load them must declare the folder."""
     model = yaml.safe_load((workspace / "params.yaml").read_text())["base"]["model"]
-    rules = snakemake_rules(workspace)
-    assert {name for name, rule in rules.items() if model in rule["deps"]} == {"base", "train", "merge", "evaluate"}
-
-
-def test_snakemake_lint_is_clean():
-    result = run(["snakemake", "--lint"], REPO)
-    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+    with dag.workflow(workspace) as api:
+        rules = api._workflow.rules
+    assert {rule.name for rule in rules if model in map(str, rule.input)} == {"base", "train", "merge", "evaluate"}
 
 
 @pytest.mark.slow
@@ -87,9 +76,15 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     for step in ("tokenize", "train", "merge", "gguf", "evaluate", "report", "gate"):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"} and metrics["test_rows"] == 4
-    verdict = json.loads((workspace / "results" / "report" / "verdict.json").read_text())
-    assert json.loads((workspace / "results" / "gate.json").read_text())["verdict"] == verdict["verdict"]
+    assert (
+        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"}
+        and metrics["test_rows"] == 4
+    )
+    gate = json.loads((workspace / "results" / "gate.json").read_text())
+    assert (
+        gate["verdict"] == "abort" and "gain over base: 0 (needs >= 10) FAILED" in gate["reasons"]
+    )  # 2 steps learn nothing
+    assert f"{gate['verdict'].upper()}</span>" in (workspace / "results" / "report" / "index.html").read_text()
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 
@@ -103,6 +98,14 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
     assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"} | after_merge
+
+    # Code inputs are each step's import closure: a help text in cli.py re-runs nothing; split.py (which prepare and
+    # tokenize import) re-runs both and what follows.
+    assert planned_after_editing(workspace, "src/tunemake/cli.py") == set()
+    assert (
+        planned_after_editing(workspace, "src/tunemake/split.py")
+        == {"prepare", "tokenize", "train", "merge"} | after_merge
+    )
 
 
 def assert_opens_offline_with_plots(html: Path) -> None:
@@ -144,14 +147,24 @@ def edit_params(workspace: Path, **sections) -> None:
 
 
 def planned_jobs(workspace: Path, **sections) -> set[str]:
-    """The rules `snakemake -n` would run after editing params.yaml (the edit is undone afterwards)."""
+    """The rules Snakemake would run after editing params.yaml (the edit is undone afterwards)."""
     original = (workspace / "params.yaml").read_text()
     edit_params(workspace, **sections)
-    plan = run(["snakemake", "--profile", "local", "-n"], workspace)
-    (workspace / "params.yaml").write_text(original)
-    steps = {"base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate", "report", "gate"}
-    return {line.split()[0] for line in (plan.stdout + plan.stderr).splitlines()
-            if line.strip().endswith(" 1") and line.split()[0] in steps}
+    try:
+        return dag.planned(workspace)
+    finally:
+        (workspace / "params.yaml").write_text(original)
+
+
+def planned_after_editing(workspace: Path, source: str) -> set[str]:
+    """The rules Snakemake would run after a source file is edited (its time moves on; put back afterwards)."""
+    path = workspace / source
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 3600))
+    try:
+        return dag.planned(workspace)
+    finally:
+        os.utime(path, (stat.st_atime, stat.st_mtime))
 
 
 @pytest.mark.slow
@@ -197,6 +210,9 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     assert summary["steps"] == 2 and summary["parameters"]["total"] > 134_000_000
     assert (workspace / "results" / "merged" / "model.safetensors").stat().st_size > 500_000_000  # float32 135M
     sizes = json.loads((workspace / "results" / "gguf" / "sizes.json").read_text())
-    assert {name: entry["parameters"] for name, entry in sizes["files"].items()} == {"F16": 134_515_008, "Q8_0": 134_515_008}
+    assert {name: entry["parameters"] for name, entry in sizes["files"].items()} == {
+        "F16": 134_515_008,
+        "Q8_0": 134_515_008,
+    }
     assert sizes["files"]["Q8_0"]["stop_tokens"] == ["<|im_end|>"]  # and its template rendered training's tokens
     assert (workspace / "results" / "report" / "index.html").stat().st_size > 50_000

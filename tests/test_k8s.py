@@ -18,13 +18,27 @@ from tunemake import launch, pytorchjob
 from tunemake.errors import StepError
 
 K8S_VERSION = "1.33.0"
-TRAIN = ["tunemake", "train", "--params", "params.yaml", "--base", "results/base", "--data", "results/tokenized",
-         "--out", "results/train", "--checkpoints", "checkpoints/train", "--log-file", "logs/train.log"]
+TRAIN = [
+    "tunemake",
+    "train",
+    "--params",
+    "params.yaml",
+    "--base",
+    "results/base",
+    "--data",
+    "results/tokenized",
+    "--out",
+    "results/train",
+    "--checkpoints",
+    "checkpoints/train",
+    "--log-file",
+    "logs/train.log",
+]
 
 
 def model_class(name: str):
-    import kubernetes.client.models as core
     import kubeflow.training.models as kubeflow
+    import kubernetes.client.models as core
 
     return getattr(kubeflow, name, None) or getattr(core, name)
 
@@ -58,8 +72,12 @@ def validate_pytorchjob(job: dict) -> None:
     # The SDK's own deserializer enforces required fields and enum values of the Kubeflow types.
     ApiClient().deserialize(SimpleNamespace(data=json.dumps(job)), "KubeflowOrgV1PyTorchJob")
     for role, replica in job["spec"]["pytorchReplicaSpecs"].items():
-        template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{role.lower()}"},
-                    "template": replica["template"]}
+        template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{role.lower()}"},
+            "template": replica["template"],
+        }
         kubernetes_validate.validate(template, K8S_VERSION, strict=True)
 
 
@@ -78,7 +96,7 @@ def test_the_generated_pytorchjob_passes_the_kubernetes_and_kubeflow_schemas(con
     assert container["name"] == "pytorch" and container["image"] == config.image
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(config.gpus_per_node)
     args = container["args"]
-    assert f"--nnodes={nodes}" in args and "--node-rank=$(RANK)" in args and args[-len(TRAIN):] == TRAIN
+    assert f"--nnodes={nodes}" in args and "--node-rank=$(RANK)" in args and args[-len(TRAIN) :] == TRAIN
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["NCCL_ASYNC_ERROR_HANDLING"] == "1" and env["NCCL_SOCKET_IFNAME"] == "eth0"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -99,8 +117,12 @@ def test_a_broken_manifest_is_caught_by_each_schema(config):
     del job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"]
     with pytest.raises(ValueError, match="name"):  # required: the SDK's deserializer refuses it
         validate_pytorchjob(job)
-    template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "master"},
-                "template": job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]}
+    template = {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": "master"},
+        "template": job["spec"]["pytorchReplicaSpecs"]["Master"]["template"],
+    }
     with pytest.raises(kubernetes_validate.ValidationError, match="name"):  # and so does the Kubernetes schema
         kubernetes_validate.validate(template, K8S_VERSION, strict=True)
 
@@ -141,6 +163,11 @@ def test_one_node_runs_one_process_per_gpu_and_the_step_itself_without_one():
     assert launch.command(TRAIN, 1, env={}, gpus=0) == TRAIN
     assert launch.command(TRAIN, 1, env={}, gpus=1) == TRAIN
     assert launch.command(TRAIN, 1, env={}, gpus=4) == [
-        "torchrun", "--standalone", "--nproc-per-node=4", "--no-python", *TRAIN]
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=4",
+        "--no-python",
+        *TRAIN,
+    ]
     with pytest.raises(Exception, match="--profile slurm"):
         launch.command(TRAIN, 2, env={})

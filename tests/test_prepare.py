@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from conftest import REPO, run, write_jsonl
 from tunemake import prepare
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import PrepareParams
-
-from conftest import REPO, run, write_jsonl
 
 
 def chat(user: str, answer: str, **extra) -> dict:
@@ -36,17 +35,70 @@ BAD_LINES = [
     (line({"messages": [{"role": "narrator", "content": "x"}, {"role": "assistant", "content": "y"}]}), "bad_role"),
     (line({"messages": [{"role": "user", "content": "only a question"}]}), "missing_roles"),
     (line({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]}), "missing_roles"),
-    (line({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}), "bad_turn_order"),
+    (
+        line(
+            {
+                "messages": [
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "b"},
+                ]
+            }
+        ),
+        "bad_turn_order",
+    ),
     (line(chat("crlf line", "kept")), "duplicate"),
-    (line({"messages": [{"role": "user", "content": ""}, {"role": "user", "content": "real question"}, {"role": "assistant", "content": "kept"}]}), "kept"),
-    (line({**chat("trailing user turn", "kept"), "messages": chat("trailing user turn", "kept")["messages"] + [{"role": "user", "content": "thanks"}]}), "kept"),
+    (
+        line(
+            {
+                "messages": [
+                    {"role": "user", "content": ""},
+                    {"role": "user", "content": "real question"},
+                    {"role": "assistant", "content": "kept"},
+                ]
+            }
+        ),
+        "kept",
+    ),
+    (
+        line(
+            {
+                **chat("trailing user turn", "kept"),
+                "messages": chat("trailing user turn", "kept")["messages"] + [{"role": "user", "content": "thanks"}],
+            }
+        ),
+        "kept",
+    ),
 ]
 
-XLAM_TOOLS = json.dumps([{"name": "get_weather", "description": "weather", "parameters": {"city": {"type": "str", "description": "c"}}}])
+XLAM_TOOLS = json.dumps(
+    [{"name": "get_weather", "description": "weather", "parameters": {"city": {"type": "str", "description": "c"}}}]
+)
 BAD_XLAM = [
-    ({"query": "weather in Oslo?", "tools": XLAM_TOOLS, "answers": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo"}}])}, "kept"),
-    ({"query": "weather in Rome?", "tools": XLAM_TOOLS, "answers": '[{"name": "get_weather", "arguments": {"city": "Rome"}'}, "bad_json_field"),
-    ({"query": "weather in Bern?", "tools": XLAM_TOOLS, "answers": json.dumps([{"name": "get_time", "arguments": {}}])}, "bad_tool_call"),
+    (
+        {
+            "query": "weather in Oslo?",
+            "tools": XLAM_TOOLS,
+            "answers": json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+        },
+        "kept",
+    ),
+    (
+        {
+            "query": "weather in Rome?",
+            "tools": XLAM_TOOLS,
+            "answers": '[{"name": "get_weather", "arguments": {"city": "Rome"}',
+        },
+        "bad_json_field",
+    ),
+    (
+        {
+            "query": "weather in Bern?",
+            "tools": XLAM_TOOLS,
+            "answers": json.dumps([{"name": "get_time", "arguments": {}}]),
+        },
+        "bad_tool_call",
+    ),
     ({"query": "weather in Riga?", "tools": "{not json", "answers": "[]"}, "bad_json_field"),
     ({"query": 7, "tools": XLAM_TOOLS, "answers": "[]"}, "wrong_type"),
 ]
@@ -68,8 +120,11 @@ def test_every_bad_line_is_counted_with_its_file_line_and_fix(tmp_path, bad_sour
     messages, xlam = bad_sources
     # several copies of the good rows, so every split gets some
     good = write_jsonl(tmp_path / "good.jsonl", [chat(f"question {i}", f"answer {i}") for i in range(30)])
-    params = params_for({"path": str(messages), "format": "messages"}, {"path": str(xlam), "format": "xlam"},
-                        {"path": str(good), "format": "messages"})
+    params = params_for(
+        {"path": str(messages), "format": "messages"},
+        {"path": str(xlam), "format": "xlam"},
+        {"path": str(good), "format": "messages"},
+    )
     stats = prepare.run(params, tmp_path / "out")
 
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
@@ -82,8 +137,13 @@ def test_every_bad_line_is_counted_with_its_file_line_and_fix(tmp_path, bad_sour
         assert reject["fix"] and reject["detail"] and reject["raw"], reject
 
     source = stats["sources"]["messy"]
-    assert source["repaired"] == {"bom_stripped": 1, "crlf_lines": 2, "blank_lines": 2, "empty_turns_dropped": 1,
-                                  "trailing_turns_trimmed": 1}
+    assert source["repaired"] == {
+        "bom_stripped": 1,
+        "crlf_lines": 2,
+        "blank_lines": 2,
+        "empty_turns_dropped": 1,
+        "trailing_turns_trimmed": 1,
+    }
     # nothing lost: every non-blank line is either kept or rejected
     assert source["kept"] + sum(source["rejected"].values()) == source["lines"] == len(BAD_LINES) - 2
     kept_rows = [r for split in ("train", "val", "test") for r in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]
@@ -94,7 +154,10 @@ def test_every_bad_line_is_counted_with_its_file_line_and_fix(tmp_path, bad_sour
 def test_bom_row_keeps_its_content(tmp_path, bad_sources):
     messages, _ = bad_sources
     good = write_jsonl(tmp_path / "good.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
-    prepare.run(params_for({"path": str(messages), "format": "messages"}, {"path": str(good), "format": "messages"}), tmp_path / "out")
+    prepare.run(
+        params_for({"path": str(messages), "format": "messages"}, {"path": str(good), "format": "messages"}),
+        tmp_path / "out",
+    )
     rows = [r for split in ("train", "val", "test") for r in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]
     by_line = {r["meta"]["line"]: r for r in rows if r["meta"]["source"] == "messy"}
     assert by_line[1]["messages"][0]["content"] == "bom first line"
@@ -116,7 +179,10 @@ def test_source_that_yields_no_rows_is_an_error(tmp_path):
     empty.write_bytes(b"\n\n{broken\n")
     good = write_jsonl(tmp_path / "good.jsonl", [chat(f"q{i}", f"a{i}") for i in range(30)])
     with pytest.raises(StepError, match=r"empty.jsonl: yielded no usable rows \(1 invalid_json\)") as err:
-        prepare.run(params_for({"path": str(good), "format": "messages"}, {"path": str(empty), "format": "messages"}), tmp_path / "out")
+        prepare.run(
+            params_for({"path": str(good), "format": "messages"}, {"path": str(empty), "format": "messages"}),
+            tmp_path / "out",
+        )
     assert f"First: {empty}:3: " in str(err.value) and "one complete JSON object" in str(err.value)
 
 
@@ -138,12 +204,25 @@ def test_missing_source_file_is_named(tmp_path):
 
 
 def test_where_filter_and_field_mapping_for_logs(tmp_path):
-    logs = write_jsonl(tmp_path / "interactions.jsonl", [
-        {"task": {"text": f"task {i}"}, "output": f"done {i}", "agent": "coder" if i % 2 else "tester", "success": i % 5 != 0}
-        for i in range(40)
-    ])
-    source = {"path": str(logs), "format": "fields", "fields": {"prompt": "task.text", "response": "output"},
-              "where": {"success": True}, "system": "You are a careful engineer."}
+    logs = write_jsonl(
+        tmp_path / "interactions.jsonl",
+        [
+            {
+                "task": {"text": f"task {i}"},
+                "output": f"done {i}",
+                "agent": "coder" if i % 2 else "tester",
+                "success": i % 5 != 0,
+            }
+            for i in range(40)
+        ],
+    )
+    source = {
+        "path": str(logs),
+        "format": "fields",
+        "fields": {"prompt": "task.text", "response": "output"},
+        "where": {"success": True},
+        "system": "You are a careful engineer.",
+    }
     stats = prepare.run(params_for(source, stratify_by="agent"), tmp_path / "out")
     assert stats["rows"]["kept"] == 32 and stats["rejects"] == {"filtered_out": 8}
     rows = read_jsonl(tmp_path / "out" / "train.jsonl")
@@ -178,12 +257,21 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
     monkeypatch.chdir(REPO)
     params = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
     prepare.run(params.prepare, tmp_path / "out")
-    rows = {s: [r for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl") if r["meta"]["source"] == "tool_calls"] for s in ("train", "test")}
+    rows = {
+        s: [r for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl") if r["meta"]["source"] == "tool_calls"]
+        for s in ("train", "test")
+    }
     closed = {"from_currency", "to_currency", "from_unit", "to_unit", "target_language", "mode"}
 
     def values(split):
-        return {(k, json.dumps(v)) for r in rows[split] for m in r["messages"] for c in m.get("tool_calls", [])
-                for k, v in c["function"]["arguments"].items() if k not in closed}
+        return {
+            (k, json.dumps(v))
+            for r in rows[split]
+            for m in r["messages"]
+            for c in m.get("tool_calls", [])
+            for k, v in c["function"]["arguments"].items()
+            if k not in closed
+        }
 
     groups = {s: {r["meta"]["group"] for r in rows[s]} for s in rows}
     assert len(rows["test"]) >= 20 and groups["test"] and not groups["test"] & groups["train"]

@@ -29,9 +29,15 @@ def fit_profile_to_this_machine(workspace: Path, train: dict | None = None) -> N
     read with squeue (the test cluster keeps no accounting database)."""
     path = workspace / "slurm" / "config.yaml"
     profile = yaml.safe_load(path.read_text())
-    profile.update({"slurm-no-account": True, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2,
-                    "latency-wait": 5})
+    profile.update(
+        {
+            "slurm-no-account": True,
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 2,
+            "latency-wait": 5,
+        }
+    )
     profile["default-resources"].update(mem_mb=3000, cpus_per_task=1)
     for rule in profile["set-resources"].values():
         rule.update(gpu=0, mem_mb=3000, cpus_per_task=1)
@@ -61,7 +67,7 @@ def scontrol(job_id: str) -> dict[str, str]:
 def test_the_pipeline_runs_through_sbatch_with_the_slurm_profile(slurm_cluster, workspace):
     fit_profile_to_this_machine(workspace)
     run(["snakemake", "--profile", "slurm"], workspace)
-    assert json.loads((workspace / "results" / "gate.json").read_text())["verdict"] in {"deploy", "iterate", "abort"}
+    assert json.loads((workspace / "results" / "gate.json").read_text())["verdict"] == "abort"  # 2 steps learn nothing
     jobs = slurm_jobs(workspace)
     assert sorted(jobs) == ["base", "evaluate", "gguf", "merge", "train"]  # the cheap localrules ran in place
     for rule, (job_id,) in jobs.items():
@@ -76,8 +82,14 @@ def test_the_pipeline_runs_through_sbatch_with_the_slurm_profile(slurm_cluster, 
 def test_a_preempted_training_job_is_requeued_and_resumes_from_its_checkpoint(slurm_cluster, workspace):
     fit_profile_to_this_machine(workspace, train={"max_steps": 40, "checkpoint_steps": 5, "eval_steps": 40})
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    snakemake = subprocess.Popen(["snakemake", "--profile", "slurm", "results/train"], cwd=workspace, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    snakemake = subprocess.Popen(
+        ["snakemake", "--profile", "slurm", "results/train"],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
     while not list(workspace.glob("checkpoints/train/checkpoint-*/trainer_state.json")):
         assert snakemake.poll() is None and time.time() < deadline, snakemake.stdout.read()[-4000:]
@@ -108,4 +120,4 @@ def test_several_nodes_start_one_torchrun_per_node_with_srun(slurm_cluster):
     argv = launch.command(step, 2, env=env)
     assert argv[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert f"--rdzv-endpoint={env['SLURM_JOB_NODELIST']}:{launch.RDZV_PORT}" in argv  # the first host, via scontrol
-    assert "--nproc-per-node=gpu" in argv and "--rdzv-id=42" in argv and argv[-len(step):] == step
+    assert "--nproc-per-node=gpu" in argv and "--rdzv-id=42" in argv and argv[-len(step) :] == step

@@ -11,7 +11,9 @@ RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
 def records(n: int) -> list[dict]:
-    return [{"id": f"s:{i}", "meta": {"source": "a" if i % 4 else "b", "line": i, "group": f"g{i // 3}"}} for i in range(n)]
+    return [
+        {"id": f"s:{i}", "meta": {"source": "a" if i % 4 else "b", "line": i, "group": f"g{i // 3}"}} for i in range(n)
+    ]
 
 
 def ids(splits) -> dict[str, set[str]]:
@@ -22,8 +24,12 @@ def test_same_seed_same_split_whatever_the_row_order():
     rows = records(600)
     shuffled = rows[:]
     random.Random(1).shuffle(shuffled)
-    assert ids(split_records(rows, RATIOS, 7, "source", "group")) == ids(split_records(shuffled, RATIOS, 7, "source", "group"))
-    assert ids(split_records(rows, RATIOS, 7, "source", "group")) != ids(split_records(rows, RATIOS, 8, "source", "group"))
+    assert ids(split_records(rows, RATIOS, 7, "source", "group")) == ids(
+        split_records(shuffled, RATIOS, 7, "source", "group")
+    )
+    assert ids(split_records(rows, RATIOS, 7, "source", "group")) != ids(
+        split_records(rows, RATIOS, 8, "source", "group")
+    )
 
 
 def test_groups_never_straddle_splits_and_ratios_hold():

@@ -7,10 +7,11 @@ import shutil
 
 import pytest
 
-from tunemake import tokenize
-from tunemake.chat import Renderer
+from tunemake import show_tokens, tokenize
+from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import write_jsonl
+from tunemake.loss import IGNORE
 from tunemake.params import TokenizeParams
 
 # A minimal template that renders tools and tool calls natively (as Qwen2.5's or Llama 3.1's do).
@@ -20,25 +21,49 @@ NATIVE_TOOLS_TEMPLATE = (
     "{% for c in m.tool_calls or [] %}CALL {{ c.function.name }} {{ c.function.arguments | tojson }}{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "w", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-TOOL_RECORD = {"id": "t:1", "meta": {"file": "t.jsonl", "line": 1}, "tools": TOOLS, "messages": [
-    {"role": "user", "content": "Weather in Oslo?"},
-    {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
-]}
-MULTI_TURN = {"id": "m:1", "meta": {"file": "m.jsonl", "line": 1}, "messages": [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Capital of Norway?"}, {"role": "assistant", "content": "Oslo."},
-    {"role": "user", "content": "And of Peru?"}, {"role": "assistant", "content": "Lima."},
-]}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "w",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+TOOL_RECORD = {
+    "id": "t:1",
+    "meta": {"file": "t.jsonl", "line": 1},
+    "tools": TOOLS,
+    "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}],
+        },
+    ],
+}
+MULTI_TURN = {
+    "id": "m:1",
+    "meta": {"file": "m.jsonl", "line": 1},
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of Norway?"},
+        {"role": "assistant", "content": "Oslo."},
+        {"role": "user", "content": "And of Peru?"},
+        {"role": "assistant", "content": "Lima."},
+    ],
+}
 
 
 @pytest.fixture(scope="module")
 def renderer(smol_tokenizer_dir):
-    return Renderer(tokenize.load_tokenizer(smol_tokenizer_dir))
+    return Renderer(fast_tokenizer(smol_tokenizer_dir))
 
 
 def trained_text(renderer, labels) -> str:
-    return renderer.tokenizer.decode([t for t in labels if t != tokenize.IGNORE])
+    return renderer.tokenizer.decode([t for t in labels if t != IGNORE])
 
 
 def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
@@ -46,7 +71,7 @@ def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
     assert len(ids) == len(labels)
     assert trained_text(renderer, labels) == "Oslo.<|im_end|>Lima.<|im_end|>"
     # every label is either masked or equal to its input token (causal shift happens in the model)
-    assert all(label in (tokenize.IGNORE, token) for token, label in zip(ids, labels))
+    assert all(label in (IGNORE, token) for token, label in zip(ids, labels))
 
 
 def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
@@ -54,13 +79,16 @@ def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
     ids, labels = tokenize.encode(renderer, TOOL_RECORD)
     text = renderer.tokenizer.decode(ids)
     assert '<tools>\n{"name": "get_weather"' in text and "<|im_start|>user\nWeather in Oslo?" in text
-    assert trained_text(renderer, labels) == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>'
+    assert (
+        trained_text(renderer, labels)
+        == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>'
+    )
 
 
 def test_a_template_with_native_tool_support_is_used_natively(smol_tokenizer_dir, tmp_path):
     shutil.copytree(smol_tokenizer_dir, tmp_path / "tok")
     (tmp_path / "tok" / "chat_template.jinja").write_text(NATIVE_TOOLS_TEMPLATE)
-    native = Renderer(tokenize.load_tokenizer(tmp_path / "tok"))
+    native = Renderer(fast_tokenizer(tmp_path / "tok"))
     assert native.support.native
     ids, labels = tokenize.encode(native, TOOL_RECORD)
     assert "TOOLS [" in native.tokenizer.decode(ids)
@@ -72,9 +100,10 @@ def test_a_template_that_rewrites_history_is_reported(smol_tokenizer_dir, tmp_pa
     # renders earlier assistant turns differently from the last one, as reasoning templates that strip thoughts do
     (tmp_path / "tok" / "chat_template.jinja").write_text(
         "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' and not loop.last %}[old]{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant: {% endif %}")
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     with pytest.raises(ValueError, match="does not render turn 2 as a continuation"):
-        tokenize.encode(Renderer(tokenize.load_tokenizer(tmp_path / "tok")), MULTI_TURN)
+        tokenize.encode(Renderer(fast_tokenizer(tmp_path / "tok")), MULTI_TURN)
 
 
 def splits(tmp_path, rows):
@@ -85,8 +114,11 @@ def splits(tmp_path, rows):
     return data
 
 
-LONG = {"id": "l:1", "meta": {"file": "l.jsonl", "line": 3}, "messages": [
-    {"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "short answer"}]}
+LONG = {
+    "id": "l:1",
+    "meta": {"file": "l.jsonl", "line": 3},
+    "messages": [{"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "short answer"}],
+}
 
 
 @pytest.mark.parametrize("policy", ["drop", "truncate", "error"])
@@ -113,10 +145,11 @@ def test_output_is_an_arrow_dataset_with_stats(tmp_path, smol_tokenizer_dir):
     assert set(dataset) == {"train", "val", "test"} and dataset["train"]["id"] == ["m:1", "t:1"]
     train = stats["splits"]["train"]
     assert 0 < train["trainable_fraction"] < 1 and train["trainable_tokens"] == sum(
-        sum(1 for x in row if x != tokenize.IGNORE) for row in dataset["train"]["labels"])
+        sum(1 for x in row if x != IGNORE) for row in dataset["train"]["labels"]
+    )
     assert stats["tool_format"].startswith("fallback")
 
-    view = tokenize.show(tmp_path / "out", smol_tokenizer_dir, "train", 0)
+    view = show_tokens.show(tmp_path / "out", smol_tokenizer_dir, "train", 0)
     trained = [line for line in view.splitlines()[1:] if line.split()[1] == "T"]
     assert "".join(ast.literal_eval(line.split(None, 3)[3]) for line in trained) == "Oslo.<|im_end|>Lima.<|im_end|>"
 

@@ -16,28 +16,47 @@ import yaml
 
 from conftest import BIN, REPO, run
 from tunemake import train as train_mod
-from tunemake.base import load as base_load
+from tunemake.loss import assistant_loss
+from tunemake.weights import load as base_load
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
-QUICK = {"max_steps": 8, "batch_size": 4, "gradient_accumulation": 1, "checkpoint_steps": 2, "eval_steps": 4, "learning_rate": 5e-3}
+QUICK = {
+    "max_steps": 8,
+    "batch_size": 4,
+    "gradient_accumulation": 1,
+    "checkpoint_steps": 2,
+    "eval_steps": 4,
+    "learning_rate": 5e-3,
+}
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_llama_dir) -> Path:
-    """results/base and results/tokenized for the tiny Llama on a slice of the default data, made by the real steps."""
-    root = tmp_path_factory.mktemp("train_inputs")
+def make_inputs(root: Path, model_dir: Path) -> Path:
+    """results/base and results/tokenized for a tiny Llama on a slice of the default data, made by the real steps."""
     for name, rows in (("tool_calls.jsonl", 64), ("practical_qa.jsonl", 12)):
         lines = (REPO / "data" / "raw" / name).read_text().splitlines(keepends=True)[:rows]
         (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
         (root / "data" / "raw" / name).write_text("".join(lines))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"]["model"] = str(tiny_llama_dir)
+    params["base"]["model"] = str(model_dir)
     params["tokenize"]["max_length"] = 512
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["tunemake", "base", "--out", "results/base"], root)
     run(["tunemake", "prepare", "--out", "results/data"], root)
-    run(["tunemake", "tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"], root)
+    run(
+        ["tunemake", "tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"], root
+    )
     return root
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_llama_dir) -> Path:
+    return make_inputs(tmp_path_factory.mktemp("train_inputs"), tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def inputs_64(tmp_path_factory, tiny_llama_64_dir) -> Path:
+    """The same on the 64-wide model: 4-bit weights need rows of whole 64-value blocks."""
+    return make_inputs(tmp_path_factory.mktemp("train_inputs_64"), tiny_llama_64_dir)
 
 
 def train_cmd(inputs: Path, folder: Path, **overrides) -> list[str]:
@@ -45,9 +64,22 @@ def train_cmd(inputs: Path, folder: Path, **overrides) -> list[str]:
     params["train"].update({**QUICK, **overrides})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return ["tunemake", "train", "--params", str(folder / "params.yaml"), "--base", str(inputs / "results/base"),
-            "--data", str(inputs / "results/tokenized"), "--out", str(folder / "out"),
-            "--checkpoints", str(folder / "checkpoints"), "--log-file", str(folder / "train.log")]
+    return [
+        "tunemake",
+        "train",
+        "--params",
+        str(folder / "params.yaml"),
+        "--base",
+        str(inputs / "results/base"),
+        "--data",
+        str(inputs / "results/tokenized"),
+        "--out",
+        str(folder / "out"),
+        "--checkpoints",
+        str(folder / "checkpoints"),
+        "--log-file",
+        str(folder / "train.log"),
+    ]
 
 
 def train(inputs: Path, folder: Path, **overrides) -> dict:
@@ -73,6 +105,7 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
     assert (out / "model" / "chat_template.jinja").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["method"] == "lora" and summary["precision"] == "fp32"
+    assert "avx2" in summary["cpu"]["flags"] and summary["cpu"]["model"]  # figures from two CPUs are not comparable
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
     assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}
     assert summary["best"]["step"] in (0, 4, 8) and summary["tokens_seen"] > 0 and summary["peak_memory_mb"]["rss"] > 0
@@ -88,7 +121,8 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
 
 
 @pytest.mark.parametrize("method", ["qlora", "full", "freeze"])
-def test_each_method_trains_and_saves_what_merge_needs(inputs, tmp_path, method):
+def test_each_method_trains_and_saves_what_merge_needs(inputs, inputs_64, tmp_path, method):
+    inputs = inputs_64 if method == "qlora" else inputs
     summary = train(inputs, tmp_path, method=method, max_steps=2, eval_steps=2, learning_rate=1e-4)
     model = tmp_path / "out" / "model"
     assert summary["steps"] == 2 and summary["method"] == method
@@ -102,14 +136,35 @@ def test_each_method_trains_and_saves_what_merge_needs(inputs, tmp_path, method)
     else:  # both blocks of the tiny model and the tied head: all but the final norm
         assert (model / "model.safetensors").is_file() and 0.99 < share < 1.0
     merged = tmp_path / "merged"
-    run(["tunemake", "merge", "--params", str(tmp_path / "params.yaml"), "--base", str(inputs / "results/base"),
-         "--trained", str(tmp_path / "out"), "--out", str(merged)], inputs)
+    run(
+        [
+            "tunemake",
+            "merge",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--base",
+            str(inputs / "results/base"),
+            "--trained",
+            str(tmp_path / "out"),
+            "--out",
+            str(merged),
+        ],
+        inputs,
+    )
     assert (merged / "model.safetensors").is_file()
 
 
 def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
-    summary = train(inputs, tmp_path, method="freeze", freeze={"layers": 1, "lm_head": False}, max_steps=2, eval_steps=2,
-                    warmup_ratio=0, keep_best=False)
+    summary = train(
+        inputs,
+        tmp_path,
+        method="freeze",
+        freeze={"layers": 1, "lm_head": False},
+        max_steps=2,
+        eval_steps=2,
+        warmup_ratio=0,
+        keep_best=False,
+    )
     from transformers import AutoModelForCausalLM
 
     base = base_load(inputs / "results/base")
@@ -210,8 +265,17 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(inputs, 
     one = tmp_path / "one"
     train(inputs, one, group_by_length=False)
     two = tmp_path / "two"
-    run(["torchrun", "--standalone", "--nproc-per-node", "2", "--no-python",
-         *train_cmd(inputs, two, group_by_length=False, batch_size=2)], inputs)
+    run(
+        [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            *train_cmd(inputs, two, group_by_length=False, batch_size=2),
+        ],
+        inputs,
+    )
     summary = json.loads((two / "out" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["batch"]["effective"] == 4
     assert losses(two) == pytest.approx(losses(one), abs=2e-3)
@@ -222,8 +286,21 @@ def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run(["tunemake", "merge", "--params", str(reference / "params.yaml"), "--base", str(inputs / "results/base"),
-         "--trained", str(reference / "out"), "--out", str(tmp_path / "merged")], inputs)
+    run(
+        [
+            "tunemake",
+            "merge",
+            "--params",
+            str(reference / "params.yaml"),
+            "--base",
+            str(inputs / "results/base"),
+            "--trained",
+            str(reference / "out"),
+            "--out",
+            str(tmp_path / "merged"),
+        ],
+        inputs,
+    )
     ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 2, 198, 1, 4093]])
     base = base_load(inputs / "results/base", dtype=torch.float32)
     with torch.no_grad():
@@ -235,7 +312,9 @@ def test_merged_model_gives_the_logits_of_base_plus_adapter(inputs, reference, t
     manifest = json.loads((tmp_path / "merged" / "manifest.json").read_text())
     generation = json.loads((tmp_path / "merged" / "generation_config.json").read_text())
     assert manifest["stop_tokens"] == ["<|im_end|>"] and generation["eos_token_id"] == manifest["stop_token_ids"]
-    assert (tmp_path / "merged" / "chat_template.jinja").read_text() == (inputs / "results/base/chat_template.jinja").read_text()
+    assert (tmp_path / "merged" / "chat_template.jinja").read_text() == (
+        inputs / "results/base/chat_template.jinja"
+    ).read_text()
 
 
 def test_padding_free_batches_give_the_padded_loss(inputs):
@@ -243,16 +322,37 @@ def test_padding_free_batches_give_the_padded_loss(inputs):
     import datasets
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    rows = list(datasets.load_from_disk(str(inputs / "results/tokenized/dataset"))["train"].remove_columns("id").select(range(4)))
+    rows = list(
+        datasets.load_from_disk(str(inputs / "results/tokenized/dataset"))["train"]
+        .remove_columns("id")
+        .select(range(4))
+    )
     model = base_load(inputs / "results/base")
     results = {}
     for padding_free in (False, True):
         batch = DataCollatorForLanguageModeling(pad_token_id=2, padding_free=padding_free)(rows)
         with torch.no_grad():
-            results[padding_free] = train_mod.assistant_loss(model, dict(batch))[0].item()
+            results[padding_free] = assistant_loss(model, dict(batch))[0].item()
     assert results[True] == pytest.approx(results[False], abs=1e-5)
 
 
 def test_unknown_method_is_named_with_the_choices(inputs, tmp_path):
     result = run(train_cmd(inputs, tmp_path, method="dora"), inputs, check=False)
-    assert result.returncode == 1 and "train.method" in result.stderr and "'lora'" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train.method: Value error, unknown method 'dora'; use one of: freeze, full, lora, qlora" in result.stderr
+
+
+def test_a_576_wide_4bit_layer_in_eval_mode_computes_its_dequantized_product():
+    """SmolLM2-135M's rows are 576 wide (9 blocks of 64): bitsandbytes' CPU path in eval mode (the AVX-512 BF16
+    packed path where the CPU has it) must give the product of the dequantized weights."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(576, 192, bias=False, quant_type="nf4", compute_dtype=torch.float32)
+    layer.weight = bnb.nn.Params4bit(torch.randn(192, 576) * 0.05, requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu").eval()
+    x = torch.randn(3, 576)
+    with torch.no_grad():
+        expected = x @ dequantize_4bit(layer.weight.data, layer.weight.quant_state).float().T
+        assert torch.allclose(layer(x), expected, atol=2e-2, rtol=2e-2)

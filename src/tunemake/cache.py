@@ -7,4 +7,7 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("TUNEMAKE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunemake")
+    return Path(
+        os.environ.get("TUNEMAKE_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunemake"
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
+
+from tunemake.jsonl import atomic_dir
 
 log = logging.getLogger("tunemake.train")
 
@@ -29,9 +30,15 @@ def history(log_history: list[dict]) -> dict[str, list[dict]]:
     train, evals = [], []
     for entry in log_history:
         if "loss" in entry:
-            row = {"step": entry["step"], "epoch": entry.get("epoch"), "loss": entry["loss"],
-                   "grad_norm": entry.get("grad_norm"), "learning_rate": entry.get("learning_rate"),
-                   "tokens_seen": entry.get("num_input_tokens_seen"), "tokens_per_second": entry.get("tokens_per_second")}
+            row = {
+                "step": entry["step"],
+                "epoch": entry.get("epoch"),
+                "loss": entry["loss"],
+                "grad_norm": entry.get("grad_norm"),
+                "learning_rate": entry.get("learning_rate"),
+                "tokens_seen": entry.get("num_input_tokens_seen"),
+                "tokens_per_second": entry.get("tokens_per_second"),
+            }
             train.append(row)
         elif "eval_loss" in entry:
             evals.append({"step": entry["step"], "epoch": entry.get("epoch"), "val_loss": entry["eval_loss"]})
@@ -75,8 +82,15 @@ class Progress(TrainerCallback):
             rate = (tokens - self.last_tokens) / max(self.step_seconds, 1e-9)
             self.last_tokens, self.step_seconds = tokens, 0.0
             state.log_history[-1]["tokens_per_second"] = round(rate, 1)  # saved with the checkpoint
-            bar = tqdm.format_meter(state.global_step, state.max_steps, now - self.started, initial=self.first_step,
-                                    unit="step", ncols=100, postfix=f"loss={logs['loss']:.4f}, {rate:.0f} tok/s")
+            bar = tqdm.format_meter(
+                state.global_step,
+                state.max_steps,
+                now - self.started,
+                initial=self.first_step,
+                unit="step",
+                ncols=100,
+                postfix=f"loss={logs['loss']:.4f}, {rate:.0f} tok/s",
+            )
             log.info("train %s", bar)
         elif "eval_loss" in logs:
             log.info("train step %d: val loss %.4f", state.global_step, logs["eval_loss"])
@@ -94,16 +108,18 @@ class KeepBest(TrainerCallback):
         losses = [(e["step"], e["eval_loss"]) for e in state.log_history if "eval_loss" in e]
         best_step, best_loss = min(losses, key=lambda item: item[1])
         if best_step == state.global_step and state.is_world_process_zero:
-            partial = self.folder.with_name(self.folder.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            model.save_pretrained(partial, safe_serialization=True)
-            (partial / "best.json").write_text(json.dumps({"step": best_step, "val_loss": best_loss}))
-            shutil.rmtree(self.folder, ignore_errors=True)
-            partial.rename(self.folder)
+            with atomic_dir(self.folder) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                (tmp / "best.json").write_text(json.dumps({"step": best_step, "val_loss": best_loss}))
         since_best = sum(1 for step, _ in losses if step > best_step)
         if self.patience and since_best >= self.patience:
-            log.info("train: early stop at step %d: val loss has not improved on %.4f (step %d) for %d evaluations",
-                     state.global_step, best_loss, best_step, since_best)
+            log.info(
+                "train: early stop at step %d: val loss has not improved on %.4f (step %d) for %d evaluations",
+                state.global_step,
+                best_loss,
+                best_step,
+                since_best,
+            )
             self.stopped_early = True
             control.should_training_stop = True
 
@@ -130,6 +146,10 @@ class StopOnSignal(TrainerCallback):
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if flag.item():
             self.received = int(flag.item())
-            log.warning("train: got %s at step %d: saving a checkpoint and stopping", signal.Signals(self.received).name, state.global_step)
+            log.warning(
+                "train: got %s at step %d: saving a checkpoint and stopping",
+                signal.Signals(self.received).name,
+                state.global_step,
+            )
             control.should_save = True
             control.should_training_stop = True

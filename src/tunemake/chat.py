@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from tunemake.errors import StepError
+
 SENTINEL = "tunemake_sentinel_fn"
 FALLBACK_PREAMBLE = (
     "You may call one or more functions to answer the user. For each call, reply with a JSON object "
@@ -33,9 +35,20 @@ class ToolSupport:
 
 def tool_support(tokenizer) -> ToolSupport:
     """Probe the template: does a sentinel function name survive rendering?"""
-    spec = [{"type": "function", "function": {"name": SENTINEL, "description": "", "parameters": {"type": "object", "properties": {}}}}]
+    spec = [
+        {
+            "type": "function",
+            "function": {"name": SENTINEL, "description": "", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
     user = [{"role": "user", "content": "hi"}]
-    call = [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": SENTINEL, "arguments": {}}}]}]
+    call = [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": SENTINEL, "arguments": {}}}],
+        }
+    ]
     return ToolSupport(
         tools=SENTINEL in _safe_render(tokenizer, user, tools=spec),
         tool_calls=SENTINEL in _safe_render(tokenizer, user + call),
@@ -51,7 +64,11 @@ def _safe_render(tokenizer, messages, **kwargs) -> str:
 
 def format_call(call: dict) -> str:
     function = call["function"]
-    return "<tool_call>\n" + json.dumps({"name": function["name"], "arguments": function["arguments"]}, ensure_ascii=False) + "\n</tool_call>"
+    return (
+        "<tool_call>\n"
+        + json.dumps({"name": function["name"], "arguments": function["arguments"]}, ensure_ascii=False)
+        + "\n</tool_call>"
+    )
 
 
 def with_fallback(messages: list[dict], tools: list[dict]) -> list[dict]:
@@ -75,6 +92,16 @@ def with_fallback(messages: list[dict], tools: list[dict]) -> list[dict]:
     return out
 
 
+def fast_tokenizer(folder):
+    """The tokenizer saved in `folder`; tokenize maps assistant text to tokens through a fast one's offsets."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not tokenizer.is_fast:
+        raise StepError(f"{folder}: tokenize needs a fast tokenizer (tokenizer.json) to map assistant text to tokens")
+    return tokenizer
+
+
 class Renderer:
     """Renders canonical records with one tokenizer's template, natively or through the fallback."""
 
@@ -88,7 +115,9 @@ class Renderer:
         return with_fallback(messages, tools), None
 
     def render(self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     def assistant_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
         """The full text and the character spans of each assistant turn (its end-of-turn token included).
@@ -122,7 +151,7 @@ def stop_token_ids(tokenizer) -> list[int]:
     question = [{"role": "user", "content": "Hi"}]
     before = tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
     through = tokenizer.apply_chat_template([*question, {"role": "assistant", "content": "Ok"}], tokenize=False)
-    tail = through[len(before):].split("Ok", 1)[-1]
+    tail = through[len(before) :].split("Ok", 1)[-1]
     special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
     stops = [t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in special]
     if tokenizer.eos_token_id is not None:

@@ -8,6 +8,7 @@ output, so the gguf step reads only declared files.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import subprocess
@@ -32,30 +33,47 @@ def fetch(pinned: str) -> Path:
     if (target / "convert_hf_to_gguf.py").is_file():
         return target
     log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               "--dest", tmp, f"{PACKAGE}=={pinned}"]
+    with tempfile.TemporaryDirectory() as download, atomic_dir(target) as staging:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--dest",
+            download,
+            f"{PACKAGE}=={pinned}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("*.tar.gz"))
+        archives = list(Path(download).glob("*.tar.gz"))
         if result.returncode != 0 or not archives:
-            raise StepError(f"could not download the {PACKAGE}=={pinned} sdist from the package index:\n"
-                            f"{result.stderr.strip()[-2000:]}\nCheck the network or pip's index settings "
-                            f"(PIP_INDEX_URL), or set TUNEMAKE_CACHE to a folder holding {target.name}/.")
-        staging = Path(tempfile.mkdtemp(dir=tmp))
+            raise StepError(
+                f"could not download the {PACKAGE}=={pinned} sdist from the package index:\n"
+                f"{result.stderr.strip()[-2000:]}\nCheck the network or pip's index settings "
+                f"(PIP_INDEX_URL), or set TUNEMAKE_CACHE to a folder holding {target.name}/."
+            )
         with tarfile.open(archives[0]) as sdist:
             prefix = f"{sdist.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
             members = []
             for member in sdist.getmembers():
-                if member.name.startswith(prefix) and member.name[len(prefix):].startswith(NEEDED):
-                    member.name = member.name[len(prefix):]
+                if member.name.startswith(prefix) and member.name[len(prefix) :].startswith(NEEDED):
+                    member.name = member.name[len(prefix) :]
                     members.append(member)
             sdist.extractall(staging, members=members, filter="data")
         if not (staging / "convert_hf_to_gguf.py").is_file():
             raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
     return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="the converter and its gguf-py, for the gguf step")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(args.out)
 
 
 def run(out: Path) -> dict:

@@ -11,12 +11,11 @@ GGUF files render it with their own embedded template through llama-cpp-python, 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
 import multiprocessing
-import os
-import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +25,8 @@ from tunemake.chat import Renderer, stop_token_ids, with_fallback
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
+from tunemake.params import load as load_params
+from tunemake.runtime import peak_rss_mb
 from tunemake.scoring import text_scores, tool_scores
 
 log = logging.getLogger("tunemake")
@@ -39,9 +40,15 @@ def examples(test_file: Path, limit: int | None) -> list[dict]:
         messages = record["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         reference = messages[last]
-        out.append({"id": record["id"], "prompt": messages[:last], "tools": record.get("tools") or [],
-                    "reference": with_fallback([reference], [])[0]["content"],
-                    "reference_calls": reference.get("tool_calls") or []})
+        out.append(
+            {
+                "id": record["id"],
+                "prompt": messages[:last],
+                "tools": record.get("tools") or [],
+                "reference": with_fallback([reference], [])[0]["content"],
+                "reference_calls": reference.get("tool_calls") or [],
+            }
+        )
     return out
 
 
@@ -49,10 +56,6 @@ def spread(count: int, wanted: int) -> list[int]:
     """Evenly spaced row indices: a subset with the same mix of sources and lengths as the whole."""
     n = min(wanted, count)
     return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 class FirstTokenTimer:
@@ -72,58 +75,73 @@ class FirstTokenTimer:
 
 def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> dict:
     """Loss, answers and speed of a transformers model (runs in its own process)."""
-    import datasets
     import torch
     from transformers import AutoTokenizer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from tunemake.base import load
-    from tunemake.train import assistant_loss
+    from tunemake.runtime import threads
+    from tunemake.weights import load
 
     params = EvalParams(**params)
-    datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads())
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load(model_dir, dtype="auto").eval().to(device)
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-
-    ids = {r["id"] for r in rows}
-    test = datasets.load_from_disk(str(Path(tokenized) / "dataset"))["test"].filter(lambda r: r["id"] in ids).remove_columns("id")
-    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(test), params.batch_size):
-            chunk = collate(list(test.select(range(start, min(start + params.batch_size, len(test))))))
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in chunk.items()}
-            labels = batch["labels"]
-            n = int((labels[:, 1:] != -100).sum())
-            loss, _ = assistant_loss(model, batch, n)
-            total, count = total + loss.item() * n, count + n
-
     renderer = Renderer(tokenizer)
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
     generate = dict(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
-    answers = [""] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))  # similar lengths batch with little padding
     with torch.inference_mode():
-        for start in range(0, len(order), params.batch_size):
-            chunk = order[start : start + params.batch_size]
-            encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            output = model.generate(**encoded, **generate)
-            for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
-                answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
+        loss = held_out_loss(model, Path(tokenized), {r["id"] for r in rows}, pad, params.batch_size)
+        answers = greedy_answers(model, tokenizer, prompts, generate, params.batch_size)
+        timed = [prompts[i] for i in spread(len(rows), params.speed_rows)]
+        timings = [time_one(model, tokenizer, prompt, generate) for prompt in timed]  # one at a time, as served
+    return {"answers": answers, "loss": loss, "timings": timings, "peak_rss_mb": peak_rss_mb()}
 
-        timings = []
-        for prompt in [prompts[i] for i in spread(len(rows), params.speed_rows)]:  # one at a time, as served
-            encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
-            timer, started = FirstTokenTimer(), time.perf_counter()
-            output = model.generate(**encoded, **generate, streamer=timer)
-            ended = time.perf_counter()
-            new = output.shape[1] - encoded["input_ids"].shape[1]
-            timings.append((encoded["input_ids"].shape[1], new, timer.first - started, ended - timer.first))
-    return {"answers": answers, "loss": total / max(count, 1), "timings": timings, "peak_rss_mb": peak_rss_mb()}
+
+def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: int) -> float:
+    """Teacher-forced loss per assistant token over the evaluated test rows (the training loss, on held-out rows)."""
+    import datasets
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tunemake.loss import IGNORE, assistant_loss
+
+    datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
+    test = datasets.load_from_disk(str(tokenized / "dataset"))["test"].filter(lambda r: r["id"] in ids)
+    test = test.remove_columns("id")
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
+    total, count = 0.0, 0
+    for start in range(0, len(test), batch_size):
+        chunk = collate(list(test.select(range(start, min(start + batch_size, len(test))))))
+        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in chunk.items()}
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        loss, _ = assistant_loss(model, batch, n)
+        total, count = total + loss.item() * n, count + n
+    return total / max(count, 1)
+
+
+def greedy_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int) -> list[str]:
+    """Each prompt's greedy answer, generated in batches of similar length (little padding)."""
+    answers = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        output = model.generate(**encoded, **generate)
+        for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
+            answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
+    return answers
+
+
+def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
+    """(prompt tokens, generated tokens, time to first token, time after it) for one request."""
+    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    timer, started = FirstTokenTimer(), time.perf_counter()
+    output = model.generate(**encoded, **generate, streamer=timer)
+    ended = time.perf_counter()
+    prompt_tokens = encoded["input_ids"].shape[1]
+    return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first)
 
 
 def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) -> dict:
@@ -131,7 +149,7 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) ->
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from tunemake.gguf import load
+    from tunemake.llamacpp import load
 
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
@@ -143,7 +161,9 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) ->
         llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
         llama_cpp.llama_perf_context_reset(llm.ctx)
         started = time.perf_counter()
-        response = llm.create_chat_completion(messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens)
+        response = llm.create_chat_completion(
+            messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens
+        )
         elapsed = time.perf_counter() - started
         answers.append((response["choices"][0]["message"]["content"] or "").strip())
         # llama.cpp's own counters: the prompt's evaluation ends when the first token can be sampled; n_eval counts
@@ -166,7 +186,9 @@ def speed(timings: list[tuple], peak: float) -> dict:
     return {
         "time_to_first_token_s": round(statistics.mean(t[2] for t in timings), 3),
         "prompt_tokens_per_second": round(sum(t[0] for t in timings) / sum(t[2] for t in timings), 1),
-        "generation_tokens_per_second": round(sum(max(t[1] - 1, 0) for t in timings) / max(sum(t[3] for t in timings), 1e-9), 1),
+        "generation_tokens_per_second": round(
+            sum(max(t[1] - 1, 0) for t in timings) / max(sum(t[3] for t in timings), 1e-9), 1
+        ),
         "seconds_per_answer": round(statistics.mean(t[2] + t[3] for t in timings), 3),
         "timed_rows": len(timings),
         "peak_rss_mb": peak,
@@ -182,10 +204,29 @@ def summarise(rows: list[dict], answers: list[str]) -> tuple[dict, list[dict]]:
             tool_rows.append(scores["tool_calls"])
         per_row.append(scores)
     points = lambda values: round(100 * statistics.mean(values), 1) if values else None  # noqa: E731
-    summary = {"exact_match": points([s["exact_match"] for s in per_row]), "rouge_l": points([s["rouge_l"] for s in per_row])}
+    summary = {
+        "exact_match": points([s["exact_match"] for s in per_row]),
+        "rouge_l": points([s["rouge_l"] for s in per_row]),
+    }
     if tool_rows:
         summary["tool_calls"] = {k: points([t[k] for t in tool_rows]) for k in tool_rows[0]}
     return summary, per_row
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, what in (
+        ("base", "base"),
+        ("merged", "merge"),
+        ("gguf", "gguf"),
+        ("data", "prepare"),
+        ("tokenized", "tokenize"),
+    ):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).eval, args.base, args.merged, args.gguf, args.data, args.tokenized, args.out)
 
 
 def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, tokenized: Path, out: Path) -> dict:
@@ -211,14 +252,28 @@ def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, to
         metrics["models"][name] = summary
         answers[name] = result["answers"]
         tool = summary.get("tool_calls", {}).get("exact_match")
-        log.info("evaluate: %s in %.0fs: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s", name,
-                 time.perf_counter() - started, summary["exact_match"], summary["rouge_l"], tool,
-                 summary["speed"].get("generation_tokens_per_second"))
+        log.info(
+            "evaluate: %s in %.0fs: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s",
+            name,
+            time.perf_counter() - started,
+            summary["exact_match"],
+            summary["rouge_l"],
+            tool,
+            summary["speed"].get("generation_tokens_per_second"),
+        )
     with atomic_dir(out) as tmp:
         write_json(tmp / "metrics.json", metrics)
-        write_jsonl(tmp / "samples.jsonl", (
-            {"id": row["id"], "prompt": row["prompt"][-1]["content"], "reference": row["reference"],
-             "answers": {name: answers[name][i] for name in models},
-             "scores": {name: row_scores[name][i] for name in models}}
-            for i, row in enumerate(rows)))
+        write_jsonl(
+            tmp / "samples.jsonl",
+            (
+                {
+                    "id": row["id"],
+                    "prompt": row["prompt"][-1]["content"],
+                    "reference": row["reference"],
+                    "answers": {name: answers[name][i] for name in models},
+                    "scores": {name: row_scores[name][i] for name in models},
+                }
+                for i, row in enumerate(rows)
+            ),
+        )
     return metrics

@@ -8,7 +8,7 @@ training tokenizer produces: a GGUF that would prompt the model differently from
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import ctypes
 import logging
 import os
@@ -19,7 +19,10 @@ from pathlib import Path
 from tunemake.chat import Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
+from tunemake.llamacpp import load
 from tunemake.params import GgufParams
+from tunemake.params import load as load_params
+from tunemake.runtime import threads
 
 log = logging.getLogger("tunemake")
 
@@ -27,8 +30,11 @@ log = logging.getLogger("tunemake")
 SAMPLE = [
     {"role": "system", "content": "You answer by calling functions."},
     {"role": "user", "content": "How much is 161 AUD in GBP?"},
-    {"role": "assistant", "content": '<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 161.0}}\n</tool_call>'},
-    {"role": "user", "content": "<tool_response>\n{\"result\": 84.2}\n</tool_response>"},
+    {
+        "role": "assistant",
+        "content": '<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 161.0}}\n</tool_call>',
+    },
+    {"role": "user", "content": '<tool_response>\n{"result": 84.2}\n</tool_response>'},
 ]
 CHATML_PROBE = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
 CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
@@ -38,8 +44,19 @@ CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 
 
 def convert(converter: Path, merged: Path, out_file: Path, outtype: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(converter / "gguf-py"), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(merged), "--outtype", outtype, "--outfile", str(out_file)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(converter / "gguf-py"), os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [
+        sys.executable,
+        str(converter / "convert_hf_to_gguf.py"),
+        str(merged),
+        "--outtype",
+        outtype,
+        "--outfile",
+        str(out_file),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise StepError(f"llama.cpp's converter failed on {merged}:\n{result.stderr.strip()[-3000:]}")
@@ -50,16 +67,9 @@ def quantize(source: Path, target: Path, quant: str) -> None:
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
-    params.nthread = len(os.sched_getaffinity(0))
+    params.nthread = threads()
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
         raise StepError(f"llama.cpp could not quantize {source} to {quant}")
-
-
-def load(path: Path, n_ctx: int = 512):
-    import llama_cpp
-
-    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=len(os.sched_getaffinity(0)), verbose=False)
 
 
 def check_template(llm, path: Path, tokenizer) -> dict:
@@ -69,10 +79,14 @@ def check_template(llm, path: Path, tokenizer) -> dict:
 
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
-        raise StepError(f"{path}: the GGUF carries no chat template (tokenizer.chat_template); the converter should copy "
-                        "it from the merged model's tokenizer_config.json / chat_template.jinja")
+        raise StepError(
+            f"{path}: the GGUF carries no chat template (tokenizer.chat_template); the converter should copy "
+            "it from the merged model's tokenizer_config.json / chat_template.jinja"
+        )
     token_text = lambda t: llm._model.token_get_text(t)  # noqa: E731
-    formatter = Jinja2ChatFormatter(template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos()))
+    formatter = Jinja2ChatFormatter(
+        template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
+    )
     gguf_text = formatter(messages=SAMPLE).prompt
     gguf_ids = llm.tokenize(gguf_text.encode(), add_bos=False, special=True)
     hf_text = Renderer(tokenizer).render(SAMPLE, None, add_generation_prompt=True)
@@ -82,16 +96,19 @@ def check_template(llm, path: Path, tokenizer) -> dict:
         raise StepError(
             f"{path}: the GGUF's chat template renders a different prompt than the training tokenizer.\n"
             f"  first difference at token {at} of {len(hf_ids)} (training) / {len(gguf_ids)} (GGUF)\n"
-            f"  training: {tokenizer.decode(hf_ids[max(0, at - 5): at + 10])!r}\n"
-            f"  GGUF:     {tokenizer.decode(gguf_ids[max(0, at - 5): at + 10])!r}\n"
+            f"  training: {tokenizer.decode(hf_ids[max(0, at - 5) : at + 10])!r}\n"
+            f"  GGUF:     {tokenizer.decode(gguf_ids[max(0, at - 5) : at + 10])!r}\n"
             "A model prompted this way would not see the format it was trained on. Keep the merged model's "
-            "chat_template.jinja as the one the converter embeds (base.chat_template in params.yaml sets it).")
+            "chat_template.jinja as the one the converter embeds (base.chat_template in params.yaml sets it)."
+        )
     stops = stop_token_ids(tokenizer)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     not_eog = [t for t in stops if not llama_cpp.llama_vocab_is_eog(vocab, t)]
     if not_eog:
-        raise StepError(f"{path}: the training template ends turns with {[token_text(t) for t in not_eog]}, but llama.cpp "
-                        "would not stop generating at them (they are not end-of-generation tokens in the GGUF).")
+        raise StepError(
+            f"{path}: the training template ends turns with {[token_text(t) for t in not_eog]}, but llama.cpp "
+            "would not stop generating at them (they are not end-of-generation tokens in the GGUF)."
+        )
     return {"template_tokens": len(gguf_ids), "stop_tokens": [token_text(t) for t in stops]}
 
 
@@ -102,12 +119,24 @@ def modelfile(gguf_name: str, tokenizer, params: GgufParams) -> str:
     if tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True) == CHATML_PROBE:
         lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
     else:
-        lines.append("# No TEMPLATE: this chat template is not ChatML; Ollama reads tokenizer.chat_template from the GGUF.")
+        lines.append(
+            "# No TEMPLATE: this chat template is not ChatML; Ollama reads tokenizer.chat_template from the GGUF."
+        )
         log.warning("gguf: the Modelfile has no TEMPLATE (not a ChatML template); check `ollama show --template`")
     lines += [f'PARAMETER stop "{tokenizer.convert_ids_to_tokens(t)}"' for t in stop_token_ids(tokenizer)]
     if params.system:
         lines.append(f'SYSTEM """{params.system}"""')
     return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--merged", type=Path, required=True, help="the merge step's output")
+    parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).gguf, args.merged, args.converter, args.out)
 
 
 def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
@@ -129,12 +158,24 @@ def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
             checked = check_template(llm, out / path.name, tokenizer)
             n_params = llama_cpp.llama_model_n_params(llm.model)
             size = path.stat().st_size
-            report[name] = {"file": path.name, "bytes": size, "megabytes": round(size / 2**20, 1),
-                            "bits_per_weight": round(8 * size / n_params, 2), "parameters": n_params, **checked}
-            log.info("gguf: %s %.1f MB, %.2f bits/weight, template and stop tokens match training", path.name,
-                     size / 2**20, 8 * size / n_params)
+            report[name] = {
+                "file": path.name,
+                "bytes": size,
+                "megabytes": round(size / 2**20, 1),
+                "bits_per_weight": round(8 * size / n_params, 2),
+                "parameters": n_params,
+                **checked,
+            }
+            log.info(
+                "gguf: %s %.1f MB, %.2f bits/weight, template and stop tokens match training",
+                path.name,
+                size / 2**20,
+                8 * size / n_params,
+            )
             del llm
         shipped = params.quants[0] if params.quants else unquantized
         (tmp / "Modelfile").write_text(modelfile(files[shipped].name, tokenizer, params))
-        write_json(tmp / "sizes.json", {"shipped": shipped, "unquantized": unquantized, "order": list(files), "files": report})
+        write_json(
+            tmp / "sizes.json", {"shipped": shipped, "unquantized": unquantized, "order": list(files), "files": report}
+        )
     return report

@@ -1,4 +1,4 @@
-"""Reading raw JSONL as it comes from the wild, and writing outputs atomically."""
+"""JSON and JSONL: reading raw lines as they come from the wild, dotted paths into records, atomic outputs."""
 
 from __future__ import annotations
 
@@ -42,23 +42,51 @@ def read_lines(path: Path, counts: ReadCounts) -> Iterator[Line]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield Line(number, raw, problem=(
-                    "not_utf8", f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8",
-                    "re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)"))
+                yield Line(
+                    number,
+                    raw,
+                    problem=(
+                        "not_utf8",
+                        f"byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8",
+                        "re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
+                    ),
+                )
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as err:
-                yield Line(number, raw, problem=(
-                    "invalid_json", f"{err.msg} at column {err.colno}",
-                    "make each line one complete JSON object (JSONL has no multi-line records)"))
+                yield Line(
+                    number,
+                    raw,
+                    problem=(
+                        "invalid_json",
+                        f"{err.msg} at column {err.colno}",
+                        "make each line one complete JSON object (JSONL has no multi-line records)",
+                    ),
+                )
                 continue
             if not isinstance(row, dict):
-                yield Line(number, raw, problem=(
-                    "not_an_object", f"the line is a JSON {type(row).__name__}, not an object",
-                    "wrap the record in a JSON object"))
+                yield Line(
+                    number,
+                    raw,
+                    problem=(
+                        "not_an_object",
+                        f"the line is a JSON {type(row).__name__}, not an object",
+                        "wrap the record in a JSON object",
+                    ),
+                )
                 continue
             yield Line(number, raw, row=row)
+
+
+def dotted(row: dict, path: str) -> Any:
+    """row['a']['b'] for 'a.b'; None when any part is missing."""
+    value: Any = row
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def write_jsonl(path: Path, rows) -> None:

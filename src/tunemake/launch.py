@@ -1,9 +1,13 @@
-"""Run a step on the processes and nodes its job was given: one process per visible GPU (one on a CPU) on one node,
-srun + torchrun across the nodes of a SLURM allocation, or a Kubeflow PyTorchJob when a Kubernetes pod asks for
-several nodes. The step itself never changes: `tunemake train` works the same under all four."""
+"""launch: run a step on the processes and nodes its job was given.
+
+One process per visible GPU (one on a CPU) on one node, srun + torchrun across the nodes of a SLURM allocation, or a
+Kubeflow PyTorchJob when a Kubernetes pod asks for several nodes. The step itself never changes: `tunemake train`
+works the same under all four.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
@@ -17,6 +21,26 @@ log = logging.getLogger(__name__)
 RDZV_PORT = 29500
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument(
+        "--pytorchjob",
+        type=Path,
+        default=Path("k8s/pytorchjob.yaml"),
+        help="image, volume and NCCL settings for multi-node training on Kubernetes",
+    )
+    parser.add_argument("step_command", nargs=argparse.REMAINDER, metavar="-- STEP ...")
+
+
+def main(args: argparse.Namespace) -> None:
+    step = args.step_command[1:] if args.step_command[:1] == ["--"] else args.step_command
+    if not step:
+        raise StepError(
+            "tunemake launch: give the step to run after --, e.g. tunemake launch --nodes 2 -- tunemake train ..."
+        )
+    run(step, args.nodes, args.pytorchjob)
+
+
 def visible_gpus() -> int:
     import torch
 
@@ -25,8 +49,9 @@ def visible_gpus() -> int:
 
 def slurm_head_node(env: Mapping[str, str]) -> str:
     """The first host of the allocation: torchrun's rendezvous endpoint on every node."""
-    hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
-                           check=True, capture_output=True, text=True).stdout.split()
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], check=True, capture_output=True, text=True
+    ).stdout.split()
     return hosts[0]
 
 
@@ -42,12 +67,24 @@ def command(step: list[str], nodes: int, env: Mapping[str, str] = os.environ, gp
     if "SLURM_JOB_ID" not in env:
         raise StepError(
             f"nodes: {nodes} needs a multi-node launcher: run with --profile slurm (srun + torchrun) or --profile k8s "
-            "(a Kubeflow PyTorchJob); locally, set the train rule's `nodes` resource back to 1")
+            "(a Kubeflow PyTorchJob); locally, set the train rule's `nodes` resource back to 1"
+        )
     # One torchrun per node (srun), each starting one worker per GPU it sees; c10d rendezvous on the first node.
-    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-            "torchrun", f"--nnodes={nodes}", "--nproc-per-node=gpu", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={slurm_head_node(env)}:{RDZV_PORT}", f"--rdzv-id={env['SLURM_JOB_ID']}",
-            "--no-python", *step]
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        "torchrun",
+        f"--nnodes={nodes}",
+        "--nproc-per-node=gpu",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={slurm_head_node(env)}:{RDZV_PORT}",
+        f"--rdzv-id={env['SLURM_JOB_ID']}",
+        "--no-python",
+        *step,
+    ]
 
 
 def run(step: list[str], nodes: int, pytorchjob_config: Path) -> None:

@@ -8,6 +8,7 @@ end-of-turn tokens, so every later consumer (GGUF, evaluation, serving) stops wh
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -15,12 +16,23 @@ from pathlib import Path
 
 import torch
 
-from tunemake.base import load
 from tunemake.chat import stop_token_ids
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import MergeParams
+from tunemake.params import load as load_params
+from tunemake.weights import load
 
 log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--trained", type=Path, required=True, help="the train step's output")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).merge, args.base, args.trained, args.out)
 
 
 def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:
@@ -29,7 +41,9 @@ def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:
 
     weights = trained / "model"
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    dtype = getattr(torch, params.dtype if params.dtype != "auto" else json.loads((base / "manifest.json").read_text())["dtype"])
+    dtype = getattr(
+        torch, params.dtype if params.dtype != "auto" else json.loads((base / "manifest.json").read_text())["dtype"]
+    )
     adapter = (weights / "adapter_config.json").exists()
     if adapter:
         model = load(base, dtype=torch.float32)
@@ -39,7 +53,9 @@ def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:
     model = model.to(dtype or torch.float32)
 
     stops = stop_token_ids(tokenizer)
-    generation = GenerationConfig.from_pretrained(base) if (base / "generation_config.json").exists() else GenerationConfig()
+    generation = (
+        GenerationConfig.from_pretrained(base) if (base / "generation_config.json").exists() else GenerationConfig()
+    )
     generation.eos_token_id = stops
     generation.pad_token_id = tokenizer.pad_token_id
     model.generation_config = generation

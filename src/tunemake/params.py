@@ -8,10 +8,27 @@ Snakemake profiles, never here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunemake.registry import names
+
+
+def registered(package: str, kind: str) -> AfterValidator:
+    """A name that must be a module of tunemake/<package>/ (a registry, see tunemake.registry)."""
+
+    def check(value: str) -> str:
+        if value not in names(package):
+            raise ValueError(f"unknown {kind} {value!r}; use one of: {', '.join(names(package))}")
+        return value
+
+    return AfterValidator(check)
+
+
+Format = Annotated[str, registered("formats", "format")]
+Method = Annotated[str, registered("methods", "method")]
 
 
 class Strict(BaseModel):
@@ -35,7 +52,7 @@ class BaseParams(Strict):
 
 class SourceParams(Strict):
     path: str
-    format: str = Field(description="a name registered in tunemake.formats.FORMATS")
+    format: Format = Field(description="a module in tunemake/formats/: messages, sharegpt, alpaca, qa, xlam, fields")
     name: str | None = Field(None, description="label used in stats and ids; defaults to the file's stem")
     system: str | None = Field(None, description="system prompt added to rows that have none")
     where: dict[str, Any] = Field(
@@ -46,15 +63,6 @@ class SourceParams(Strict):
         default_factory=dict,
         description="format 'fields': map prompt/response/system to row fields (dotted paths allowed)",
     )
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        from tunemake.formats import FORMATS
-
-        if value not in FORMATS:
-            raise ValueError(f"unknown format {value!r}; use one of: {', '.join(sorted(FORMATS))}")
-        return value
 
     @property
     def label(self) -> str:
@@ -112,44 +120,52 @@ class FreezeParams(Strict):
 
 
 class TrainParams(Strict):
-    method: Literal["lora", "qlora", "full", "freeze"] = Field(
-        "lora", description="a name registered in tunemake.methods.METHODS"
-    )
+    # Each field names the TRL SFTConfig / transformers TrainingArguments (or PEFT) argument it sets, so a user who
+    # knows those finds the same knob here.
+    method: Method = Field("lora", description="a module in tunemake/methods/: lora, qlora, full, freeze")
     lora: LoraParams = LoraParams()
     qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
     freeze: FreezeParams = FreezeParams()
 
-    epochs: float = Field(1, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="if set, overrides epochs")
-    batch_size: int = Field(8, gt=0, description="sequences per forward pass, per process")
-    gradient_accumulation: int = Field(1, gt=0)
-    learning_rate: float = Field(1e-3, gt=0, description="for one process; see lr_scaling")
+    epochs: float = Field(1, gt=0, description="-> num_train_epochs")
+    max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
+    batch_size: int = Field(8, gt=0, description="-> per_device_train_batch_size (and per_device_eval_batch_size)")
+    gradient_accumulation: int = Field(1, gt=0, description="-> gradient_accumulation_steps")
+    learning_rate: float = Field(1e-3, gt=0, description="-> learning_rate, for one process; see lr_scaling")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
-        "none", description="with N processes multiply learning_rate by 1, N or sqrt(N)"
+        "none", description="with N processes multiply learning_rate by 1, N or sqrt(N) (tunemake's own)"
     )
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 42
-    gradient_checkpointing: bool = False
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="-> lr_scheduler_type"
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="-> warmup_steps (a fraction below 1 of the total steps)")
+    weight_decay: float = Field(0.0, ge=0, description="-> weight_decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="-> max_grad_norm")
+    seed: int = Field(42, description="-> seed and data_seed (also seeds the adapter's initialisation)")
+    gradient_checkpointing: bool = Field(False, description="-> gradient_checkpointing")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
+        "auto", description="-> bf16 / fp16; auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
     )
     padding_free: bool = Field(
         False,
-        description="concatenate each batch without pad tokens (position ids keep sequences apart); pays only with "
-        "a varlen attention kernel (flash-attn): with sdpa it was slower on CPU and on an H100 (README)",
+        description="-> padding_free: concatenate each batch without pad tokens (position ids keep sequences "
+        "apart); pays only with a varlen attention kernel (flash-attn): with sdpa it was slower on CPU and on an H100",
     )
-    group_by_length: bool = Field(True, description="batch sequences of similar length together, so little is padded")
+    group_by_length: bool = Field(
+        True, description="-> train_sampling_strategy='group_by_length': batch similar lengths, so little is padded"
+    )
 
-    log_steps: int = Field(1, gt=0)
-    eval_steps: int | None = Field(None, gt=0, description="evaluate on val every N steps; null = after each epoch")
+    log_steps: int = Field(1, gt=0, description="-> logging_steps")
+    eval_steps: int | None = Field(
+        None, gt=0, description="-> eval_steps (eval_strategy='steps'); null = eval_strategy='epoch'"
+    )
     keep_best: bool = Field(True, description="output the weights with the lowest val loss, not the last ones")
     early_stopping_patience: int | None = Field(
-        None, gt=0, description="stop after N evaluations without a lower val loss; null = never"
+        None,
+        gt=0,
+        description="stop after N evaluations without a lower val loss (as EarlyStoppingCallback); null = never",
     )
-    checkpoint_steps: int = Field(10, gt=0, description="save a resumable checkpoint every N steps")
+    checkpoint_steps: int = Field(10, gt=0, description="-> save_steps: a resumable checkpoint every N steps")
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run")
 
 
@@ -187,10 +203,7 @@ class GateParams(Strict):
     enforce: bool = Field(False, description="true: the pipeline fails unless the verdict is deploy")
 
 
-class Params(BaseModel):
-    # Later steps add their own sections; unknown top-level sections are left to them.
-    model_config = ConfigDict(extra="allow")
-
+class Params(Strict):
     base: BaseParams = BaseParams()
     prepare: PrepareParams
     tokenize: TokenizeParams = TokenizeParams()
@@ -219,5 +232,21 @@ def load(path: str | Path = "params.yaml") -> Params:
         lines = [f"{path}: {len(err.errors())} invalid setting(s):"]
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            lines.append(f"  {where}: {e['msg']}")
+            if e["type"] == "extra_forbidden":
+                known = ", ".join(_fields_at(e["loc"][:-1]))
+                lines.append(f"  {where}: unknown {'section' if len(e['loc']) == 1 else 'key'}; valid here: {known}")
+            else:
+                lines.append(f"  {where}: {e['msg']}")
         raise ParamsError("\n".join(lines)) from None
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys the model at `loc` accepts (list indices skipped), for naming the valid ones beside a misspelt key."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *get_args(annotation)] + [a for arg in get_args(annotation) for a in get_args(arg)]
+        model = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
+    return list(model.model_fields)

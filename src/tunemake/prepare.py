@@ -6,6 +6,7 @@ rejects.jsonl with every row that was not kept (file, line, reason, what to fix,
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections import Counter
@@ -15,9 +16,9 @@ import numpy as np
 
 from tunemake.errors import StepError
 from tunemake.formats import FORMATS, RowError
-from tunemake.formats.common import dotted
-from tunemake.jsonl import ReadCounts, atomic_dir, read_lines, write_json, write_jsonl
+from tunemake.jsonl import ReadCounts, atomic_dir, dotted, read_lines, write_json, write_jsonl
 from tunemake.params import PrepareParams, SourceParams
+from tunemake.params import load as load_params
 from tunemake.split import SPLITS, split_records
 
 log = logging.getLogger(__name__)
@@ -27,17 +28,29 @@ CHOSEN = {"filtered_out", "duplicate"}
 LENGTH_BINS = [0, 256, 512, 1024, 2048, 4096, 8192, 16384, float("inf")]
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="train/val/test.jsonl, stats.json, rejects.jsonl")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).prepare, args.out)
+
+
 def run(params: PrepareParams, out: Path) -> dict:
     records: list[dict] = []
     rejects: list[dict] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # conversation -> the id that had it first, across sources
     stats: dict = {"sources": {}}
     for source in params.sources:
-        stats["sources"][source.label] = _read_source(source, params, records, rejects, seen)
+        kept, rejected, stats["sources"][source.label] = _read_source(source, params, seen)
+        records += kept
+        rejects += rejected
 
     defects = [r for r in rejects if r["reason"] not in CHOSEN]
     if params.strict and defects:
-        shown = "\n".join(f"  {r['file']}:{r['line']}: {r['reason']}: {r['detail']} -> {r['fix']}" for r in defects[:20])
+        shown = "\n".join(
+            f"  {r['file']}:{r['line']}: {r['reason']}: {r['detail']} -> {r['fix']}" for r in defects[:20]
+        )
         more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
         raise StepError(
             f"{len(defects)} row(s) rejected and prepare.strict is true:\n{shown}{more}\n"
@@ -49,7 +62,11 @@ def run(params: PrepareParams, out: Path) -> dict:
         if not splits[name]:
             raise StepError(
                 f"split {name!r} is empty ({len(records)} rows kept in total). Add rows, raise prepare.split.{name}, "
-                + ("or use fewer, larger groups than prepare.group_by makes." if params.group_by else "or lower the other ratios.")
+                + (
+                    "or use fewer, larger groups than prepare.group_by makes."
+                    if params.group_by
+                    else "or lower the other ratios."
+                )
             )
 
     lengths = [sum(len(m["content"]) for m in r["messages"]) + len(json.dumps(r.get("tools", []))) for r in records]
@@ -68,16 +85,26 @@ def run(params: PrepareParams, out: Path) -> dict:
             write_jsonl(tmp / f"{name}.jsonl", rows)
         write_jsonl(tmp / "rejects.jsonl", rejects)
         write_json(tmp / "stats.json", stats)
-    log.info("prepare: kept %d rows (%s), rejected %d %s", len(records),
-             ", ".join(f"{n} {len(splits[n])}" for n in SPLITS), len(rejects), dict(Counter(r["reason"] for r in rejects)))
+    log.info(
+        "prepare: kept %d rows (%s), rejected %d %s",
+        len(records),
+        ", ".join(f"{n} {len(splits[n])}" for n in SPLITS),
+        len(rejects),
+        dict(Counter(r["reason"] for r in rejects)),
+    )
     return stats
 
 
-def _read_source(source: SourceParams, params: PrepareParams, records: list, rejects: list, seen: dict) -> dict:
+def _read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tuple[list[dict], list[dict], dict]:
+    """One source's canonical records, its rejects (file, line, reason, fix, raw line) and its counts."""
     path = Path(source.path)
     if not path.is_file():
-        raise StepError(f"{path}: source file not found. Fix prepare.sources[].path in params.yaml or remove the source.")
+        raise StepError(
+            f"{path}: source file not found. Fix prepare.sources[].path in params.yaml or remove the source."
+        )
     convert = FORMATS[source.format]
+    records: list[dict] = []
+    rejects: list[dict] = []
     read = ReadCounts()
     repaired: Counter = Counter()
     reasons: Counter = Counter()
@@ -88,8 +115,17 @@ def _read_source(source: SourceParams, params: PrepareParams, records: list, rej
 
         def reject(reason: str, detail: str, fix: str) -> None:
             reasons[reason] += 1
-            rejects.append({"file": str(path), "line": line.number, "source": source.label, "reason": reason,
-                            "detail": detail, "fix": fix, "raw": line.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")})
+            rejects.append(
+                {
+                    "file": str(path),
+                    "line": line.number,
+                    "source": source.label,
+                    "reason": reason,
+                    "detail": detail,
+                    "fix": fix,
+                    "raw": line.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"),
+                }
+            )
 
         if line.problem:
             reject(*line.problem)
@@ -123,14 +159,22 @@ def _read_source(source: SourceParams, params: PrepareParams, records: list, rej
 
     if kept == 0:
         top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3)) or "the file has no non-blank lines"
-        mine = [r for r in rejects if r["file"] == str(path)]
-        first = f"\nFirst: {path}:{mine[0]['line']}: {mine[0]['detail']} -> {mine[0]['fix']}" if mine else ""
+        first = (
+            f"\nFirst: {path}:{rejects[0]['line']}: {rejects[0]['detail']} -> {rejects[0]['fix']}" if rejects else ""
+        )
         raise StepError(
             f"{path}: yielded no usable rows ({top}). Check that format: {source.format} matches the file "
             f"and that its 'where' filter can match.{first}"
         )
-    return {"file": str(path), "format": source.format, "lines": lines, "kept": kept, "rejected": dict(reasons),
-            "repaired": {**{k: v for k, v in vars(read).items() if v}, **repaired}}
+    counts = {
+        "file": str(path),
+        "format": source.format,
+        "lines": lines,
+        "kept": kept,
+        "rejected": dict(reasons),
+        "repaired": {**{k: v for k, v in vars(read).items() if v}, **repaired},
+    }
+    return records, rejects, counts
 
 
 def _unmatched_filter(row: dict, where: dict) -> str:
@@ -151,7 +195,9 @@ def _normalise(messages: list[dict], system: str | None, repaired: Counter) -> l
         else:
             repaired["empty_turns_dropped"] += 1
     if any(m["role"] == "system" for m in kept[1:]):
-        raise RowError("misplaced_system", "a system message appears after the first turn", "put the system prompt first, once")
+        raise RowError(
+            "misplaced_system", "a system message appears after the first turn", "put the system prompt first, once"
+        )
     if system and not (kept and kept[0]["role"] == "system"):
         kept.insert(0, {"role": "system", "content": system})
         repaired["system_added"] += 1
@@ -162,5 +208,7 @@ def _normalise(messages: list[dict], system: str | None, repaired: Counter) -> l
         repaired["trailing_turns_trimmed"] += 1
     turns = [m for m in kept if m["role"] != "system"]
     if turns[0]["role"] != "user":
-        raise RowError("bad_turn_order", f"the conversation starts with {turns[0]['role']!r}, not 'user'", "start with a user turn")
+        raise RowError(
+            "bad_turn_order", f"the conversation starts with {turns[0]['role']!r}, not 'user'", "start with a user turn"
+        )
     return kept

@@ -50,8 +50,10 @@ class PyTorchJobConfig(BaseModel):
 
 def load_config(path: Path) -> PyTorchJobConfig:
     if not path.exists():
-        raise StepError(f"{path} not found: multi-node training on Kubernetes reads the image, volume and NCCL "
-                        "settings from it (see k8s/pytorchjob.yaml in the repository)")
+        raise StepError(
+            f"{path} not found: multi-node training on Kubernetes reads the image, volume and NCCL "
+            "settings from it (see k8s/pytorchjob.yaml in the repository)"
+        )
     try:
         return PyTorchJobConfig.model_validate(yaml.safe_load(path.read_text()) or {})
     except (yaml.YAMLError, ValidationError) as err:
@@ -62,7 +64,9 @@ def job_name(step: list[str]) -> str:
     """Stable for the same command and params, so a retried job finds its checkpoints on the volume."""
     params = Path(step[step.index("--params") + 1]) if "--params" in step else None
     text = " ".join(step) + (params.read_text() if params and params.exists() else "")
-    return f"tunemake-{Path(step[1]).name if len(step) > 1 else 'step'}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    return (
+        f"tunemake-{Path(step[1]).name if len(step) > 1 else 'step'}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    )
 
 
 def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> dict[str, Any]:
@@ -71,8 +75,16 @@ def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> d
     if nodes < 2:
         raise StepError(f"a PyTorchJob is for 2 or more nodes, got {nodes}")
     workdir = f"{cfg.volume.mount}/runs/{name}"
-    torchrun = ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={cfg.gpus_per_node}", "--node-rank=$(RANK)",
-                "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "--no-python", *step]
+    torchrun = [
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={cfg.gpus_per_node}",
+        "--node-rank=$(RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "--no-python",
+        *step,
+    ]
     gpus = {"nvidia.com/gpu": str(cfg.gpus_per_node)}
     container = {
         "name": "pytorch",  # the operator finds the training container by this name
@@ -82,16 +94,20 @@ def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> d
         "command": torchrun[:1],
         "args": torchrun[1:],
         "env": [{"name": k, "value": v} for k, v in sorted(cfg.env.items())],
-        "resources": {"limits": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory},
-                      "requests": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory}},
+        "resources": {
+            "limits": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory},
+            "requests": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory},
+        },
         "volumeMounts": [{"name": "data", "mountPath": cfg.volume.mount}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
     pod = {
         "metadata": {"labels": {"app.kubernetes.io/name": "tunemake", "tunemake/job": name}},
         "spec": {
             "containers": [container],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": cfg.volume.claim}},
-                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm}}],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": cfg.volume.claim}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm}},
+            ],
             **({"serviceAccountName": cfg.service_account} if cfg.service_account else {}),
             **({"nodeSelector": cfg.node_selector} if cfg.node_selector else {}),
         },
@@ -149,8 +165,14 @@ def run(step: list[str], nodes: int, config_path: Path) -> None:
         if err.status != 404:
             raise
     api.create_namespaced_custom_object(GROUP, VERSION, cfg.namespace, PLURAL, body)
-    log.info("submitted PyTorchJob %s/%s: %d nodes x %d GPUs: %s", cfg.namespace, name, nodes, cfg.gpus_per_node,
-             shlex.join(step))
+    log.info(
+        "submitted PyTorchJob %s/%s: %d nodes x %d GPUs: %s",
+        cfg.namespace,
+        name,
+        nodes,
+        cfg.gpus_per_node,
+        shlex.join(step),
+    )
     state = None
     while state not in ("Succeeded", "Failed"):
         time.sleep(cfg.poll_seconds)

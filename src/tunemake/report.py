@@ -1,11 +1,13 @@
 """report: one page that says whether the fine-tune worked and whether it is safe to ship.
 
 results/report/ holds index.html (self-contained: plots embedded as data URIs, no network), report.md (the same
-tables, plots as PNG files beside it), the PNGs, and verdict.json (the gate's verdict, a DVC metric).
+tables, plots as PNG files beside it) and the PNGs. The verdict is the gate step's (results/gate.json): the report
+shows it, it does not decide it.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -15,9 +17,7 @@ from pathlib import Path
 import yaml
 from tabulate import tabulate
 
-from tunemake import gate
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json
-from tunemake.params import Params
+from tunemake.jsonl import atomic_dir, read_jsonl
 
 log = logging.getLogger("tunemake")
 SAMPLES = 6  # sample answers shown side by side
@@ -52,7 +52,9 @@ def plot_scores(metrics: dict, names: list[str]):
     figure, axes = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(columns)
     for i, (label, get) in enumerate(columns.items()):
-        axes.bar([x + i * width for x in range(len(names))], [get(metrics["models"][n]) for n in names], width, label=label)
+        axes.bar(
+            [x + i * width for x in range(len(names))], [get(metrics["models"][n]) for n in names], width, label=label
+        )
     axes.set_xticks([x + width * (len(columns) - 1) / 2 for x in range(len(names))], names)
     axes.set(ylabel="points (0-100)", ylim=(0, 100), title="Held-out test split")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(columns), frameon=False)  # clear of the bars
@@ -77,54 +79,166 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
     for name in model_order(metrics, sizes):
         m = metrics["models"][name]
         tool = m.get("tool_calls", {})
-        quality.append([name, m.get("loss"), m.get("perplexity"), m["exact_match"], m["rouge_l"], tool.get("json_valid"),
-                        tool.get("function_name"), tool.get("arguments"), tool.get("exact_match")])
+        quality.append(
+            [
+                name,
+                m.get("loss"),
+                m.get("perplexity"),
+                m["exact_match"],
+                m["rouge_l"],
+                tool.get("json_valid"),
+                tool.get("function_name"),
+                tool.get("arguments"),
+                tool.get("exact_match"),
+            ]
+        )
         s = m["speed"]
         size = sizes["files"].get(name[5:], {}).get("megabytes") if name.startswith("gguf-") else None
-        speed.append([name, size, s.get("time_to_first_token_s"), s.get("prompt_tokens_per_second"),
-                      s.get("generation_tokens_per_second"), s.get("seconds_per_answer"), s["peak_rss_mb"]])
-    data = [[source, info["lines"], info["kept"], sum(info["rejected"].values()),
-             ", ".join(f"{k}: {v}" for k, v in {**info["rejected"]}.items()) or "-"] for source, info in stats["sources"].items()]
-    training = [[k, v] for k, v in {
-        "method": summary["method"], "trainable parameters": f"{summary['parameters']['trainable']:,} "
-        f"({100 * summary['parameters']['trainable_share']:.2f}%)", "steps": summary["steps"],
-        "effective batch": summary["batch"]["effective"], "tokens seen": summary["tokens_seen"],
-        "first / last train loss": f"{summary['first_loss']:.4f} / {summary['last_loss']:.4f}",
-        "best val loss": summary["best"] and f"{summary['best']['val_loss']:.4f} at step {summary['best']['step']}",
-        "wall time": f"{summary['wall_seconds']:.0f} s", "peak memory": f"{summary['peak_memory_mb']['rss']:.0f} MB",
-        "device": summary["device"], "precision": summary["precision"]}.items()]
+        speed.append(
+            [
+                name,
+                size,
+                s.get("time_to_first_token_s"),
+                s.get("prompt_tokens_per_second"),
+                s.get("generation_tokens_per_second"),
+                s.get("seconds_per_answer"),
+                s["peak_rss_mb"],
+            ]
+        )
+    data = [
+        [
+            source,
+            info["lines"],
+            info["kept"],
+            sum(info["rejected"].values()),
+            ", ".join(f"{k}: {v}" for k, v in {**info["rejected"]}.items()) or "-",
+        ]
+        for source, info in stats["sources"].items()
+    ]
+    training = [
+        [k, v]
+        for k, v in {
+            "method": summary["method"],
+            "trainable parameters": f"{summary['parameters']['trainable']:,} "
+            f"({100 * summary['parameters']['trainable_share']:.2f}%)",
+            "steps": summary["steps"],
+            "effective batch": summary["batch"]["effective"],
+            "tokens seen": summary["tokens_seen"],
+            "first / last train loss": f"{summary['first_loss']:.4f} / {summary['last_loss']:.4f}",
+            "best val loss": summary["best"] and f"{summary['best']['val_loss']:.4f} at step {summary['best']['step']}",
+            "wall time": f"{summary['wall_seconds']:.0f} s",
+            "peak memory": f"{summary['peak_memory_mb']['rss']:.0f} MB",
+            "device": summary["device"],
+            "precision": summary["precision"],
+        }.items()
+    ]
     return {
-        "quality": (["model", "loss", "perplexity", "exact match", "ROUGE-L", "JSON valid", "function name", "arguments",
-                     "tool-call exact match"], quality),
-        "speed": (["model", "size (MB)", "first token (s)", "prompt tok/s", "generation tok/s", "s / answer", "peak RSS (MB)"], speed),
+        "quality": (
+            [
+                "model",
+                "loss",
+                "perplexity",
+                "exact match",
+                "ROUGE-L",
+                "JSON valid",
+                "function name",
+                "arguments",
+                "tool-call exact match",
+            ],
+            quality,
+        ),
+        "speed": (
+            [
+                "model",
+                "size (MB)",
+                "first token (s)",
+                "prompt tok/s",
+                "generation tok/s",
+                "s / answer",
+                "peak RSS (MB)",
+            ],
+            speed,
+        ),
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
-        "gate": (["check", "value", "limit", "passed"], [[c["check"], c["value"], c["limit"], c["passed"]] for c in result["checks"]]),
+        "gate": (
+            ["check", "value", "limit", "passed"],
+            [[c["check"], c["value"], c["limit"], c["passed"]] for c in result["checks"]],
+        ),
     }
 
 
 def markdown(result: dict, tabs: dict, samples: list[dict], params_text: str, summary: dict) -> str:
     md = lambda name: tabulate(tabs[name][1], headers=tabs[name][0], tablefmt="github", missingval="-")  # noqa: E731
     parts = [
-        "# tunemake report", "",
-        f"**Verdict: {result['verdict'].upper()}** (shipping {result['shipped']}, judged on {result['metric']})", "",
-        *[f"- {r}" for r in result["reasons"]], "",
-        "## Held-out scores (points, 0-100)", "", md("quality"), "", "![scores](scores.png)", "",
-        "## Speed and size", "", md("speed"), "",
-        "## Training", "", md("training"), "", "![losses](losses.png)", "",
-        "## Data", "", md("data"), "",
-        "## Sample answers", "",
+        "# tunemake report",
+        "",
+        f"**Verdict: {result['verdict'].upper()}** (shipping {result['shipped']}, judged on {result['metric']})",
+        "",
+        *[f"- {r}" for r in result["reasons"]],
+        "",
+        "## Held-out scores (points, 0-100)",
+        "",
+        md("quality"),
+        "",
+        "![scores](scores.png)",
+        "",
+        "## Speed and size",
+        "",
+        md("speed"),
+        "",
+        "## Training",
+        "",
+        md("training"),
+        "",
+        "![losses](losses.png)",
+        "",
+        "## Data",
+        "",
+        md("data"),
+        "",
+        "## Sample answers",
+        "",
     ]
     for sample in samples:
-        parts += [f"### {sample['id']}", "", f"**Prompt:** {sample['prompt']}", "", f"**Reference:** `{sample['reference']}`", ""]
+        parts += [
+            f"### {sample['id']}",
+            "",
+            f"**Prompt:** {sample['prompt']}",
+            "",
+            f"**Reference:** `{sample['reference']}`",
+            "",
+        ]
         parts += [f"- **{name}:** `{answer}`" for name, answer in sample["answers"].items()] + [""]
-    parts += ["## Parameters", "", "```yaml", params_text.strip(), "```", "",
-              "## Provenance", "", f"git commit: {summary['git_commit']}", "",
-              *[f"- {k} {v}" for k, v in summary["packages"].items()], ""]
+    parts += [
+        "## Parameters",
+        "",
+        "```yaml",
+        params_text.strip(),
+        "```",
+        "",
+        "## Provenance",
+        "",
+        f"git commit: {summary['git_commit']}",
+        "",
+        *[f"- {k} {v}" for k, v in summary["packages"].items()],
+        "",
+    ]
     return "\n".join(parts)
 
 
-def run(params: Params, params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Path, out: Path) -> dict:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, what in (("data", "prepare"), ("trained", "train"), ("gguf", "gguf"), ("eval", "evaluate")):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
+    parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    run(args.params, args.data, args.trained, args.gguf, args.eval, args.gate, args.out)
+
+
+def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Path, gate: Path, out: Path) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     stats = json.loads((data / "stats.json").read_text())
@@ -133,16 +247,25 @@ def run(params: Params, params_file: Path, data: Path, trained: Path, gguf: Path
     metrics = json.loads((evaluation / "metrics.json").read_text())
     sizes = json.loads((gguf / "sizes.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
-    result = gate.verdict(metrics, sizes, params.gate)
+    result = json.loads(gate.read_text())
     tabs = tables(stats, summary, metrics, sizes, result)
     params_text = yaml.safe_dump(yaml.safe_load(params_file.read_text()), sort_keys=False)
     with atomic_dir(out) as tmp:
-        plots = {"losses": save(plot_losses(history), tmp / "losses.png"), "scores": save(plot_scores(metrics, model_order(metrics, sizes)), tmp / "scores.png")}
+        plots = {
+            "losses": save(plot_losses(history), tmp / "losses.png"),
+            "scores": save(plot_scores(metrics, model_order(metrics, sizes)), tmp / "scores.png"),
+        }
         environment = Environment(loader=PackageLoader("tunemake"), autoescape=select_autoescape())
-        html = environment.get_template("report.html").render(result=result, tables=tabs, plots=plots, samples=samples,
-                                                              params_text=params_text, summary=summary, metrics=metrics)
+        html = environment.get_template("report.html").render(
+            result=result,
+            tables=tabs,
+            plots=plots,
+            samples=samples,
+            params_text=params_text,
+            summary=summary,
+            metrics=metrics,
+        )
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(markdown(result, tabs, samples, params_text, summary), encoding="utf-8")
-        write_json(tmp / "verdict.json", result)
     log.info("report: verdict %s -> %s", result["verdict"].upper(), out / "index.html")
     return result

@@ -21,8 +21,10 @@ _rouge = rouge_scorer.RougeScorer(["rougeL"])
 
 
 def text_scores(answer: str, reference: str) -> dict:
-    return {"exact_match": float(" ".join(answer.split()) == " ".join(reference.split())),
-            "rouge_l": _rouge.score(reference, answer)["rougeL"].fmeasure}
+    return {
+        "exact_match": float(" ".join(answer.split()) == " ".join(reference.split())),
+        "rouge_l": _rouge.score(reference, answer)["rougeL"].fmeasure,
+    }
 
 
 def parse_calls(answer: str) -> list[dict] | None:
@@ -34,7 +36,9 @@ def parse_calls(answer: str) -> list[dict] | None:
             call = json.loads(block)
         except json.JSONDecodeError:
             return None
-        if not (isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments", {}), dict)):
+        if not (
+            isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments", {}), dict)
+        ):
             return None
         calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
     return calls or None
@@ -88,10 +92,21 @@ def tool_scores(answer: str, reference_calls: list[dict], tools: list[dict] | No
     # Each reference call takes a distinct predicted call of the same name whose arguments check out.
     unmatched, correct = list(predicted), 0
     for call in reference:
-        match = next((p for p in unmatched if p["name"] == call["name"]
-                      and arguments_ok(p["arguments"], call["arguments"], schemas.get(call["name"]))), None)
+        match = next(
+            (
+                p
+                for p in unmatched
+                if p["name"] == call["name"]
+                and arguments_ok(p["arguments"], call["arguments"], schemas.get(call["name"]))
+            ),
+            None,
+        )
         if match is not None:
             unmatched.remove(match)
             correct += 1
-    return {"json_valid": 1.0, "function_name": float(names_ok), "arguments": correct / len(reference),
-            "exact_match": float(correct == len(reference) and not unmatched)}
+    return {
+        "json_valid": 1.0,
+        "function_name": float(names_ok),
+        "arguments": correct / len(reference),
+        "exact_match": float(correct == len(reference) and not unmatched),
+    }

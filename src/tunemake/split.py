@@ -13,7 +13,9 @@ from collections import Counter, defaultdict
 SPLITS = ("train", "val", "test")
 
 
-def split_records(records: list[dict], ratios: dict[str, float], seed: int, stratify_by: str | None, group_by: str | None) -> dict[str, list[dict]]:
+def split_records(
+    records: list[dict], ratios: dict[str, float], seed: int, stratify_by: str | None, group_by: str | None
+) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         key = record["meta"].get(group_by) if group_by else None

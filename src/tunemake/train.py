@@ -11,15 +11,13 @@ plots/{train,eval}.tsv, summary.json and metrics.json (its headline numbers).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
-import subprocess
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -27,14 +25,31 @@ import torch
 from tunemake.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
+from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
 from tunemake.params import TrainParams
+from tunemake.params import load as load_params
+from tunemake.runtime import cpu_features, git_commit, package_versions, peak_memory_mb
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ["torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "tunemake"]
-IGNORE = -100  # the label tokenize writes on untrained tokens; cross_entropy skips it
 LR_SCALING = {"none": lambda n: 1.0, "linear": lambda n: float(n), "sqrt": lambda n: n**0.5}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--data", type=Path, required=True, help="the tokenize step's output")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        required=True,
+        help="resumable checkpoints, outside --out so a killed run keeps them",
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).train, args.base, args.data, args.out, args.checkpoints)
 
 
 class Interrupted(StepError):
@@ -43,22 +58,6 @@ class Interrupted(StepError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-def assistant_loss(model, inputs: dict, num_items_in_batch=None):
-    """Next-token loss on the labelled (assistant) positions, projecting only those through the output head.
-
-    The data is about 85% prompt, system and tool text, so scoring every position through a 49k-word head wastes
-    most of it; `logits_to_keep` picks the positions instead. Same loss as the model's own, to float rounding.
-    """
-    labels = inputs.pop("labels")
-    keep = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)  # positions whose next token is trained
-    outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
-    targets = labels[:, keep + 1]
-    total = torch.nn.functional.cross_entropy(outputs.logits.flatten(0, 1).float(), targets.flatten(),
-                                              ignore_index=IGNORE, reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum()
-    return total / torch.as_tensor(count).clamp(min=1), outputs
 
 
 def trainer_class():
@@ -110,28 +109,34 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
 
 
 def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
-    import datasets
-    from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig
-
-    datasets.disable_caching()  # TRL's dataset.map() must not write cache files into results/tokenized
+    """config, resume point, build, train, write outputs (only the main process writes them)."""
     started = time.perf_counter()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    mode = precision(params.precision)
-    learning_rate = params.learning_rate * LR_SCALING[params.lr_scaling](world_size)
-    padding_free = params.padding_free
-    splits = datasets.load_from_disk(str(data / "dataset"))
-    train_set, val_set = (splits[name].remove_columns("id") for name in ("train", "val"))
+    config = sft_config(params, checkpoints, world_size)
+    resume_from = resume_point(config, params, base, data, checkpoints, world_size)
+    model, tokenizer = build(params, base, world_size)
+    trainer, best = setup_trainer(config, params, model, tokenizer, data, checkpoints)
+    train(trainer, resume_from, checkpoints)
+    if not trainer.is_world_process_zero():
+        return None
+    summary = write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started)
+    if not params.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return summary
 
-    config = SFTConfig(
+
+def sft_config(params: TrainParams, checkpoints: Path, world_size: int):
+    from trl import SFTConfig
+
+    mode = precision(params.precision)
+    return SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=params.epochs,
         max_steps=params.max_steps or -1,
         per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=params.batch_size,
         gradient_accumulation_steps=params.gradient_accumulation,
-        learning_rate=learning_rate,
+        learning_rate=params.learning_rate * LR_SCALING[params.lr_scaling](world_size),
         lr_scheduler_type=params.lr_scheduler,
         warmup_steps=params.warmup_ratio,  # a float below 1 is a fraction of the total steps
         weight_decay=params.weight_decay,
@@ -142,7 +147,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
         bf16=mode == "bf16",
         fp16=mode == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        padding_free=padding_free,
+        padding_free=params.padding_free,
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         max_length=None,  # tokenize already applied tokenize.max_length
         eval_strategy="steps" if params.eval_steps else "epoch",
@@ -155,64 +160,112 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
         logging_steps=params.log_steps,
         logging_first_step=True,
         # Padding-free batches hold no pad tokens; padded ones are counted through their attention mask.
-        include_num_input_tokens_seen="all" if padding_free else "non_padding",
+        include_num_input_tokens_seen="all" if params.padding_free else "non_padding",
         report_to="none",
         disable_tqdm=True,  # Progress logs a bar line per logging step instead, which reads well in a log file
         ddp_find_unused_parameters=False,
     )
+
+
+def resume_point(config, params: TrainParams, base: Path, data: Path, checkpoints: Path, world_size: int) -> str | None:
+    """The newest complete checkpoint of this very run, after clearing checkpoints of other parameters or data."""
     with config.main_process_first(local=False, desc="checkpoint check"):
         if config.process_index == 0:
             reset_if_stale(checkpoints, fingerprint(params, base, data, world_size))
     resume_from = last_complete_checkpoint(checkpoints)
     if resume_from:
         log.info("train: resuming from %s", resume_from)
+    return resume_from
 
-    method = METHODS[params.method]
+
+def build(params: TrainParams, base: Path, world_size: int):
+    """The model to train (by train.method) and its tokenizer."""
+    from transformers import AutoTokenizer, set_seed
+
     set_seed(params.seed)  # adapter initialisation draws random numbers before the Trainer seeds anything
-    model = method.build(base, params, torch.float32)  # float master weights; bf16/fp16 run under autocast
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info("train: %s, %s trainable of %s parameters (%.2f%%), %s, %d process(es), effective batch %d",
-             params.method, f"{trainable:,}", f"{total:,}", 100 * trainable / total, mode, world_size,
-             params.batch_size * params.gradient_accumulation * world_size)
+    model = METHODS[params.method].build(base, params, torch.float32)  # float master weights; bf16/fp16 autocast
+    trainable, total = parameter_counts(model)
+    log.info(
+        "train: %s, %s trainable of %s parameters (%.2f%%), %s, %d process(es), effective batch %d",
+        params.method,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+        precision(params.precision),
+        world_size,
+        params.batch_size * params.gradient_accumulation * world_size,
+    )
+    return model, AutoTokenizer.from_pretrained(base)
 
-    best, stop = KeepBest(checkpoints / "best", params.early_stopping_patience), StopOnSignal()
-    trainer = trainer_class()(model=model, args=config, train_dataset=train_set, eval_dataset=val_set,
-                         processing_class=tokenizer, callbacks=[Progress(checkpoints / "live"), best, stop])
+
+def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, checkpoints: Path):
+    import datasets
+    from transformers.trainer_callback import PrinterCallback
+
+    datasets.disable_caching()  # TRL's dataset.map() must not write cache files into results/tokenized
+    splits = datasets.load_from_disk(str(data / "dataset"))
+    train_set, val_set = (splits[name].remove_columns("id") for name in ("train", "val"))
+    best = KeepBest(checkpoints / "best", params.early_stopping_patience)
+    trainer = trainer_class()(
+        model=model,
+        args=config,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        callbacks=[Progress(checkpoints / "live"), best, StopOnSignal()],
+    )
     trainer.remove_callback(PrinterCallback)
+    return trainer, best
+
+
+def train(trainer, resume_from: str | None, checkpoints: Path) -> None:
+    stop = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StopOnSignal))
     trainer.train(resume_from_checkpoint=resume_from)
     if stop.received:
-        raise Interrupted(f"stopped by signal {stop.received} at step {trainer.state.global_step}; the checkpoint is in "
-                          f"{checkpoints}. Run the same command again to resume.", stop.received)
-    if not trainer.is_world_process_zero():
-        return None
+        raise Interrupted(
+            f"stopped by signal {stop.received} at step {trainer.state.global_step}; the checkpoint is in "
+            f"{checkpoints}. Run the same command again to resume.",
+            stop.received,
+        )
 
+
+def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started) -> dict:
+    """model/ (best or last weights), history.json, plots/, summary.json and metrics.json, atomically."""
     rows = history(trainer.state.log_history)
     best_weights = checkpoints / "best"
     best_info = json.loads((best_weights / "best.json").read_text()) if best_weights.is_dir() else None
+    trainable, total = parameter_counts(trainer.model)
     with atomic_dir(out) as tmp:
         if params.keep_best and best_info:
             shutil.copytree(best_weights, tmp / "model", ignore=shutil.ignore_patterns("best.json"))
         else:
             trainer.model.save_pretrained(tmp / "model", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "model")
+        trainer.processing_class.save_pretrained(tmp / "model")
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
         summary = {
             "method": params.method,
-            "adapter": method.ADAPTER,
+            "adapter": METHODS[params.method].ADAPTER,
             "weights": "best" if params.keep_best and best_info else "last",
             "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
-            "quantization": quantization(model),
-            "precision": mode,
-            "batching": ("padding-free" if padding_free else "padded") + (", length-grouped" if params.group_by_length else ""),
+            "quantization": quantization(trainer.model),
+            "precision": precision(params.precision),
+            "batching": ("padding-free" if params.padding_free else "padded")
+            + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "cpu": cpu_features(),
             "processes": world_size,
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-            "batch": {"per_process": params.batch_size, "gradient_accumulation": params.gradient_accumulation,
-                      "effective": params.batch_size * params.gradient_accumulation * world_size},
-            "learning_rate": {"configured": params.learning_rate, "scaling": params.lr_scaling, "used": learning_rate},
+            "batch": {
+                "per_process": params.batch_size,
+                "gradient_accumulation": params.gradient_accumulation,
+                "effective": params.batch_size * params.gradient_accumulation * world_size,
+            },
+            "learning_rate": {
+                "configured": params.learning_rate,
+                "scaling": params.lr_scaling,
+                "used": config.learning_rate,
+            },
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
             "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
@@ -229,45 +282,31 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
         }
         write_json(tmp / "summary.json", summary)
         # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics).
-        headline = {"trainable_parameters": trainable, "trainable_share": summary["parameters"]["trainable_share"],
-                    "best_val_loss": best_info and best_info["val_loss"], "steps": summary["steps"],
-                    "wall_seconds": summary["wall_seconds"], "peak_rss_mb": summary["peak_memory_mb"]["rss"]}
+        headline = {
+            "trainable_parameters": trainable,
+            "trainable_share": summary["parameters"]["trainable_share"],
+            "best_val_loss": best_info and best_info["val_loss"],
+            "steps": summary["steps"],
+            "wall_seconds": summary["wall_seconds"],
+            "peak_rss_mb": summary["peak_memory_mb"]["rss"],
+        }
         write_json(tmp / "metrics.json", headline)
-    if not params.keep_checkpoints:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    log.info("train: %d steps, loss %s -> %s, best val loss %s, %.0fs, peak memory %.0f MB", summary["steps"],
-             summary["first_loss"], summary["last_loss"], best_info and best_info["val_loss"], summary["wall_seconds"],
-             summary["peak_memory_mb"]["rss"])
+    log.info(
+        "train: %d steps, loss %s -> %s, best val loss %s, %.0fs, peak memory %.0f MB",
+        summary["steps"],
+        summary["first_loss"],
+        summary["last_loss"],
+        best_info and best_info["val_loss"],
+        summary["wall_seconds"],
+        summary["peak_memory_mb"]["rss"],
+    )
     return summary
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
 def quantization(model) -> dict | None:
     config = getattr(model.config, "quantization_config", None)
     return config.to_dict() if hasattr(config, "to_dict") else config
-
-
-def peak_memory_mb() -> dict:
-    memory = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux reports KiB
-    if torch.cuda.is_available():
-        memory["gpu_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return memory
-
-
-def package_versions() -> dict[str, str | None]:
-    """None for a package that is importable without being installed (a source checkout on PYTHONPATH)."""
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def git_commit() -> str | None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty.strip() else "")

@@ -4,19 +4,15 @@
     tools:    [{"type": "function", "function": {"name", "description", "parameters": JSON schema}}]
 
 A converter raises RowError for a row it cannot use; prepare counts it, writes it to rejects.jsonl and goes on.
-To add a format: write one module with a `convert(row, source) -> Chat` function and register it below.
+To add a format: write one module here with a `convert(row, source) -> Chat` function; its file name is the name
+params.yaml uses (tunemake.registry).
 """
 
-from tunemake.formats import alpaca, fields, messages, qa, sharegpt, xlam
-from tunemake.formats.common import Chat, RowError
+from importlib import import_module
 
-FORMATS = {
-    "messages": messages.convert,
-    "sharegpt": sharegpt.convert,
-    "alpaca": alpaca.convert,
-    "qa": qa.convert,
-    "xlam": xlam.convert,
-    "fields": fields.convert,
-}
+from tunemake.formats.common import Chat, RowError
+from tunemake.registry import names
+
+FORMATS = {name: import_module(f"tunemake.formats.{name}").convert for name in names("formats")}
 
 __all__ = ["FORMATS", "Chat", "RowError"]

@@ -10,4 +10,7 @@ def convert(row: dict, source) -> Chat:
     extra = text_field(row, "input", required=False)
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     answer = text_field(row, "output")
-    return Chat([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}], consumed=("instruction", "input", "output"))
+    return Chat(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+        consumed=("instruction", "input", "output"),
+    )

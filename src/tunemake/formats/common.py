@@ -46,16 +46,8 @@ def json_field(row: dict, key: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as err:
             raise RowError(
-                "bad_json_field", f"field {key!r} is not valid JSON: {err.msg} at char {err.pos}", f"repair the JSON in {key!r}"
+                "bad_json_field",
+                f"field {key!r} is not valid JSON: {err.msg} at char {err.pos}",
+                f"repair the JSON in {key!r}",
             ) from None
-    return value
-
-
-def dotted(row: dict, path: str) -> Any:
-    """row['a']['b'] for 'a.b'; None when any part is missing."""
-    value: Any = row
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
     return value

@@ -1,20 +1,23 @@
 """Field-mapped logs (for example agent interaction logs): params map prompt/response/system to row fields.
 
-    format: fields
-    fields: {prompt: task.description, response: output, system: agent_prompt}
-    where: {success: true}
+format: fields
+fields: {prompt: task.description, response: output, system: agent_prompt}
+where: {success: true}
 """
 
 from __future__ import annotations
 
-from tunemake.formats.common import Chat, RowError, dotted
+from tunemake.formats.common import Chat, RowError
+from tunemake.jsonl import dotted
 
 
 def convert(row: dict, source) -> Chat:
     mapping = source.fields
     for role in ("prompt", "response"):
         if role not in mapping:
-            raise RowError("bad_config", f"source has no fields.{role}", f"set fields.{role} to the row field holding the {role}")
+            raise RowError(
+                "bad_config", f"source has no fields.{role}", f"set fields.{role} to the row field holding the {role}"
+            )
     messages = []
     if "system" in mapping:
         system = dotted(row, mapping["system"])
@@ -23,8 +26,12 @@ def convert(row: dict, source) -> Chat:
     for role, key in (("user", mapping["prompt"]), ("assistant", mapping["response"])):
         value = dotted(row, key)
         if value is None:
-            raise RowError("missing_field", f"field {key!r} is missing", f"add {key!r} to the row or fix fields in params.yaml")
+            raise RowError(
+                "missing_field", f"field {key!r} is missing", f"add {key!r} to the row or fix fields in params.yaml"
+            )
         if not isinstance(value, str):
-            raise RowError("wrong_type", f"field {key!r} is {type(value).__name__}, not a string", f"make {key!r} a string")
+            raise RowError(
+                "wrong_type", f"field {key!r} is {type(value).__name__}, not a string", f"make {key!r} a string"
+            )
         messages.append({"role": role, "content": value})
     return Chat(messages, consumed=tuple(key.split(".")[0] for key in mapping.values()))

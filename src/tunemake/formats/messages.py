@@ -14,18 +14,20 @@ def convert(row: dict, source) -> Chat:
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise RowError("wrong_type", f"messages[{i}] is not an object", "make each message a {role, content} object")
+            raise RowError(
+                "wrong_type", f"messages[{i}] is not an object", "make each message a {role, content} object"
+            )
         role = message.get("role")
         if role not in ROLES:
-            raise RowError(
-                "bad_role", f"messages[{i}].role is {role!r}", f"use one of {sorted(ROLES)} as the role"
-            )
+            raise RowError("bad_role", f"messages[{i}].role is {role!r}", f"use one of {sorted(ROLES)} as the role")
         content = message.get("content")
         if content is None:
             content = ""
         if not isinstance(content, str):
             raise RowError(
-                "wrong_type", f"messages[{i}].content is {type(content).__name__}, not a string", "make content a string"
+                "wrong_type",
+                f"messages[{i}].content is {type(content).__name__}, not a string",
+                "make content a string",
             )
         item = {"role": role, "content": content}
         if message.get("tool_calls"):
@@ -40,8 +42,14 @@ def convert(row: dict, source) -> Chat:
 def _tool_call(call, i: int) -> dict:
     function = call.get("function", call) if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise RowError("bad_tool_call", f"messages[{i}].tool_calls has a call without a name", "give each call a function name")
+        raise RowError(
+            "bad_tool_call", f"messages[{i}].tool_calls has a call without a name", "give each call a function name"
+        )
     arguments = json_field(function, "arguments") if "arguments" in function else {}
     if not isinstance(arguments, dict):
-        raise RowError("bad_tool_call", f"messages[{i}] call {function['name']!r}: arguments are not an object", "make arguments a JSON object")
+        raise RowError(
+            "bad_tool_call",
+            f"messages[{i}] call {function['name']!r}: arguments are not an object",
+            "make arguments a JSON object",
+        )
     return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}

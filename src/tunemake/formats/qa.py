@@ -12,4 +12,7 @@ def convert(row: dict, source) -> Chat:
     if topic:
         question = f"For {topic}, {question[:1].lower()}{question[1:]}"
     answer = text_field(row, "answer")
-    return Chat([{"role": "user", "content": question}, {"role": "assistant", "content": answer}], consumed=("question", "answer"))
+    return Chat(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        consumed=("question", "answer"),
+    )

@@ -19,11 +19,15 @@ ROLE_OF = {
 def convert(row: dict, source) -> Chat:
     turns = row.get("conversations")
     if not isinstance(turns, list):
-        raise RowError("missing_field", "field 'conversations' is missing or not a list", "give the row a 'conversations' list")
+        raise RowError(
+            "missing_field", "field 'conversations' is missing or not a list", "give the row a 'conversations' list"
+        )
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise RowError("wrong_type", f"conversations[{i}] is not an object", "make each turn a {from, value} object")
+            raise RowError(
+                "wrong_type", f"conversations[{i}] is not an object", "make each turn a {from, value} object"
+            )
         speaker = turn.get("from")
         if speaker not in ROLE_OF:
             raise RowError("bad_role", f"conversations[{i}].from is {speaker!r}", f"use one of {sorted(ROLE_OF)}")

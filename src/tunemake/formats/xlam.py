@@ -12,7 +12,14 @@ import re
 
 from tunemake.formats.common import Chat, RowError, json_field, text_field
 
-JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array", "dict": "object"}
+JSON_TYPES = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "dict": "object",
+}
 
 
 def convert(row: dict, source) -> Chat:
@@ -20,16 +27,26 @@ def convert(row: dict, source) -> Chat:
     tools = json_field(row, "tools")
     answers = json_field(row, "answers")
     if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):
-        raise RowError("bad_tool_json", "'tools' is not a list of {name, description, parameters}", "fix the 'tools' JSON")
+        raise RowError(
+            "bad_tool_json", "'tools' is not a list of {name, description, parameters}", "fix the 'tools' JSON"
+        )
     if not isinstance(answers, list) or not answers:
-        raise RowError("bad_tool_json", "'answers' is not a non-empty list of calls", "give 'answers' at least one {name, arguments}")
+        raise RowError(
+            "bad_tool_json",
+            "'answers' is not a non-empty list of calls",
+            "give 'answers' at least one {name, arguments}",
+        )
     names = {t["name"] for t in tools}
     calls = []
     for i, answer in enumerate(answers):
         if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
             raise RowError("bad_tool_call", f"answers[{i}] has no function name", "give each answer a 'name'")
         if answer["name"] not in names:
-            raise RowError("bad_tool_call", f"answers[{i}] calls {answer['name']!r}, which is not in 'tools'", "add the tool or fix the name")
+            raise RowError(
+                "bad_tool_call",
+                f"answers[{i}] calls {answer['name']!r}, which is not in 'tools'",
+                "add the tool or fix the name",
+            )
         arguments = answer.get("arguments", {})
         if not isinstance(arguments, dict):
             raise RowError("bad_tool_call", f"answers[{i}].arguments is not an object", "make arguments a JSON object")
@@ -57,7 +74,10 @@ def _tool_spec(tool: dict) -> dict:
             if "optional" not in type_text and "default" not in spec:
                 required.append(arg)
         schema = {"type": "object", "properties": properties, "required": required}
-    return {"type": "function", "function": {"name": tool["name"], "description": tool.get("description", ""), "parameters": schema}}
+    return {
+        "type": "function",
+        "function": {"name": tool["name"], "description": tool.get("description", ""), "parameters": schema},
+    }
 
 
 def _json_type(type_text: str) -> str | None:

@@ -2,17 +2,20 @@
 
 Each module exposes `ADAPTER` (True: train saves a PEFT adapter that merge folds into the base; False: train saves
 full weights that merge copies) and `build(base_dir, params, dtype) -> model`, leaving exactly the parameters it
-trains with requires_grad=True. Add a method by adding a module and a line below (and its Literal in params.py).
+trains with requires_grad=True. Add a method by adding a module here: its file name is the name train.method
+takes (tunemake.registry). Modules import torch inside functions, so importing the registry stays cheap.
 """
 
 from __future__ import annotations
 
-from tunemake.methods import freeze, full, lora, qlora
+from importlib import import_module
 
-METHODS = {"lora": lora, "qlora": qlora, "full": full, "freeze": freeze}
+from tunemake.registry import names
+
+METHODS = {name: import_module(f"tunemake.methods.{name}") for name in names("methods")}
 
 
 def load_base(base, dtype, **kwargs):
-    from tunemake.base import load
+    from tunemake.weights import load
 
     return load(base, dtype=dtype, **kwargs)

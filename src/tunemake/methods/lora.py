@@ -8,8 +8,13 @@ ADAPTER = True
 def lora_config(params):
     from peft import LoraConfig
 
-    return LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                      target_modules=params.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        target_modules=params.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def build(base, params, dtype):

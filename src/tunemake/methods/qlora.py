@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from tunemake.methods.lora import lora_config
 
 ADAPTER = True
 
 
-def compute_dtype(name: str) -> torch.dtype:
+def compute_dtype(name: str):
+    import torch
+
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
 
 
 def build(base, params, dtype):
+    import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 

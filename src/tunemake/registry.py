@@ -1,0 +1,16 @@
+"""Registries that are packages: a data format is a module in tunemake/formats/, a training method a module in
+tunemake/methods/, and the module's file name is its name in params.yaml. Listing the files (rather than importing
+them) lets params.py validate names cheaply, and a registry can never list a module that does not exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NOT_ENTRIES = {"__init__", "common"}  # a package's own plumbing, not a format or method
+
+
+def names(package: str) -> list[str]:
+    """The entries of tunemake/<package>/: its module names, sorted."""
+    folder = Path(__file__).parent / package
+    return sorted(p.stem for p in folder.glob("*.py") if p.stem not in NOT_ENTRIES)

