@@ -107,7 +107,8 @@ def planned(root: Path) -> set[str]:
     """The rules a `snakemake` run in root would run now (a dry run, read from Snakemake's DAG, not its output)."""
     with workflow(root) as api:
         api.dag().execute_workflow(executor="dryrun")
-        return {job.rule.name for job in api._workflow.dag.needrun_jobs()}
+        # The dry run marks each job finished as it "runs" it; the rule `all` (norun) only collects targets.
+        return {job.rule.name for job in api._workflow.dag.needrun_jobs(exclude_finished=False) if not job.rule.norun}
 
 
 def stages(root: Path) -> dict:
