@@ -1,4 +1,4 @@
-"""The deploy / iterate / abort decision and its enforcement."""
+"""The deploy / iterate / abort decision, with intervals, and its enforcement."""
 
 from __future__ import annotations
 
@@ -9,57 +9,88 @@ import pytest
 from tunemake import gate
 from tunemake.errors import StepError
 from tunemake.params import GateParams
+from tunemake.stats import interval
 
 SIZES = {"shipped": "Q4_K_M", "unquantized": "F16", "order": ["F16", "Q4_K_M"], "files": {"F16": {}, "Q4_K_M": {}}}
+ROWS = 32  # the default test split's tool-call rows: one row is 3.1 points
+MODELS = ("base", "tuned", "gguf-F16", "gguf-Q4_K_M")
 
 
-def metrics(base: float, tuned: float, f16: float, quant: float) -> dict:
+def evaluation(base: int, tuned: int, f16: int, quant: int) -> tuple[dict, list[dict]]:
+    """metrics.json and samples.jsonl of an evaluation where each model gets its first N rows right (so the
+    quant's right rows are a subset of F16's, as when quantization loses some)."""
+    right = dict(zip(MODELS, (base, tuned, f16, quant)))
+    samples = [
+        {"scores": {m: {"tool_calls": {"exact_match": float(i < right[m])}} for m in MODELS}} for i in range(ROWS)
+    ]
     speed = {"seconds_per_answer": 1.5, "peak_rss_mb": 700.0}
-    return {
-        "models": {
-            name: {"tool_calls": {"exact_match": value}, "speed": speed}
-            for name, value in (("base", base), ("tuned", tuned), ("gguf-F16", f16), ("gguf-Q4_K_M", quant))
+    metrics = {"models": {}}
+    for m in MODELS:
+        column = [s["scores"][m]["tool_calls"]["exact_match"] for s in samples]
+        metrics["models"][m] = {
+            "tool_calls": {"exact_match": round(100 * right[m] / ROWS, 1)},
+            "ci95": {"tool_calls.exact_match": interval(column)},
+            "speed": speed,
         }
-    }
+    return metrics, samples
+
+
+def verdict(*right, **params) -> dict:
+    metrics, samples = evaluation(*right)
+    return gate.verdict(metrics, samples, SIZES, GateParams(**params))
 
 
 @pytest.mark.parametrize(
-    ("scores", "decision", "failed"),
+    ("right", "decision", "statuses"),
     [
-        ((0, 87.5, 87.5, 84.4), "deploy", []),
-        ((0, 87.5, 87.5, 68.8), "iterate", ["Q4_K_M drop vs F16"]),
-        ((0, 35.0, 35.0, 35.0), "iterate", ["tuned tool_calls.exact_match"]),
-        ((50, 30.0, 30.0, 30.0), "abort", ["tuned tool_calls.exact_match", "gain over base"]),
-        ((50, 52.0, 52.0, 52.0), "iterate", ["gain over base"]),
+        ((0, 28, 28, 27), "deploy", ["pass", "pass", "pass"]),  # Q4 one row down: 3.1 points
+        ((0, 28, 28, 22), "iterate", ["pass", "pass", "fail"]),  # six rows down: 18.8 points, interval 6.2 to 34.4
+        ((0, 11, 11, 11), "iterate", ["fail", "pass", "pass"]),  # 34.4 < 40: the user's bar, judged on the estimate
+        ((16, 10, 10, 10), "abort", ["fail", "fail", "pass"]),  # worse than the base model
+        ((16, 18, 18, 18), "iterate", ["pass", "fail", "pass"]),  # 6.2 over base, interval 0 to 12.5: no 10 points
     ],
 )
-def test_verdict(scores, decision, failed):
-    result = gate.verdict(metrics(*scores), SIZES, GateParams())
+def test_verdict(right, decision, statuses):
+    result = verdict(*right)
     assert result["verdict"] == decision
-    assert [c["check"] for c in result["checks"] if not c["passed"]] == failed
-    assert len(result["reasons"]) == 3 and all(
-        ("FAILED" in r) == any(r.startswith(f) for f in failed) for r in result["reasons"]
+    assert [c["status"] for c in result["checks"]] == statuses
+    assert all(("FAILED" in r) == (c["status"] == "fail") for r, c in zip(result["reasons"], result["checks"]))
+    assert all(c["ci95"] is not None for c in result["checks"])
+
+
+def test_a_one_row_difference_at_the_limit_does_not_flip_the_verdict():
+    """One row drop (3.1) passes the 5-point quant check; two rows (6.2) miss it, but the paired interval (0 to 15.6)
+    reaches it: within noise, so the verdict stays deploy, and says so."""
+    one, two = verdict(0, 28, 28, 27), verdict(0, 28, 28, 26)
+    assert one["verdict"] == two["verdict"] == "deploy"
+    drop = two["checks"][2]
+    assert (drop["value"], drop["ci95"], drop["status"]) == (6.3, [0.0, 15.6], "within noise")
+    assert (
+        "Q4_K_M drop vs F16: 6.3 [95% interval 0 to 15.6] (needs <= 5) within noise (does not block)" in two["reasons"]
     )
+    # ...while a drop the interval rules out still fails: 5 rows (15.6 points, interval 3.1 to 28.1) is not noise
+    assert verdict(0, 28, 28, 23)["checks"][2]["status"] == "within noise"  # interval still reaches 5
+    assert verdict(0, 28, 28, 22)["checks"][2]["status"] == "fail"  # interval 6.2 to 34.4
 
 
 def test_latency_and_memory_limits_are_checked_on_the_shipped_quant():
-    result = gate.verdict(metrics(0, 90, 90, 90), SIZES, GateParams(max_latency_s=1.0, max_memory_mb=800))
+    result = verdict(0, 29, 29, 29, max_latency_s=1.0, max_memory_mb=800)
     assert result["verdict"] == "iterate"
     assert {c["check"]: c["passed"] for c in result["checks"]}["seconds per answer"] is False
     assert {c["check"]: c["passed"] for c in result["checks"]}["peak memory (MB)"] is True
 
 
 def test_a_metric_the_evaluation_lacks_is_named():
-    bare = {
-        "models": {name: {"exact_match": 1.0, "speed": {}} for name in ("base", "tuned", "gguf-F16", "gguf-Q4_K_M")}
-    }
+    bare = {"models": {name: {"exact_match": 1.0, "speed": {}} for name in MODELS}}
     with pytest.raises(StepError, match="gate.metric 'tool_calls.exact_match' has no value for 'tuned'"):
-        gate.verdict(bare, SIZES, GateParams())
+        gate.verdict(bare, [], SIZES, GateParams())
 
 
 def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
+    metrics, samples = evaluation(0, 28, 28, 22)
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics(0, 87.5, 87.5, 68.8)))
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "eval" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     (tmp_path / "gguf").mkdir()
     (tmp_path / "gguf" / "sizes.json").write_text(json.dumps(SIZES))
     out = tmp_path / "gate.json"
@@ -71,3 +102,16 @@ def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
     with pytest.raises(StepError, match=r"verdict is ITERATE, not deploy \(gate.enforce is on\):\n  tuned"):
         gate.run(GateParams(enforce=True), tmp_path / "eval", tmp_path / "gguf", out)
     assert not out.exists()
+
+
+def test_intervals_are_in_points_seeded_and_paired_ones_are_tighter():
+    from tunemake.stats import paired_interval
+
+    tuned, quant = [1.0] * 28 + [0.0] * 4, [1.0] * 27 + [0.0] * 5
+    assert interval(tuned) == interval(tuned) == [75.0, 96.9]  # 87.5 points, seeded: the same every run
+    assert interval([1.0] * 32) == [100.0, 100.0] and interval([1.0]) is None
+    separate = (interval(tuned)[1] - interval(quant)[0], interval(tuned)[0] - interval(quant)[1])
+    paired = paired_interval(tuned, quant)
+    assert paired == [0.0, 9.4] and paired[1] - paired[0] < separate[0] - separate[1]
+    with pytest.raises(ValueError, match="the same rows"):
+        paired_interval(tuned, quant[:-1])

@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from tunemake import degenerate
 from tunemake.chat import Renderer, stop_token_ids, with_fallback
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -28,6 +29,7 @@ from tunemake.params import EvalParams
 from tunemake.params import load as load_params
 from tunemake.runtime import peak_rss_mb
 from tunemake.scoring import text_scores, tool_scores
+from tunemake.stats import interval
 
 log = logging.getLogger("tunemake")
 
@@ -93,10 +95,10 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> 
     generate = dict(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
     with torch.inference_mode():
         loss = held_out_loss(model, Path(tokenized), {r["id"] for r in rows}, pad, params.batch_size)
-        answers = greedy_answers(model, tokenizer, prompts, generate, params.batch_size)
+        answers, stopped = greedy_answers(model, tokenizer, prompts, generate, params.batch_size)
         timed = [prompts[i] for i in spread(len(rows), params.speed_rows)]
         timings = [time_one(model, tokenizer, prompt, generate) for prompt in timed]  # one at a time, as served
-    return {"answers": answers, "loss": loss, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+    return {"answers": answers, "stopped": stopped, "loss": loss, "timings": timings, "peak_rss_mb": peak_rss_mb()}
 
 
 def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: int) -> float:
@@ -120,9 +122,10 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
     return total / max(count, 1)
 
 
-def greedy_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int) -> list[str]:
-    """Each prompt's greedy answer, generated in batches of similar length (little padding)."""
-    answers = [""] * len(prompts)
+def greedy_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int):
+    """Each prompt's greedy answer, generated in batches of similar length (little padding), and whether the model
+    ended its turn (generated one of its stop tokens) before the token limit."""
+    answers, stopped = [""] * len(prompts), [True] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -131,7 +134,8 @@ def greedy_answers(model, tokenizer, prompts: list[str], generate: dict, batch_s
         output = model.generate(**encoded, **generate)
         for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
             answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
-    return answers
+            stopped[i] = any(token in generate["eos_token_id"] for token in sequence.tolist())
+    return answers, stopped
 
 
 def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
@@ -154,7 +158,7 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) ->
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
     llm = load(Path(path), n_ctx=4096)
-    answers, timings = [], []
+    answers, stopped, timings = [], [], []
     timed = set(spread(len(rows), params.speed_rows))
     for index, row in enumerate(rows):
         messages, tools = renderer.prepare(row["prompt"], row["tools"])
@@ -166,12 +170,13 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) ->
         )
         elapsed = time.perf_counter() - started
         answers.append((response["choices"][0]["message"]["content"] or "").strip())
+        stopped.append(response["choices"][0]["finish_reason"] != "length")
         # llama.cpp's own counters: the prompt's evaluation ends when the first token can be sampled; n_eval counts
         # the tokens decoded after that one.
         perf = llama_cpp.llama_perf_context(llm.ctx)
         if index in timed:
             timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
-    return {"answers": answers, "loss": None, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+    return {"answers": answers, "stopped": stopped, "loss": None, "timings": timings, "peak_rss_mb": peak_rss_mb()}
 
 
 def in_fresh_process(function, *args) -> dict:
@@ -195,10 +200,11 @@ def speed(timings: list[tuple], peak: float) -> dict:
     }
 
 
-def summarise(rows: list[dict], answers: list[str]) -> tuple[dict, list[dict]]:
+def summarise(rows: list[dict], answers: list[str], stopped: list[bool]) -> tuple[dict, list[dict]]:
     per_row, tool_rows = [], []
-    for row, answer in zip(rows, answers):
+    for row, answer, ended in zip(rows, answers, stopped):
         scores = text_scores(answer, row["reference"])
+        scores["degenerate"] = degenerate.reasons(answer, ended)
         if row["reference_calls"]:
             scores["tool_calls"] = tool_scores(answer, row["reference_calls"], row["tools"])
             tool_rows.append(scores["tool_calls"])
@@ -207,9 +213,17 @@ def summarise(rows: list[dict], answers: list[str]) -> tuple[dict, list[dict]]:
     summary = {
         "exact_match": points([s["exact_match"] for s in per_row]),
         "rouge_l": points([s["rouge_l"] for s in per_row]),
+        "degenerate_rate": points([float(bool(s["degenerate"])) for s in per_row]),
+    }
+    columns = {
+        "exact_match": [s["exact_match"] for s in per_row],
+        "rouge_l": [s["rouge_l"] for s in per_row],
+        "degenerate_rate": [float(bool(s["degenerate"])) for s in per_row],
     }
     if tool_rows:
         summary["tool_calls"] = {k: points([t[k] for t in tool_rows]) for k in tool_rows[0]}
+        columns.update({f"tool_calls.{k}": [t[k] for t in tool_rows] for k in tool_rows[0]})
+    summary["ci95"] = {name: interval(values) for name, values in columns.items()}  # bootstrap over rows, points
     return summary, per_row
 
 
@@ -245,7 +259,7 @@ def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, to
             result = in_fresh_process(function, *where, rows, params.model_dump())
         else:
             result = in_fresh_process(function, *where, rows, params.model_dump(), str(merged))
-        summary, row_scores[name] = summarise(rows, result["answers"])
+        summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
         summary["speed"] = speed(result["timings"], result["peak_rss_mb"])

@@ -1,7 +1,9 @@
 """gate: decide deploy, iterate or abort from the held-out metrics and the thresholds in params.yaml `gate`.
 
-The verdict, each check with its value and limit, and the reasons go to results/gate.json, which the report shows
-and `dvc exp show` lists. With gate.enforce on, a verdict other than deploy fails the step (and so the pipeline).
+The verdict, each check with its value, 95% interval and limit, and the reasons go to results/gate.json, which the
+report shows and `dvc exp show` lists. Comparisons (gain over base, quant drop) are paired over the test rows; a
+gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With gate.enforce on, a
+verdict other than deploy fails the step (and so the pipeline).
 
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
 (try more epochs, another learning rate, more data). The quant check compares the shipped quant with our own F16
@@ -16,9 +18,10 @@ import logging
 from pathlib import Path
 
 from tunemake.errors import StepError
-from tunemake.jsonl import dotted, write_json
+from tunemake.jsonl import dotted, read_jsonl, write_json
 from tunemake.params import GateParams
 from tunemake.params import load as load_params
+from tunemake.stats import paired_interval
 
 log = logging.getLogger("tunemake")
 
@@ -43,74 +46,109 @@ def score(metrics: dict, model: str, metric: str) -> float:
     return value
 
 
-def verdict(metrics: dict, sizes: dict, params: GateParams) -> dict:
+def paired(samples: list[dict], a: str, b: str, metric: str) -> list[float] | None:
+    """The 95% interval of model a's score minus model b's, resampling the rows both were scored on."""
+    pairs = [(dotted(s["scores"][a], metric), dotted(s["scores"][b], metric)) for s in samples]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return paired_interval([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def check(name: str, value: float, limit: float, *, at_least: bool, ci=None, burden: str = "estimate") -> dict:
+    """Judge one check, by who must prove what (`burden`):
+
+    - "estimate": the user's own bar (min_score, latency, memory) is met by the measured value; an interval is shown.
+    - "improvement": gain over base: the estimate meets the limit and its 95% interval lies above 0, so noise never
+      earns a deploy.
+    - "harm": quant drop: fails only on evidence. An estimate past the limit whose interval still reaches it is
+      "within noise" (a row or two either way would meet it): reported, not blocking. So a one-row difference at
+      the limit does not flip the verdict.
+    """
+    meets = value >= limit if at_least else value <= limit
+    if burden == "improvement" and meets and ci is not None and ci[0] <= 0:
+        status = "fail"  # the gain cannot be told from no gain
+    elif meets:
+        status = "pass"
+    elif burden == "harm" and ci is not None and (ci[1] >= limit if at_least else ci[0] <= limit):
+        status = "within noise"
+    else:
+        status = "fail"
+    needs = f"{'>=' if at_least else '<='} {limit:g}" + (", interval above 0" if burden == "improvement" else "")
+    return {
+        "check": name,
+        "value": round(value, 3),
+        "ci95": ci,
+        "limit": needs,
+        "status": status,
+        "passed": status != "fail",
+    }
+
+
+def verdict(metrics: dict, samples: list[dict], sizes: dict, params: GateParams) -> dict:
     shipped, unquantized = f"gguf-{sizes['shipped']}", f"gguf-{sizes['unquantized']}"
-    tuned, base = score(metrics, "tuned", params.metric), score(metrics, "base", params.metric)
+    metric = params.metric
+    tuned, base = score(metrics, "tuned", metric), score(metrics, "base", metric)
     checks = [
-        {
-            "check": f"tuned {params.metric}",
-            "value": tuned,
-            "limit": f">= {params.min_score:g}",
-            "passed": tuned >= params.min_score,
-        },
-        {
-            "check": "gain over base",
-            "value": round(tuned - base, 1),
-            "limit": f">= {params.min_gain:g}",
-            "passed": tuned - base >= params.min_gain,
-        },
+        check(
+            f"tuned {metric}",
+            tuned,
+            params.min_score,
+            at_least=True,
+            ci=metrics["models"]["tuned"].get("ci95", {}).get(metric),
+        ),
+        check(
+            "gain over base",
+            tuned - base,
+            params.min_gain,
+            at_least=True,
+            ci=paired(samples, "tuned", "base", metric),
+            burden="improvement",
+        ),
     ]
     if shipped != unquantized:
-        drop = round(score(metrics, unquantized, params.metric) - score(metrics, shipped, params.metric), 1)
+        drop = score(metrics, unquantized, metric) - score(metrics, shipped, metric)
         checks.append(
-            {
-                "check": f"{sizes['shipped']} drop vs {unquantized[5:]}",
-                "value": drop,
-                "limit": f"<= {params.max_quant_drop:g}",
-                "passed": drop <= params.max_quant_drop,
-            }
+            check(
+                f"{sizes['shipped']} drop vs {sizes['unquantized']}",
+                drop,
+                params.max_quant_drop,
+                at_least=False,
+                ci=paired(samples, unquantized, shipped, metric),
+                burden="harm",
+            )
         )
     speed = metrics["models"][shipped]["speed"]
     if params.max_latency_s is not None:
         latency = speed.get("seconds_per_answer", float("inf"))
-        checks.append(
-            {
-                "check": "seconds per answer",
-                "value": latency,
-                "limit": f"<= {params.max_latency_s:g}",
-                "passed": latency <= params.max_latency_s,
-            }
-        )
+        checks.append(check("seconds per answer", latency, params.max_latency_s, at_least=False))
     if params.max_memory_mb is not None:
-        checks.append(
-            {
-                "check": "peak memory (MB)",
-                "value": speed["peak_rss_mb"],
-                "limit": f"<= {params.max_memory_mb:g}",
-                "passed": speed["peak_rss_mb"] <= params.max_memory_mb,
-            }
-        )
+        checks.append(check("peak memory (MB)", speed["peak_rss_mb"], params.max_memory_mb, at_least=False))
     if all(c["passed"] for c in checks):
         decision = "deploy"
     elif tuned <= base:
         decision = "abort"
     else:
         decision = "iterate"
-    reasons = [f"{c['check']}: {c['value']:g} (needs {c['limit']}) {'ok' if c['passed'] else 'FAILED'}" for c in checks]
     return {
         "verdict": decision,
         "shipped": sizes["shipped"],
-        "metric": params.metric,
+        "metric": metric,
         "checks": checks,
-        "reasons": reasons,
+        "reasons": [reason(c) for c in checks],
     }
+
+
+def reason(c: dict) -> str:
+    interval = f" [95% interval {c['ci95'][0]:g} to {c['ci95'][1]:g}]" if c["ci95"] else ""
+    status = {"pass": "ok", "within noise": "within noise (does not block)", "fail": "FAILED"}[c["status"]]
+    return f"{c['check']}: {c['value']:g}{interval} (needs {c['limit']}) {status}"
 
 
 def run(params: GateParams, evaluation: Path, gguf: Path, out: Path) -> dict:
     """Decide and record the verdict; fail instead when gate.enforce is on and it is not deploy."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
+    samples = read_jsonl(evaluation / "samples.jsonl")
     sizes = json.loads((gguf / "sizes.json").read_text())
-    result = {**verdict(metrics, sizes, params), "enforced": params.enforce}
+    result = {**verdict(metrics, samples, sizes, params), "enforced": params.enforce}
     summary = "\n".join(f"  {r}" for r in result["reasons"])
     if result["verdict"] != "deploy" and params.enforce:
         raise StepError(

@@ -73,6 +73,10 @@ def save(figure, path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def span(interval: list[float] | None) -> str | None:
+    return f"{interval[0]:g} to {interval[1]:g}" if interval else None
+
+
 def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict) -> dict[str, tuple[list, list]]:
     """Each table as (headers, rows), shared by the HTML and the Markdown."""
     quality, speed = [], []
@@ -90,6 +94,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
                 tool.get("function_name"),
                 tool.get("arguments"),
                 tool.get("exact_match"),
+                span(m.get("ci95", {}).get(result["metric"])),
+                m.get("degenerate_rate"),
             ]
         )
         s = m["speed"]
@@ -144,6 +150,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
                 "function name",
                 "arguments",
                 "tool-call exact match",
+                f"{result['metric']}: 95% interval",
+                "degenerate answers (%)",
             ],
             quality,
         ),
@@ -162,8 +170,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
         "gate": (
-            ["check", "value", "limit", "passed"],
-            [[c["check"], c["value"], c["limit"], c["passed"]] for c in result["checks"]],
+            ["check", "value", "95% interval", "limit", "status"],
+            [[c["check"], c["value"], span(c["ci95"]), c["limit"], c["status"]] for c in result["checks"]],
         ),
     }
 
@@ -176,6 +184,11 @@ def markdown(result: dict, tabs: dict, samples: list[dict], params_text: str, su
         f"**Verdict: {result['verdict'].upper()}** (shipping {result['shipped']}, judged on {result['metric']})",
         "",
         *[f"- {r}" for r in result["reasons"]],
+        "",
+        md("gate"),
+        "",
+        "Intervals are 95% bootstrap intervals over the test rows; comparisons are paired. A gain must be told apart "
+        "from noise; a quant drop blocks deploy only when its interval rules out the limit.",
         "",
         "## Held-out scores (points, 0-100)",
         "",
