@@ -209,20 +209,16 @@ def summarise(rows: list[dict], answers: list[str], stopped: list[bool]) -> tupl
             scores["tool_calls"] = tool_scores(answer, row["reference_calls"], row["tools"])
             tool_rows.append(scores["tool_calls"])
         per_row.append(scores)
-    points = lambda values: round(100 * statistics.mean(values), 1) if values else None  # noqa: E731
-    summary = {
-        "exact_match": points([s["exact_match"] for s in per_row]),
-        "rouge_l": points([s["rouge_l"] for s in per_row]),
-        "degenerate_rate": points([float(bool(s["degenerate"])) for s in per_row]),
-    }
     columns = {
         "exact_match": [s["exact_match"] for s in per_row],
         "rouge_l": [s["rouge_l"] for s in per_row],
         "degenerate_rate": [float(bool(s["degenerate"])) for s in per_row],
     }
+    columns.update({f"tool_calls.{k}": [t[k] for t in tool_rows] for k in (tool_rows[0] if tool_rows else [])})
+    points = {name: round(100 * statistics.mean(values), 1) for name, values in columns.items()}
+    summary = {name: points[name] for name in ("exact_match", "rouge_l", "degenerate_rate")}
     if tool_rows:
-        summary["tool_calls"] = {k: points([t[k] for t in tool_rows]) for k in tool_rows[0]}
-        columns.update({f"tool_calls.{k}": [t[k] for t in tool_rows] for k in tool_rows[0]})
+        summary["tool_calls"] = {k: points[f"tool_calls.{k}"] for k in tool_rows[0]}
     summary["ci95"] = {name: interval(values) for name, values in columns.items()}  # bootstrap over rows, points
     return summary, per_row
 
