@@ -1,6 +1,25 @@
+# The base model's own answers to everyday prompts, mixed into training by prepare (prepare.replay). Made once per base.
+rule replay:
+    input:
+        base="results/base",
+        weights=base_weights(),
+        code=code("replay") + job_sources("src/tunemake/prompts/replay.jsonl"),
+    output:
+        directory("results/replay"),
+    log:
+        "logs/replay.log",
+    conda:
+        TUNEMAKE_ENV
+    params:
+        replay=config["replay"],
+    shell:
+        "tunemake replay --params params.yaml --base {input.base} --out {output} --log-file {log}"
+
+
 rule prepare:
     input:
         sources=sources(*(s["path"] for s in config["prepare"]["sources"])),
+        replay="results/replay",
         code=code("prepare"),
     output:
         directory("results/data"),
@@ -11,7 +30,7 @@ rule prepare:
     params:
         prepare=config["prepare"],
     shell:
-        "tunemake prepare --params params.yaml --out {output} --log-file {log}"
+        "tunemake prepare --params params.yaml --replay {input.replay} --out {output} --log-file {log}"
 
 
 rule tokenize:

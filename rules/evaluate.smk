@@ -1,3 +1,22 @@
+# The regression suite and the base model's answers to it: made once per base and prompt set, reused by every run.
+rule suite:
+    input:
+        base="results/base",
+        weights=base_weights(),
+        prompts=job_sources(*(p for p in (config["suite"]["prompts"],) if p)),
+        code=code("suite") + job_sources("src/tunemake/prompts/general.jsonl"),
+    output:
+        directory("results/suite"),
+    log:
+        "logs/suite.log",
+    conda:
+        TUNEMAKE_ENV
+    params:
+        suite=config["suite"],
+    shell:
+        "tunemake suite --params params.yaml --base {input.base} --out {output} --log-file {log}"
+
+
 rule evaluate:
     input:
         base="results/base",
@@ -5,6 +24,7 @@ rule evaluate:
         gguf="results/gguf",
         data="results/data",
         tokenized="results/tokenized",
+        suite="results/suite",
         weights=base_weights(),
         code=code("evaluate"),
     output:
@@ -17,7 +37,7 @@ rule evaluate:
         eval=config["eval"],
     shell:
         "tunemake evaluate --params params.yaml --base {input.base} --merged {input.merged} --gguf {input.gguf}"
-        " --data {input.data} --tokenized {input.tokenized} --out {output} --log-file {log}"
+        " --data {input.data} --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
 
 
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.

@@ -40,12 +40,14 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
     assert stages_run(baseline) == {
         "base",
+        "replay",
         "prepare",
         "tokenize",
         "train",
         "merge",
         "converter",
         "gguf",
+        "suite",
         "evaluate",
         "report",
         "gate",

@@ -11,7 +11,20 @@ import yaml
 from conftest import REPO, run
 from tunemake import cli, dag
 
-STEPS = ["base", "prepare", "tokenize", "train", "merge", "converter", "gguf", "evaluate", "gate", "report"]
+STEPS = [
+    "base",
+    "replay",
+    "prepare",
+    "tokenize",
+    "train",
+    "merge",
+    "converter",
+    "gguf",
+    "suite",
+    "evaluate",
+    "gate",
+    "report",
+]
 
 
 def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
@@ -31,7 +44,12 @@ def test_every_rules_code_inputs_are_its_modules_import_closure():
     with dag.workflow(REPO) as api:
         rules = {rule.name: rule for rule in api._workflow.rules if rule.shellcmd}
     for name in STEPS:
-        code = {str(p) for p in rules[name].input.get("code", [])} - {"src/tunemake/templates/report.html"}
+        data = {
+            "src/tunemake/templates/report.html",
+            f"src/tunemake/prompts/{name}.jsonl",
+            "src/tunemake/prompts/general.jsonl",
+        }
+        code = {str(p) for p in rules[name].input.get("code", [])} - data
         assert code == set(dag.code_files(name)), name
         assert "src/tunemake/cli.py" not in code, name
     assert "src/tunemake/split.py" in dag.code_files("tokenize")  # tokenize imports SPLITS from it
@@ -61,7 +79,14 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
     model = yaml.safe_load((workspace / "params.yaml").read_text())["base"]["model"]
     with dag.workflow(workspace) as api:
         rules = api._workflow.rules
-    assert {rule.name for rule in rules if model in map(str, rule.input)} == {"base", "train", "merge", "evaluate"}
+    assert {rule.name for rule in rules if model in map(str, rule.input)} == {
+        "base",
+        "replay",
+        "train",
+        "merge",
+        "suite",
+        "evaluate",
+    }
 
 
 @pytest.mark.slow
@@ -81,9 +106,19 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
+    # The regression suite: 4 prompts x 3 system turns, answered by the base and each GGUF; drift for the tuned model
+    general = {name: m["general"] for name, m in metrics["models"].items()}
+    assert all(g["conversations"] == 12 for g in general.values())
+    assert all(0 <= general[m]["degenerate_rate"] <= 100 for m in ("base", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"))
+    assert general["tuned"]["drift"] != 0  # two LoRA steps already move the model off the base's own answers
     gate = json.loads((workspace / "results" / "gate.json").read_text())
     assert gate["verdict"] == "abort"  # 2 steps of a random model learn nothing
     assert "gain over base: 0 [95% interval 0 to 0] (needs >= 10, interval above 0) FAILED" in gate["reasons"]
+    assert [c["check"] for c in gate["checks"] if c.get("regression")] == [
+        "degenerate general answers, Q8_0 minus base",
+        "checkable general answers, base minus Q8_0",
+        "drift: tuned loss on the base's general answers minus the base's (nats/token)",
+    ]
     assert f"{gate['verdict'].upper()}</span>" in (workspace / "results" / "report" / "index.html").read_text()
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
@@ -97,6 +132,12 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, gguf={"quants": ["Q8_0"]}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
+    # The suite's base answers are made once: a suite setting re-runs the suite and the evaluation, never training.
+    assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "evaluate", "report", "gate"}
+    assert (
+        planned_jobs(workspace, replay={"max_new_tokens": 4})
+        == {"replay", "prepare", "tokenize", "train", "merge"} | after_merge
+    )
     assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"} | after_merge
 
     # Code inputs are each step's import closure: a help text in cli.py re-runs nothing; split.py (which prepare and
@@ -137,6 +178,7 @@ def assert_opens_offline_with_plots(html: Path) -> None:
     assert [alt for alt, _, _ in images] == ["scores by model", "training and validation loss"]
     assert all(complete and width > 300 for _, complete, width in images), images
     assert any(h.startswith("Held-out scores") for h in headings) and "Sample answers" in headings
+    assert "What the fine-tune broke: general prompts no training row shares" in headings
 
 
 def edit_params(workspace: Path, **sections) -> None:
@@ -201,6 +243,8 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     params["train"].update(max_steps=2, eval_steps=2)  # two real LoRA steps; the full epoch is measured, not tested
     params["gguf"].update(quants=["Q8_0"])
     params["eval"].update(limit=3, max_new_tokens=16, speed_rows=1)
+    params["suite"].update(limit=2, max_new_tokens=16)
+    params["replay"].update(limit=6, max_new_tokens=48)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["snakemake", "--profile", "local"], workspace)
     manifest = yaml.safe_load((workspace / "results" / "base" / "manifest.json").read_text())

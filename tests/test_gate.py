@@ -16,10 +16,42 @@ ROWS = 32  # the default test split's tool-call rows: one row is 3.1 points
 MODELS = ("base", "tuned", "gguf-F16", "gguf-Q4_K_M")
 
 
-def evaluation(base: int, tuned: int, f16: int, quant: int) -> tuple[dict, list[dict]]:
-    """metrics.json and samples.jsonl of an evaluation where each model gets its first N rows right (so the
-    quant's right rows are a subset of F16's, as when quantization loses some)."""
+GENERAL = 60  # general conversations
+
+
+def general_evaluation(broken_base: int, broken_quant: int, drift: float) -> tuple[dict, list[dict]]:
+    """Each model's `general` summary and general_samples.jsonl: the first N conversations degenerate; every model
+    gets the 20 checkable ones right; the tuned model's per-conversation drift is `drift` give or take 0.05."""
+    broken = {"base": broken_base, "tuned": broken_quant, "gguf-F16": broken_quant, "gguf-Q4_K_M": broken_quant}
+    samples = [
+        {
+            "scores": {
+                m: {"degenerate": ["loop"] if i < broken[m] else [], "checkable": 1.0 if i < 20 else None}
+                for m in MODELS
+            }
+        }
+        for i in range(GENERAL)
+    ]
+    drifts = [drift + (0.05 if i % 2 else -0.05) for i in range(GENERAL)]
+    summaries = {
+        m: {
+            "degenerate_rate": round(100 * broken[m] / GENERAL, 1),
+            "checkable": 100.0,
+            "ci95": {"drift": interval(drifts, scale=1)},
+            "drift": drift,
+        }
+        for m in MODELS
+    }
+    return summaries, samples
+
+
+def evaluation(
+    base: int, tuned: int, f16: int, quant: int, broken=(1, 1), drift: float = 0.1
+) -> tuple[dict, list[dict], list[dict]]:
+    """metrics.json, samples.jsonl and general_samples.jsonl of an evaluation where each model gets its first N rows
+    right (so the quant's right rows are a subset of F16's, as when quantization loses some)."""
     right = dict(zip(MODELS, (base, tuned, f16, quant)))
+    summaries, general = general_evaluation(*broken, drift)
     samples = [
         {"scores": {m: {"tool_calls": {"exact_match": float(i < right[m])}} for m in MODELS}} for i in range(ROWS)
     ]
@@ -31,13 +63,14 @@ def evaluation(base: int, tuned: int, f16: int, quant: int) -> tuple[dict, list[
             "tool_calls": {"exact_match": round(100 * right[m] / ROWS, 1)},
             "ci95": {"tool_calls.exact_match": interval(column)},
             "speed": speed,
+            "general": summaries[m],
         }
-    return metrics, samples
+    return metrics, samples, general
 
 
-def verdict(*right, **params) -> dict:
-    metrics, samples = evaluation(*right)
-    return gate.verdict(metrics, samples, SIZES, GateParams(**params))
+def verdict(*right, broken=(1, 1), drift=0.1, **params) -> dict:
+    metrics, samples, general = evaluation(*right, broken=broken, drift=drift)
+    return gate.verdict(metrics, samples, general, SIZES, GateParams(**params))
 
 
 @pytest.mark.parametrize(
@@ -53,7 +86,8 @@ def verdict(*right, **params) -> dict:
 def test_verdict(right, decision, statuses):
     result = verdict(*right)
     assert result["verdict"] == decision
-    assert [c["status"] for c in result["checks"]] == statuses
+    assert [c["status"] for c in result["checks"][:3]] == statuses
+    assert [c["status"] for c in result["checks"][3:]] == ["pass"] * 3  # degenerate, checkable, drift
     assert all(("FAILED" in r) == (c["status"] == "fail") for r, c in zip(result["reasons"], result["checks"]))
     assert all(c["ci95"] is not None for c in result["checks"])
 
@@ -73,6 +107,29 @@ def test_a_one_row_difference_at_the_limit_does_not_flip_the_verdict():
     assert verdict(0, 28, 28, 22)["checks"][2]["status"] == "fail"  # interval 6.2 to 34.4
 
 
+def test_a_model_that_breaks_general_answers_gets_iterate_naming_the_regression():
+    """Today's default model broke 10 of 24 everyday answers where the base broke 1; here 12 of 60 against 1."""
+    result = verdict(0, 28, 28, 28, broken=(1, 12))
+    assert result["verdict"] == "iterate"
+    assert result["regressions"] == ["degenerate general answers, Q4_K_M minus base"]
+    degenerate = result["checks"][3]
+    assert degenerate["value"] == 18.3 and degenerate["ci95"][0] > 0 and degenerate["status"] == "fail"
+
+
+def test_one_more_degenerate_general_answer_is_noise_not_a_regression():
+    result = verdict(0, 28, 28, 28, broken=(1, 2))
+    degenerate = result["checks"][3]
+    assert (degenerate["value"], degenerate["ci95"], degenerate["status"]) == (1.6, [0.0, 5.0], "within noise")
+    assert result["verdict"] == "deploy" and result["regressions"] == []
+
+
+def test_drift_blocks_only_when_its_interval_lies_past_the_limit():
+    assert verdict(0, 28, 28, 28, drift=0.51)["checks"][5]["status"] == "within noise"  # interval 0.498 to 0.523
+    far = verdict(0, 28, 28, 28, drift=1.5)
+    assert far["checks"][5]["status"] == "fail" and far["verdict"] == "iterate"
+    assert far["regressions"] == ["drift: tuned loss on the base's general answers minus the base's (nats/token)"]
+
+
 def test_latency_and_memory_limits_are_checked_on_the_shipped_quant():
     result = verdict(0, 29, 29, 29, max_latency_s=1.0, max_memory_mb=800)
     assert result["verdict"] == "iterate"
@@ -83,14 +140,15 @@ def test_latency_and_memory_limits_are_checked_on_the_shipped_quant():
 def test_a_metric_the_evaluation_lacks_is_named():
     bare = {"models": {name: {"exact_match": 1.0, "speed": {}} for name in MODELS}}
     with pytest.raises(StepError, match="gate.metric 'tool_calls.exact_match' has no value for 'tuned'"):
-        gate.verdict(bare, [], SIZES, GateParams())
+        gate.verdict(bare, [], [], SIZES, GateParams())
 
 
 def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
-    metrics, samples = evaluation(0, 28, 28, 22)
+    metrics, samples, general = evaluation(0, 28, 28, 22)
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "eval" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (tmp_path / "eval" / "general_samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in general))
     (tmp_path / "gguf").mkdir()
     (tmp_path / "gguf" / "sizes.json").write_text(json.dumps(SIZES))
     out = tmp_path / "gate.json"

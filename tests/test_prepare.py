@@ -276,3 +276,27 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
     groups = {s: {r["meta"]["group"] for r in rows[s]} for s in rows}
     assert len(rows["test"]) >= 20 and groups["test"] and not groups["test"] & groups["train"]
     assert not values("test") & values("train")
+
+
+def test_replay_rows_join_the_training_split_only_in_the_asked_share(tmp_path):
+    source = write_jsonl(tmp_path / "task.jsonl", [chat(f"task question {i}", f"answer {i}") for i in range(100)])
+    replay = tmp_path / "replay"
+    write_jsonl(
+        replay / "rows.jsonl",
+        [
+            {"id": f"replay:{i}", "messages": chat(f"general {i}", "base")["messages"], "meta": {"source": "replay"}}
+            for i in range(30)
+        ],
+    )
+    params = dict(sources=[{"path": str(source), "format": "messages"}], stratify_by=None)
+
+    def replayed(ratio: float, given=replay) -> dict[str, int]:
+        prepare.run(PrepareParams(**params, replay=ratio), tmp_path / "out", given)
+        splits = {s: read_jsonl(tmp_path / "out" / f"{s}.jsonl") for s in ("train", "val", "test")}
+        return {s: sum(r["id"].startswith("replay:") for r in rows) for s, rows in splits.items()}
+
+    assert replayed(0.25) == {"train": 20, "val": 0, "test": 0}  # 0.25 x 80 task rows; val and test measure the task
+    assert replayed(0) == replayed(0, given=None) == {"train": 0, "val": 0, "test": 0}
+    assert replayed(1.0)["train"] == 30  # all there are, with a warning
+    with pytest.raises(StepError, match="prepare.replay is 0.25 but no --replay folder"):
+        replayed(0.25, given=None)

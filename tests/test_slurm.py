@@ -69,7 +69,15 @@ def test_the_pipeline_runs_through_sbatch_with_the_slurm_profile(slurm_cluster, 
     run(["snakemake", "--profile", "slurm"], workspace)
     assert json.loads((workspace / "results" / "gate.json").read_text())["verdict"] == "abort"  # 2 steps learn nothing
     jobs = slurm_jobs(workspace)
-    assert sorted(jobs) == ["base", "evaluate", "gguf", "merge", "train"]  # the cheap localrules ran in place
+    assert sorted(jobs) == [
+        "base",
+        "evaluate",
+        "gguf",
+        "merge",
+        "replay",
+        "suite",
+        "train",
+    ]  # the cheap localrules ran in place
     for rule, (job_id,) in jobs.items():
         job = scontrol(job_id)
         assert job["JobState"] == "COMPLETED" and job["BatchFlag"] == "1", (rule, job)

@@ -7,6 +7,11 @@ fresh process, so its peak memory is its own and no model's memory lingers into 
 
 The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
 GGUF files render it with their own embedded template through llama-cpp-python, as a user of the file would.
+
+The regression suite (results/suite, see tunemake.suite): the tuned model and each GGUF answer the same general
+prompts the base answered, greedily, all at once (batched); each answer's degenerate reasons, whether it ended its
+turn, and the checkable prompts' scores go to general_samples.jsonl. Drift: the tuned model's loss on the base's own
+answers minus the base's (nats per token). Each model's `general` summary carries 95% intervals like the test scores.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tunemake import degenerate
-from tunemake.chat import Renderer, stop_token_ids, with_fallback
+from tunemake import degenerate, general
+from tunemake.chat import Renderer, with_fallback
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
 from tunemake.params import load as load_params
 from tunemake.runtime import peak_rss_mb
 from tunemake.scoring import text_scores, tool_scores
-from tunemake.stats import interval
+from tunemake.stats import interval, paired_interval
 
 log = logging.getLogger("tunemake")
 
@@ -38,7 +43,7 @@ def examples(test_file: Path, limit: int | None) -> list[dict]:
     """Prompt, reference text and reference calls of each test row; the reference is its last assistant turn."""
     records = read_jsonl(test_file)
     out = []
-    for record in [records[i] for i in spread(len(records), limit or len(records))]:
+    for record in [records[i] for i in general.spread(len(records), limit or len(records))]:
         messages = record["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         reference = messages[last]
@@ -52,12 +57,6 @@ def examples(test_file: Path, limit: int | None) -> list[dict]:
             }
         )
     return out
-
-
-def spread(count: int, wanted: int) -> list[int]:
-    """Evenly spaced row indices: a subset with the same mix of sources and lengths as the whole."""
-    n = min(wanted, count)
-    return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
 
 
 class FirstTokenTimer:
@@ -75,30 +74,31 @@ class FirstTokenTimer:
         pass
 
 
-def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict) -> dict:
-    """Loss, answers and speed of a transformers model (runs in its own process)."""
+def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
+    """Loss, answers and speed of a transformers model, and its loss on the base's general answers when given the
+    suite (runs in its own process)."""
     import torch
-    from transformers import AutoTokenizer
-
-    from tunemake.runtime import threads
-    from tunemake.weights import load
 
     params = EvalParams(**params)
-    torch.set_num_threads(threads())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load(model_dir, dtype="auto").eval().to(device)
-    stops = stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    model, tokenizer, generate = general.load_model(model_dir, params.max_new_tokens)
     renderer = Renderer(tokenizer)
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
-    generate = dict(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    result = {}
     with torch.inference_mode():
-        loss = held_out_loss(model, Path(tokenized), {r["id"] for r in rows}, pad, params.batch_size)
-        answers, stopped = greedy_answers(model, tokenizer, prompts, generate, params.batch_size)
-        timed = [prompts[i] for i in spread(len(rows), params.speed_rows)]
-        timings = [time_one(model, tokenizer, prompt, generate) for prompt in timed]  # one at a time, as served
-    return {"answers": answers, "stopped": stopped, "loss": loss, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+        result["loss"] = held_out_loss(
+            model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
+        )
+        result["answers"], result["stopped"] = general.hf_greedy(model, tokenizer, prompts, generate, params.batch_size)
+        if suite:  # drift only: its general answers come from its F16 GGUF, the same weights, several times faster
+            base = [row["answer"] for row in suite["base"]]
+            result["drift_losses"] = general.answer_losses(
+                model, tokenizer, suite["prompts"], base, suite["batch_size"]
+            )
+        timed = [prompts[i] for i in general.spread(len(rows), params.speed_rows)]
+        result["timings"] = [
+            time_one(model, tokenizer, prompt, generate) for prompt in timed
+        ]  # one at a time, as served
+    return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
 def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: int) -> float:
@@ -122,22 +122,6 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
     return total / max(count, 1)
 
 
-def greedy_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int):
-    """Each prompt's greedy answer, generated in batches of similar length (little padding), and whether the model
-    ended its turn (generated one of its stop tokens) before the token limit."""
-    answers, stopped = [""] * len(prompts), [True] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-        encoded = encoded.to(model.device)
-        output = model.generate(**encoded, **generate)
-        for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
-            answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
-            stopped[i] = any(token in generate["eos_token_id"] for token in sequence.tolist())
-    return answers, stopped
-
-
 def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
     """(prompt tokens, generated tokens, time to first token, time after it) for one request."""
     encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -148,18 +132,18 @@ def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
     return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first)
 
 
-def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) -> dict:
-    """Answers and speed of a GGUF file through llama-cpp-python (runs in its own process)."""
+def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str, suite: dict) -> dict:
+    """Answers and speed of a GGUF file through llama-cpp-python, and its general answers (own process)."""
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import load
+    from tunemake.llamacpp import greedy, load
 
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
     llm = load(Path(path), n_ctx=4096)
     answers, stopped, timings = [], [], []
-    timed = set(spread(len(rows), params.speed_rows))
+    timed = set(general.spread(len(rows), params.speed_rows))
     for index, row in enumerate(rows):
         messages, tools = renderer.prepare(row["prompt"], row["tools"])
         llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
@@ -176,7 +160,17 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str) ->
         perf = llama_cpp.llama_perf_context(llm.ctx)
         if index in timed:
             timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
-    return {"answers": answers, "stopped": stopped, "loss": None, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+    started = time.perf_counter()
+    general_answers = dict(zip(("answers", "stopped"), greedy(llm, suite["prompts"], suite["max_new_tokens"])))
+    general_answers["seconds"] = time.perf_counter() - started
+    return {
+        "answers": answers,
+        "stopped": stopped,
+        "loss": None,
+        "timings": timings,
+        "peak_rss_mb": peak_rss_mb(),
+        "general": general_answers,
+    }
 
 
 def in_fresh_process(function, *args) -> dict:
@@ -223,6 +217,49 @@ def summarise(rows: list[dict], answers: list[str], stopped: list[bool]) -> tupl
     return summary, per_row
 
 
+def general_scores(suite: list[dict], answers: list[str], stopped: list[bool]) -> list[dict]:
+    """Per conversation: degenerate reasons (no_stop aside: the suite's short cap cuts fair answers too, so an
+    unfinished answer is counted on its own), whether it ended its turn, and the checkable score."""
+    return [
+        {
+            "degenerate": degenerate.reasons(answer),
+            "unfinished": not ended,
+            "checkable": general.checkable(answer, row["answer"]),
+        }
+        for row, answer, ended in zip(suite, answers, stopped)
+    ]
+
+
+def drift_summary(suite: list[dict], losses: list[float]) -> dict:
+    """The tuned model's loss on the base's own general answers minus the base's, nats per token (mean over
+    conversations), with its paired 95% interval."""
+    base = [row["base"]["loss"] for row in suite]
+    return {
+        "drift": round(statistics.mean(losses) - statistics.mean(base), 4),
+        "ci95": {"drift": paired_interval(losses, base, scale=1)},
+        "conversations": len(suite),
+    }
+
+
+def general_summary(suite: list[dict], scores: list[dict]) -> dict:
+    """Rates in points with 95% intervals over conversations; drift (tuned only) in nats per token."""
+    columns = {
+        "degenerate_rate": [float(bool(s["degenerate"])) for s in scores],
+        "unfinished_rate": [float(s["unfinished"]) for s in scores],
+        "checkable": [s["checkable"] for s in scores if s["checkable"] is not None],
+    }
+    summary = {name: round(100 * statistics.mean(v), 1) if v else None for name, v in columns.items()}
+    summary["ci95"] = {name: interval(v) for name, v in columns.items()}
+    summary["degenerate_by_system"] = {
+        system: round(
+            100 * statistics.mean(bool(s["degenerate"]) for r, s in zip(suite, scores) if r["system"] == system), 1
+        )
+        for system in dict.fromkeys(r["system"] for r in suite)
+    }
+    summary["conversations"] = len(scores)
+    return summary
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, what in (
         ("base", "base"),
@@ -230,17 +267,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("gguf", "gguf"),
         ("data", "prepare"),
         ("tokenized", "tokenize"),
+        ("suite", "suite"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--out", type=Path, required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).eval, args.base, args.merged, args.gguf, args.data, args.tokenized, args.out)
+    run(
+        load_params(args.params).eval,
+        args.base,
+        args.merged,
+        args.gguf,
+        args.data,
+        args.tokenized,
+        args.suite,
+        args.out,
+    )
 
 
-def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, tokenized: Path, out: Path) -> dict:
+def run(
+    params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, tokenized: Path, suite_dir: Path, out: Path
+) -> dict:
     rows = examples(data / "test.jsonl", params.limit)
+    suite = read_jsonl(suite_dir / "suite.jsonl")
+    settings = json.loads((suite_dir / "manifest.json").read_text())
+    asked = {
+        "prompts": [r["rendered"] for r in suite],
+        "base": [r["base"] for r in suite],
+        "max_new_tokens": settings["max_new_tokens"],
+        "batch_size": settings["batch_size"],
+    }
     if not rows:
         raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
     models = {"base": (hf_model, str(base), str(tokenized)), "tuned": (hf_model, str(merged), str(tokenized))}
@@ -249,13 +306,26 @@ def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, to
         models[f"gguf-{name}"] = (gguf_model, str(gguf / sizes["files"][name]["file"]))
     metrics = {"test_rows": len(rows), "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows), "models": {}}
     answers, row_scores = {}, {}
+    general_answers = {"base": [r["base"]["answer"] for r in suite]}
+    general_rows = {"base": general_scores(suite, general_answers["base"], [r["base"]["stopped"] for r in suite])}
     for name, (function, *where) in models.items():
         started = time.perf_counter()
-        if function is hf_model:
-            result = in_fresh_process(function, *where, rows, params.model_dump())
+        if function is hf_model:  # the base's general answers are in the suite already
+            result = in_fresh_process(function, *where, rows, params.model_dump(), None if name == "base" else asked)
         else:
-            result = in_fresh_process(function, *where, rows, params.model_dump(), str(merged))
+            result = in_fresh_process(function, *where, rows, params.model_dump(), str(merged), asked)
         summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
+        if "general" in result:
+            answered = result["general"]
+            general_answers[name] = answered["answers"]
+            general_rows[name] = general_scores(suite, answered["answers"], answered["stopped"])
+            log.info("evaluate: %s answered the %d general prompts in %.0fs", name, len(suite), answered["seconds"])
+            summary["general"] = general_summary(suite, general_rows[name])
+        elif name == "base":
+            summary["general"] = general_summary(suite, general_rows[name])
+        else:
+            tuned_losses = result["drift_losses"]
+            summary["general"] = drift_summary(suite, tuned_losses)
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
         summary["speed"] = speed(result["timings"], result["peak_rss_mb"])
@@ -284,6 +354,22 @@ def run(params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, to
                     "scores": {name: row_scores[name][i] for name in models},
                 }
                 for i, row in enumerate(rows)
+            ),
+        )
+        write_jsonl(
+            tmp / "general_samples.jsonl",
+            (
+                {
+                    "id": row["id"],
+                    "kind": row["kind"],
+                    "system": row["system"],
+                    "prompt": row["prompt"],
+                    "answers": {name: general_answers[name][i] for name in general_answers},
+                    "scores": {name: general_rows[name][i] for name in general_rows},
+                    "base_loss": row["base"]["loss"],
+                    "tuned_loss": round(tuned_losses[i], 5),
+                }
+                for i, row in enumerate(suite)
             ),
         )
     return metrics

@@ -2,12 +2,18 @@
 
 The verdict, each check with its value, 95% interval and limit, and the reasons go to results/gate.json, which the
 report shows and `dvc exp show` lists. Comparisons (gain over base, quant drop) are paired over the test rows; a
-gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With gate.enforce on, a
-verdict other than deploy fails the step (and so the pipeline).
+gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With
+gate.enforce on, a verdict other than deploy fails the step (and so the pipeline).
+
+Regressions are judged on the general prompts (results/suite, tunemake.general), which no training row shares: the
+shipped model's degenerate answers and checkable answers against the base model's, and the tuned model's drift (its
+loss on the base's own answers minus the base's). They are harms, so each blocks on evidence: its 95% interval lies
+past the limit.
 
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
-(try more epochs, another learning rate, more data). The quant check compares the shipped quant with our own F16
-GGUF of the same model, never with another model: perplexity and scores only compare within one model.
+(try more epochs, another learning rate, more data, replay); `regressions` names the failed regression checks.
+The quant check compares the shipped quant with our own F16 GGUF of the same model, never with another model:
+perplexity and scores only compare within one model.
 """
 
 from __future__ import annotations
@@ -53,6 +59,51 @@ def paired(samples: list[dict], a: str, b: str, metric: str) -> list[float] | No
     return paired_interval([x for x, _ in pairs], [y for _, y in pairs])
 
 
+def paired_general(samples: list[dict], a: str, b: str, key: str) -> list[float] | None:
+    """Like `paired`, over the general prompts: degenerate (0/1), checkable (prompts with an answer only)."""
+    pairs = [(s["scores"][a][key], s["scores"][b][key]) for s in samples]
+    if key == "degenerate":
+        pairs = [(float(bool(x)), float(bool(y))) for x, y in pairs]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return paired_interval([x for x, _ in pairs], [y for _, y in pairs])
+
+
+def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: str, params: GateParams) -> list[dict]:
+    general = {name: model["general"] for name, model in metrics["models"].items()}
+    checks = [
+        check(
+            f"degenerate general answers, {label} minus base",
+            general[shipped]["degenerate_rate"] - general["base"]["degenerate_rate"],
+            params.max_degenerate_increase,
+            at_least=False,
+            ci=paired_general(samples, shipped, "base", "degenerate"),
+            burden="harm",
+        )
+    ]
+    if general["base"]["checkable"] is not None:
+        checks.append(
+            check(
+                f"checkable general answers, base minus {label}",
+                general["base"]["checkable"] - general[shipped]["checkable"],
+                params.max_checkable_drop,
+                at_least=False,
+                ci=paired_general(samples, "base", shipped, "checkable"),
+                burden="harm",
+            )
+        )
+    checks.append(
+        check(
+            "drift: tuned loss on the base's general answers minus the base's (nats/token)",
+            general["tuned"]["drift"],
+            params.max_drift,
+            at_least=False,
+            ci=general["tuned"]["ci95"]["drift"],
+            burden="harm",
+        )
+    )
+    return [{**c, "regression": True} for c in checks]
+
+
 def check(name: str, value: float, limit: float, *, at_least: bool, ci=None, burden: str = "estimate") -> dict:
     """Judge one check, by who must prove what (`burden`):
 
@@ -83,7 +134,7 @@ def check(name: str, value: float, limit: float, *, at_least: bool, ci=None, bur
     }
 
 
-def verdict(metrics: dict, samples: list[dict], sizes: dict, params: GateParams) -> dict:
+def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict, params: GateParams) -> dict:
     shipped, unquantized = f"gguf-{sizes['shipped']}", f"gguf-{sizes['unquantized']}"
     metric = params.metric
     tuned, base = score(metrics, "tuned", metric), score(metrics, "base", metric)
@@ -116,6 +167,7 @@ def verdict(metrics: dict, samples: list[dict], sizes: dict, params: GateParams)
                 burden="harm",
             )
         )
+    checks += regression_checks(metrics, general, shipped, sizes["shipped"], params)
     speed = metrics["models"][shipped]["speed"]
     if params.max_latency_s is not None:
         latency = speed.get("seconds_per_answer", float("inf"))
@@ -133,6 +185,7 @@ def verdict(metrics: dict, samples: list[dict], sizes: dict, params: GateParams)
         "shipped": sizes["shipped"],
         "metric": metric,
         "checks": checks,
+        "regressions": [c["check"] for c in checks if c.get("regression") and not c["passed"]],
         "reasons": [reason(c) for c in checks],
     }
 
@@ -147,8 +200,9 @@ def run(params: GateParams, evaluation: Path, gguf: Path, out: Path) -> dict:
     """Decide and record the verdict; fail instead when gate.enforce is on and it is not deploy."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")
+    general = read_jsonl(evaluation / "general_samples.jsonl")
     sizes = json.loads((gguf / "sizes.json").read_text())
-    result = {**verdict(metrics, samples, sizes, params), "enforced": params.enforce}
+    result = {**verdict(metrics, samples, general, sizes, params), "enforced": params.enforce}
     summary = "\n".join(f"  {r}" for r in result["reasons"])
     if result["verdict"] != "deploy" and params.enforce:
         raise StepError(

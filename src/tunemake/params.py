@@ -90,6 +90,26 @@ class PrepareParams(Strict):
     group_by: str | None = Field(None, description="meta field whose rows never straddle splits")
     dedup: bool = True
     strict: bool = Field(False, description="fail on any rejected row instead of counting and skipping it")
+    replay: float = Field(
+        0.15, ge=0, description="replay rows (the base's own answers, tunemake.replay) per task training row; 0 = off"
+    )
+
+
+class SuiteParams(Strict):
+    prompts: str | None = Field(None, description="your own JSONL of prompts that must keep working (tunemake.general)")
+    bundled: bool = Field(True, description="include the bundled general prompts")
+    systems: list[Literal["template", "empty", "unrelated"]] = Field(
+        ["template", "empty", "unrelated"], min_length=1, description="system turns each prompt is asked under"
+    )
+    max_new_tokens: int = Field(64, gt=0, description="answers are cut here (a loop shows well before)")
+    batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
+    limit: int | None = Field(None, gt=0, description="ask only N prompts of each file, evenly spaced (quick looks)")
+
+
+class ReplayParams(Strict):
+    max_new_tokens: int = Field(128, gt=0, description="longer base answers are left out, never cut")
+    batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
+    limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
 
 
 class TokenizeParams(Strict):
@@ -198,6 +218,15 @@ class GateParams(Strict):
     min_score: float = Field(40, description="the tuned model must score at least this")
     min_gain: float = Field(10, description="...and beat the base model by at least this many points")
     max_quant_drop: float = Field(5, ge=0, description="points the shipped quant may lose against our own F16 GGUF")
+    max_degenerate_increase: float = Field(
+        0, ge=0, description="points of degenerate general answers the shipped model may add over the base's"
+    )
+    max_checkable_drop: float = Field(
+        10, ge=0, description="points of checkable general answers (arithmetic, capitals) it may lose to the base"
+    )
+    max_drift: float = Field(
+        0.5, ge=0, description="nats per token the tuned model's loss on the base's own general answers may rise"
+    )
     max_latency_s: float | None = Field(None, gt=0, description="mean seconds per answer of the shipped GGUF")
     max_memory_mb: float | None = Field(None, gt=0, description="peak RSS of the process running the shipped GGUF")
     enforce: bool = Field(False, description="true: the pipeline fails unless the verdict is deploy")
@@ -205,6 +234,8 @@ class GateParams(Strict):
 
 class Params(Strict):
     base: BaseParams = BaseParams()
+    suite: SuiteParams = SuiteParams()
+    replay: ReplayParams = ReplayParams()
     prepare: PrepareParams
     tokenize: TokenizeParams = TokenizeParams()
     train: TrainParams = TrainParams()

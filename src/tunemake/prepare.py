@@ -16,7 +16,7 @@ import numpy as np
 
 from tunemake.errors import StepError
 from tunemake.formats import FORMATS, RowError
-from tunemake.jsonl import ReadCounts, atomic_dir, dotted, read_lines, write_json, write_jsonl
+from tunemake.jsonl import ReadCounts, atomic_dir, dotted, read_jsonl, read_lines, write_json, write_jsonl
 from tunemake.params import PrepareParams, SourceParams
 from tunemake.params import load as load_params
 from tunemake.split import SPLITS, split_records
@@ -29,14 +29,15 @@ LENGTH_BINS = [0, 256, 512, 1024, 2048, 4096, 8192, 16384, float("inf")]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replay", type=Path, help="the replay step's output (mixed into train, see prepare.replay)")
     parser.add_argument("--out", type=Path, required=True, help="train/val/test.jsonl, stats.json, rejects.jsonl")
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).prepare, args.out)
+    run(load_params(args.params).prepare, args.out, args.replay)
 
 
-def run(params: PrepareParams, out: Path) -> dict:
+def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
     records: list[dict] = []
     rejects: list[dict] = []
     seen: dict[str, str] = {}  # conversation -> the id that had it first, across sources
@@ -69,6 +70,7 @@ def run(params: PrepareParams, out: Path) -> dict:
                 )
             )
 
+    splits["train"] += _replay_rows(replay, params, len(splits["train"]))
     lengths = [sum(len(m["content"]) for m in r["messages"]) + len(json.dumps(r.get("tools", []))) for r in records]
     counts, _ = np.histogram(lengths, bins=LENGTH_BINS)
     stats.update(
@@ -93,6 +95,23 @@ def run(params: PrepareParams, out: Path) -> dict:
         dict(Counter(r["reason"] for r in rejects)),
     )
     return stats
+
+
+def _replay_rows(replay: Path | None, params: PrepareParams, task_rows: int) -> list[dict]:
+    """prepare.replay x task_rows of the base's own answers (tunemake.replay), drawn with the split's seed; train only:
+    val and test measure the task."""
+    wanted = round(params.replay * task_rows)
+    if not wanted:
+        return []
+    if replay is None:
+        raise StepError(f"prepare.replay is {params.replay:g} but no --replay folder was given; set prepare.replay: 0")
+    rows = read_jsonl(replay / "rows.jsonl")
+    if wanted > len(rows):
+        log.warning(
+            "prepare: prepare.replay asks for %d replay rows, the replay step kept %d; using all", wanted, len(rows)
+        )
+    picked = np.random.default_rng(params.seed).permutation(len(rows))[:wanted]
+    return [rows[i] for i in sorted(picked)]
 
 
 def _read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tuple[list[dict], list[dict], dict]:

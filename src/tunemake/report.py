@@ -21,6 +21,7 @@ from tunemake.jsonl import atomic_dir, read_jsonl
 
 log = logging.getLogger("tunemake")
 SAMPLES = 6  # sample answers shown side by side
+GENERAL_SAMPLES = 3  # general prompts shown side by side, regressions first
 
 
 def plot_losses(history: dict):
@@ -111,6 +112,22 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
                 s["peak_rss_mb"],
             ]
         )
+    general = []
+    for name in model_order(metrics, sizes):
+        g = metrics["models"][name]["general"]
+        general.append(
+            [
+                name,
+                g.get("degenerate_rate"),
+                span(g["ci95"].get("degenerate_rate")),
+                ", ".join(f"{k} {v:g}" for k, v in g.get("degenerate_by_system", {}).items()),
+                g.get("unfinished_rate"),
+                g.get("checkable"),
+                span(g["ci95"].get("checkable")),
+                g.get("drift", 0.0 if name == "base" else None),
+                span(g["ci95"].get("drift")),
+            ]
+        )
     data = [
         [
             source,
@@ -167,6 +184,20 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
             ],
             speed,
         ),
+        "general": (
+            [
+                "model",
+                "degenerate (%)",
+                "95% interval",
+                "degenerate (%) by system turn",
+                "unfinished (%)",
+                "checkable right (%)",
+                "95% interval",
+                "drift (nats/token)",
+                "95% interval",
+            ],
+            general,
+        ),
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
         "gate": (
@@ -176,7 +207,33 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
     }
 
 
-def markdown(result: dict, tabs: dict, samples: list[dict], params_text: str, summary: dict) -> str:
+def general_samples(samples: list[dict], shipped: str, unquantized: str) -> list[dict]:
+    """A few general prompts side by side: where the shipped model broke and the base did not, then where their
+    answers differ, then any; each answer with its degenerate reasons. The tuned model answers as its own F16 GGUF."""
+    shipped, unquantized = f"gguf-{shipped}", f"gguf-{unquantized}"
+
+    def rank(s: dict) -> int:
+        broke = bool(s["scores"][shipped]["degenerate"]) and not s["scores"]["base"]["degenerate"]
+        return 0 if broke else 1 if s["answers"][shipped] != s["answers"]["base"] else 2
+
+    picked = sorted(samples, key=rank)[:GENERAL_SAMPLES]
+    return [
+        {
+            "id": f"{s['id']} ({s['kind']}, system turn: {s['system']})",
+            "prompt": s["prompt"],
+            "answers": {
+                name: s["answers"][name] + (f"  [degenerate: {', '.join(reasons)}]" if reasons else "")
+                for name in dict.fromkeys(("base", unquantized, shipped))
+                for reasons in [s["scores"][name]["degenerate"]]
+            },
+        }
+        for s in picked
+    ]
+
+
+def markdown(
+    result: dict, tabs: dict, samples: list[dict], general: list[dict], params_text: str, summary: dict
+) -> str:
     md = lambda name: tabulate(tabs[name][1], headers=tabs[name][0], tablefmt="github", missingval="-")  # noqa: E731
     parts = [
         "# tunemake report",
@@ -190,6 +247,22 @@ def markdown(result: dict, tabs: dict, samples: list[dict], params_text: str, su
         "Intervals are 95% bootstrap intervals over the test rows; comparisons are paired. A gain must be told apart "
         "from noise; a quant drop blocks deploy only when its interval rules out the limit.",
         "",
+        "## What the fine-tune broke: general prompts no training row shares",
+        "",
+        md("general"),
+        "",
+        *[
+            line
+            for sample in general
+            for line in [
+                f"### {sample['id']}",
+                "",
+                f"**Prompt:** {sample['prompt']}",
+                "",
+                *[f"- **{name}:** `{answer}`" for name, answer in sample["answers"].items()],
+                "",
+            ]
+        ],
         "## Held-out scores (points, 0-100)",
         "",
         md("quality"),
@@ -261,6 +334,7 @@ def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Pa
     sizes = json.loads((gguf / "sizes.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
     result = json.loads(gate.read_text())
+    general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"], sizes["unquantized"])
     tabs = tables(stats, summary, metrics, sizes, result)
     params_text = yaml.safe_dump(yaml.safe_load(params_file.read_text()), sort_keys=False)
     with atomic_dir(out) as tmp:
@@ -274,11 +348,13 @@ def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Pa
             tables=tabs,
             plots=plots,
             samples=samples,
+            general=general,
+            general_count=metrics["models"]["base"]["general"]["conversations"],
             params_text=params_text,
             summary=summary,
             metrics=metrics,
         )
         (tmp / "index.html").write_text(html, encoding="utf-8")
-        (tmp / "report.md").write_text(markdown(result, tabs, samples, params_text, summary), encoding="utf-8")
+        (tmp / "report.md").write_text(markdown(result, tabs, samples, general, params_text, summary), encoding="utf-8")
     log.info("report: verdict %s -> %s", result["verdict"].upper(), out / "index.html")
     return result

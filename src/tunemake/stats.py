@@ -13,25 +13,26 @@ RESAMPLES = 2000
 SEED = 0
 
 
-def interval(values: list[float]) -> list[float] | None:
-    """The 95% interval of the mean of per-row values in 0..1 (or their differences), in points; None below 2 rows."""
+def interval(values: list[float], scale: float = 100) -> list[float] | None:
+    """The 95% interval of the mean of per-row values, times `scale` (values in 0..1, or their differences, give
+    points); None below 2 rows."""
     import numpy as np
     from scipy.stats import bootstrap
 
     data = np.asarray(values, dtype=float)
+    digits = 1 if scale == 100 else 3
     if len(data) < 2:
         return None
     if np.all(data == data[0]):  # every resample has the same mean
-        return [round(100 * float(data[0]), 1)] * 2
+        return [round(scale * float(data[0]), digits)] * 2
     result = bootstrap((data,), np.mean, n_resamples=RESAMPLES, method="percentile", rng=np.random.default_rng(SEED))
     return [
-        round(100 * float(result.confidence_interval.low), 1),
-        round(100 * float(result.confidence_interval.high), 1),
+        round(scale * float(end), digits) for end in (result.confidence_interval.low, result.confidence_interval.high)
     ]
 
 
-def paired_interval(a: list[float], b: list[float]) -> list[float] | None:
-    """The 95% interval of mean(a) - mean(b), in points, for two models scored on the same rows."""
+def paired_interval(a: list[float], b: list[float], scale: float = 100) -> list[float] | None:
+    """The 95% interval of mean(a) - mean(b), times `scale`, for two models scored on the same rows."""
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same rows: {len(a)} against {len(b)}")
-    return interval([x - y for x, y in zip(a, b)])
+    return interval([x - y for x, y in zip(a, b)], scale)

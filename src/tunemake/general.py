@@ -1,0 +1,156 @@
+"""General prompts: what a fine-tune must not break, and what replay trains on.
+
+Two bundled sets in tunemake/prompts/, written for the project and never overlapping (tests/test_general.py):
+general.jsonl is the regression suite (how-to, facts, arithmetic, short writing, translation, lists, advice,
+conversation, refusal-worthy requests); replay.jsonl holds the prompts whose base-model answers replay mixes into
+training. Users add their own file of prompts that must keep working (`suite.prompts`). Each line is
+{"prompt": "...", "kind": "...", "answer": ["...", ...]}; `answer` lists accepted answers for a checkable prompt.
+
+Each prompt is asked under several system turns (SYSTEMS), since a narrow fine-tune breaks first in the contexts
+its training rows never had: the template's own behaviour with no system turn (SmolLM2's inserts its default system
+prompt), an empty system turn, and an unrelated one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunemake.errors import StepError
+
+PROMPTS = Path(__file__).parent / "prompts"
+SYSTEMS = {
+    "template": None,  # no system turn: whatever the chat template does then
+    "empty": "",
+    "unrelated": "You are a friendly assistant for a small bookshop. Be warm and concise.",
+}
+
+
+class Prompt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    kind: str = "user"
+    answer: list[str] = Field(default_factory=list, description="accepted answers; any one, as a whole word, passes")
+
+
+def load(path: Path) -> list[Prompt]:
+    """The prompts of a JSONL file; a bad line is an error that names the file, the line and the fix."""
+    prompts = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            prompts.append(Prompt.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as err:
+            detail = (
+                err.msg
+                if isinstance(err, json.JSONDecodeError)
+                else "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in err.errors())
+            )
+            raise StepError(
+                f"{path}:{number}: not a prompt ({detail}). Each line must be a JSON object like "
+                '{"prompt": "What is 2 plus 2?", "kind": "arithmetic", "answer": ["4", "four"]} '
+                "(kind and answer optional)"
+            ) from None
+    if not prompts:
+        raise StepError(f"{path}: no prompts; add one JSON object per line, or remove the file from params.yaml")
+    return prompts
+
+
+def spread(count: int, wanted: int | None) -> list[int]:
+    """Evenly spaced indices: a subset with the same mix (of sources, kinds, lengths) as the whole."""
+    n = min(wanted or count, count)
+    return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
+
+
+def conversations(prompts: list[Prompt], systems: list[str], numbers: list[int] | None = None) -> list[dict]:
+    """One conversation per prompt and system variant, with an id that says which (the prompt's number in its file,
+    from 0, and the system variant)."""
+    out = []
+    for index, prompt in zip(numbers or range(len(prompts)), prompts):
+        for name in systems:
+            system = SYSTEMS[name]
+            messages = [{"role": "user", "content": prompt.prompt}]
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
+            out.append({"id": f"{index}:{name}", "system": name, "messages": messages, **prompt.model_dump()})
+    return out
+
+
+def checkable(answer: str, accepted: list[str]) -> float | None:
+    """1.0 if the answer contains an accepted answer as a whole word (case-insensitive), 0.0 if not; None when the
+    prompt has no checkable answer."""
+    if not accepted:
+        return None
+    return float(any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", answer, re.IGNORECASE) for a in accepted))
+
+
+def hf_greedy(model, tokenizer, prompts: list[str], generate: dict, batch_size: int):
+    """Each rendered prompt's greedy answer, generated in batches of similar length (little padding), and whether
+    the model ended its turn (generated one of its stop tokens) before the token limit."""
+    answers, stopped = [""] * len(prompts), [True] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        output = model.generate(**encoded, **generate)
+        for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
+            answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
+            stopped[i] = any(token in generate["eos_token_id"] for token in sequence.tolist())
+    return answers, stopped
+
+
+def answer_losses(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int) -> list[float]:
+    """Each answer's mean per-token loss given its prompt (teacher forced), in nats.
+
+    The tuned model's loss on the base model's own greedy answers, minus the base model's loss on them, is the
+    drift: a cheap, deterministic proxy for the KL divergence from the base on these prompts (0 for the base itself).
+    """
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = []
+    for prompt, answer in zip(prompts, answers):
+        head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        tail = tokenizer(answer, add_special_tokens=False)["input_ids"] or [pad]
+        rows.append((head + tail, len(head)))
+    losses = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        for row, (tokens, head) in enumerate(chunk):
+            losses.append(nll[row, head - 1 : len(tokens) - 1].mean().item())  # predicting the answer tokens only
+    return losses
+
+
+def load_model(model_dir: str | Path, max_new_tokens: int):
+    """A transformers model ready for greedy answers on this process's threads: (model, tokenizer, generate kwargs)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from tunemake.chat import stop_token_ids
+    from tunemake.runtime import threads
+    from tunemake.weights import load
+
+    torch.set_num_threads(threads())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = load(Path(model_dir), dtype="auto").eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    stops = stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    generate = dict(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    return model, tokenizer, generate
+
+
+def render(tokenizer, conversations: list[dict]) -> list[str]:
+    """Each conversation's prompt as the model sees it: its chat template, ready for the assistant's turn."""
+    return [
+        tokenizer.apply_chat_template(c["messages"], tokenize=False, add_generation_prompt=True) for c in conversations
+    ]

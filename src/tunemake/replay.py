@@ -1,0 +1,78 @@
+"""replay: the base model's own answers to the bundled replay prompts, as training rows (self-distillation).
+
+prepare mixes them into the training split (`prepare.replay`: replay rows per task row; 0 turns replay off). Trained
+on its own answers to everyday prompts beside the task rows, the model learns the task without drifting from the base
+on everything else. The prompts (tunemake/prompts/replay.jsonl) never overlap the regression suite's
+(tests/test_general.py), or the suite would measure recall instead of generalisation. Each prompt is asked under one
+system turn in turn (none, so the template's default; empty; two plain ones), covering the contexts the task rows
+lack. Answers that did not end their turn within `replay.max_new_tokens`, or are degenerate, are left out: replay
+must never teach truncation or loops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tunemake import degenerate, general
+from tunemake.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.params import ReplayParams
+from tunemake.params import load as load_params
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = [None, "", "You are a helpful assistant.", "You are a knowledgeable guide. Answer clearly and kindly."]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--out", type=Path, required=True, help="rows.jsonl (canonical records) and stats.json")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).replay, args.base, args.out)
+
+
+def run(params: ReplayParams, base: Path, out: Path) -> dict:
+    import torch
+
+    started = time.perf_counter()
+    prompts = general.load(general.PROMPTS / "replay.jsonl")
+    prompts = [prompts[i] for i in general.spread(len(prompts), params.limit)]
+    conversations = []
+    for index, prompt in enumerate(prompts):
+        system = SYSTEMS[index % len(SYSTEMS)]
+        messages = [{"role": "user", "content": prompt.prompt}]
+        conversations.append(
+            {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
+        )
+    model, tokenizer, generate = general.load_model(base, params.max_new_tokens)
+    with torch.inference_mode():
+        answers, stopped = general.hf_greedy(
+            model, tokenizer, general.render(tokenizer, conversations), generate, params.batch_size
+        )
+    rows, dropped = [], {"unfinished": 0, "degenerate": 0}
+    for index, (conversation, answer, ended) in enumerate(zip(conversations, answers, stopped)):
+        if not ended:
+            dropped["unfinished"] += 1
+        elif degenerate.reasons(answer):
+            dropped["degenerate"] += 1
+        else:
+            messages = conversation["messages"] + [{"role": "assistant", "content": answer}]
+            rows.append(
+                {"id": f"replay:{index + 1}", "messages": messages, "meta": {"source": "replay", "line": index + 1}}
+            )
+    stats = {"prompts": len(prompts), "rows": len(rows), "dropped": dropped, "max_new_tokens": params.max_new_tokens}
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / "rows.jsonl", rows)
+        write_json(tmp / "stats.json", stats)
+    log.info(
+        "replay: %d of %d base answers kept in %.0fs (dropped %s)",
+        len(rows),
+        len(prompts),
+        time.perf_counter() - started,
+        dropped,
+    )
+    return stats

@@ -1,0 +1,88 @@
+"""suite: the regression suite's prompts and the base model's own greedy answers to them, made once per base.
+
+The suite is the bundled general prompts (tunemake/prompts/general.jsonl) plus your own file (`suite.prompts`),
+each asked under each system variant in `suite.systems` (see tunemake.general). The base model's answers depend only
+on the base, the prompts and these settings, so every experiment reuses them: evaluate has the tuned model and each
+GGUF answer the same rendered prompts, and measures the tuned model's loss on the base's answers (drift).
+
+Output: suite.jsonl, one row per conversation: id, kind, system variant, the prompt as rendered by the base's
+template, accepted answers (checkable prompts), and the base's answer, whether it ended its turn, its loss on it
+(nats per token), degenerate reasons and checkable score; manifest.json, the settings evaluate reuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tunemake import degenerate, general
+from tunemake.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.params import SuiteParams
+from tunemake.params import load as load_params
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--out", type=Path, required=True, help="suite.jsonl and manifest.json")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params).suite, args.base, args.out)
+
+
+def conversations(params: SuiteParams) -> list[dict]:
+    files = [general.PROMPTS / "general.jsonl"] if params.bundled else []
+    files += [Path(params.prompts)] if params.prompts else []
+    rows = []
+    for path in files:
+        label = "bundled" if path.parent == general.PROMPTS else path.name
+        prompts = general.load(path)
+        picked = general.spread(len(prompts), params.limit)
+        for row in general.conversations([prompts[i] for i in picked], params.systems, picked):
+            rows.append({**row, "id": f"{label}:{row['id']}", "set": label})
+    return rows
+
+
+def run(params: SuiteParams, base: Path, out: Path) -> dict:
+    import torch
+
+    started = time.perf_counter()
+    rows = conversations(params)
+    model, tokenizer, generate = general.load_model(base, params.max_new_tokens)
+    prompts = general.render(tokenizer, rows)
+    with torch.inference_mode():
+        answers, stopped = general.hf_greedy(model, tokenizer, prompts, generate, params.batch_size)
+        losses = general.answer_losses(model, tokenizer, prompts, answers, params.batch_size)
+    with atomic_dir(out) as tmp:
+        write_jsonl(
+            tmp / "suite.jsonl",
+            (
+                {
+                    **row,
+                    "rendered": prompt,
+                    "base": {
+                        "answer": answer,
+                        "stopped": ended,
+                        "loss": round(loss, 5),
+                        "degenerate": degenerate.reasons(answer),
+                        "checkable": general.checkable(answer, row["answer"]),
+                    },
+                }
+                for row, prompt, answer, ended, loss in zip(rows, prompts, answers, stopped, losses)
+            ),
+        )
+        write_json(tmp / "manifest.json", {**params.model_dump(), "conversations": len(rows)})
+    broken = sum(bool(degenerate.reasons(a)) for a in answers)
+    log.info(
+        "suite: the base answered %d conversations in %.0fs; %d degenerate, %d unfinished at %d tokens",
+        len(rows),
+        time.perf_counter() - started,
+        broken,
+        stopped.count(False),
+        params.max_new_tokens,
+    )
+    return {"conversations": len(rows)}

@@ -1,0 +1,145 @@
+"""The general prompts: the regression suite, replay, drift, checkable answers and batched llama.cpp answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tunemake import general
+from tunemake.errors import StepError
+from tunemake.params import SuiteParams
+
+STOP = set(
+    "a an and are can do does for give how i in into is it list me my name of on or say the to what which you".split()
+)
+
+
+def words(text: str) -> set[str]:
+    """The content words of a prompt."""
+    return set(re.findall(r"\w+", text.lower())) - STOP
+
+
+def test_the_bundled_suite_is_varied_and_replay_never_shares_a_prompt_with_it():
+    suite = general.load(general.PROMPTS / "general.jsonl")
+    replay = general.load(general.PROMPTS / "replay.jsonl")
+    assert len(suite) >= 60 and len(replay) >= 100
+    kinds = {p.kind for p in suite}
+    assert {"howto", "fact", "arithmetic", "writing", "translation", "list", "refusal"} <= kinds
+    assert sum(bool(p.answer) for p in suite) >= 20  # checkable: arithmetic, capitals, translations
+    # No replay prompt is a suite prompt, nor a near copy of one (most of its words shared), or the suite would
+    # measure recall of the replayed answers instead of what the fine-tune did to everything else.
+    for r in replay:
+        for s in suite:
+            a, b = words(r.prompt), words(s.prompt)
+            assert len(a & b) / len(a | b) < 0.5, (r.prompt, s.prompt)
+
+
+def test_each_prompt_is_asked_under_each_system_turn(smol_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from tunemake.suite import conversations
+
+    rows = conversations(SuiteParams(limit=2))
+    assert [r["id"] for r in rows] == [f"bundled:{i}:{s}" for i in (0, 65) for s in ("template", "empty", "unrelated")]
+    rendered = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows[:3])
+    # SmolLM2's template inserts its own default system turn when a conversation has none
+    assert "You are a helpful AI assistant named SmolLM" in rendered[0]
+    assert "<|im_start|>system\n<|im_end|>" in rendered[1]
+    assert general.SYSTEMS["unrelated"] in rendered[2]
+
+
+def test_a_bad_prompt_line_names_the_file_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"prompt": "fine"}\n\n{"prompt": ""}\n')
+    with pytest.raises(
+        StepError, match=rf"{re.escape(str(path))}:3: not a prompt \(prompt: String should have at least 1"
+    ):
+        general.load(path)
+    path.write_text('{"prompt": "fine", "answers": ["typo"]}\n')
+    with pytest.raises(StepError, match=r"mine.jsonl:1: not a prompt \(answers: Extra inputs are not permitted\)"):
+        general.load(path)
+    path.write_text('{"prompt": "fine"\n')
+    with pytest.raises(StepError, match=r"mine.jsonl:1: not a prompt \(Expecting ',' delimiter\).*\"answer\""):
+        general.load(path)
+
+
+def test_a_users_prompt_file_joins_the_suite(tmp_path):
+    from tunemake.suite import conversations
+
+    mine = tmp_path / "critical.jsonl"
+    mine.write_text(json.dumps({"prompt": "What is our refund window?", "answer": ["30 days"]}) + "\n")
+    rows = conversations(SuiteParams(bundled=False, prompts=str(mine), systems=["empty"]))
+    assert [(r["id"], r["answer"]) for r in rows] == [("critical.jsonl:0:empty", ["30 days"])]
+
+
+@pytest.mark.parametrize(
+    ("answer", "accepted", "score"),
+    [
+        ("7 times 8 is 56.", ["56"], 1.0),
+        ("The answer is 560.", ["56"], 0.0),  # a whole word, not a prefix
+        ("It is Paris, of course", ["paris"], 1.0),
+        ("Buenos días!", ["buenos días", "buenos dias"], 1.0),
+        ("No idea", [], None),
+    ],
+)
+def test_checkable_answers_match_whole_words(answer, accepted, score):
+    assert general.checkable(answer, accepted) == score
+
+
+def overtrain(model, tokenizer, steps: int, lr: float = 1e-2):
+    """A deliberately over-trained copy: many steps on one narrow row, as a too-hot fine-tune does."""
+    import copy
+
+    import torch
+
+    tuned = copy.deepcopy(model).train()
+    ids = tokenizer('<tool_call> {"name": "get_weather"} </tool_call>' * 4, return_tensors="pt")["input_ids"]
+    optimizer = torch.optim.AdamW(tuned.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        tuned(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    return tuned.eval()
+
+
+def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir):
+    import statistics
+
+    import torch
+
+    rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:8], ["template", "empty"])
+    model, tokenizer, generate = general.load_model(tiny_llama_dir, 12)
+    prompts = general.render(tokenizer, rows)
+    with torch.inference_mode():
+        answers, _ = general.hf_greedy(model, tokenizer, prompts, generate, batch_size=4)
+        base = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
+        again = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
+    assert base == again  # deterministic: the base against itself drifts exactly 0
+    drift = []
+    for steps in (5, 40):
+        tuned = overtrain(model, tokenizer, steps)
+        with torch.inference_mode():
+            drift.append(
+                statistics.mean(general.answer_losses(tuned, tokenizer, prompts, answers, 4)) - statistics.mean(base)
+            )
+    assert 0 < drift[0] < drift[1] and drift[1] > 1.0, drift
+
+
+def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
+    """The low-level batched decoder gives the same greedy answers as decoding each prompt alone (real SmolLM2)."""
+    from transformers import AutoTokenizer
+
+    from tunemake.llamacpp import greedy, load
+    from tunemake.params import BaseParams
+    from tunemake.weights import resolve
+
+    rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:14], ["template"])
+    prompts = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows)
+    llm = load(Path(resolve(BaseParams())["path"]))
+    alone = greedy(llm, prompts, 12, parallel=1)
+    together = greedy(llm, prompts, 12, parallel=4)
+    assert alone == together
+    assert all(answer for answer in together[0])
