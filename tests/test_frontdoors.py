@@ -106,10 +106,11 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
-    # The regression suite: 4 prompts x 3 system turns, answered by the base and each GGUF; drift for the tuned model
-    general = {name: m["general"] for name, m in metrics["models"].items()}
-    assert all(g["conversations"] == 12 for g in general.values())
-    assert all(0 <= general[m]["degenerate_rate"] <= 100 for m in ("base", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"))
+    # The regression suite: 4 prompts, each under one system turn in turn, answered by the base and the shipped GGUF;
+    # drift for the tuned model
+    general = {name: m["general"] for name, m in metrics["models"].items() if "general" in m}
+    assert set(general) == {"base", "tuned", "gguf-Q8_0"} and all(g["conversations"] == 4 for g in general.values())
+    assert all(0 <= general[m]["degenerate_rate"] <= 100 for m in ("base", "gguf-Q8_0"))
     assert general["tuned"]["drift"] != 0  # two LoRA steps already move the model off the base's own answers
     gate = json.loads((workspace / "results" / "gate.json").read_text())
     assert gate["verdict"] == "abort"  # 2 steps of a random model learn nothing

@@ -42,8 +42,17 @@ def test_each_prompt_is_asked_under_each_system_turn(smol_tokenizer_dir):
 
     from tunemake.suite import conversations
 
-    rows = conversations(SuiteParams(limit=2))
+    rows = conversations(SuiteParams(limit=2, every_system=True))
     assert [r["id"] for r in rows] == [f"bundled:{i}:{s}" for i in (0, 65) for s in ("template", "empty", "unrelated")]
+    # by default each prompt gets one system turn in turn, by its number in the file: a third of the work
+    rotated = conversations(SuiteParams())
+    assert [r["id"] for r in rotated[:4]] == [
+        "bundled:0:template",
+        "bundled:1:empty",
+        "bundled:2:unrelated",
+        "bundled:3:template",
+    ]
+    assert len(rotated) == 66
     rendered = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows[:3])
     # SmolLM2's template inserts its own default system turn when a conversation has none
     assert "You are a helpful AI assistant named SmolLM" in rendered[0]

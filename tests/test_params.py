@@ -21,7 +21,7 @@ def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
     path = write_params(tmp_path, lambda p: p.update(trian=p.pop("train")))
     with pytest.raises(ParamsError) as err:
         load(path)
-    assert "trian: unknown section; valid here: base, prepare, tokenize, train, merge, gguf, eval, gate" in str(
+    assert "trian: unknown section; valid here: base, suite, replay, prepare, tokenize, train, merge, gguf, eval, gate" in str(
         err.value
     )
 
@@ -60,6 +60,6 @@ def test_a_misspelt_section_stops_both_front_doors_before_any_job(workspace):
     ):
         result = run(command, workspace, check=False)
         assert result.returncode != 0, command
-        assert "trian: unknown section; valid here: base, prepare" in result.stdout + result.stderr, command
+        assert "trian: unknown section; valid here: base, suite" in result.stdout + result.stderr, command
         assert "Traceback" not in result.stderr or command[0] == "snakemake", command
     assert not (workspace / "results").exists()

@@ -113,7 +113,7 @@ def bad_sources(tmp_path):
 
 
 def params_for(*sources, **overrides) -> PrepareParams:
-    return PrepareParams.model_validate({"sources": list(sources), "stratify_by": None, **overrides})
+    return PrepareParams.model_validate({"sources": list(sources), "stratify_by": None, "replay": 0, **overrides})
 
 
 def test_every_bad_line_is_counted_with_its_file_line_and_fix(tmp_path, bad_sources):
@@ -256,7 +256,7 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
 
     monkeypatch.chdir(REPO)
     params = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
-    prepare.run(params.prepare, tmp_path / "out")
+    prepare.run(params.prepare.model_copy(update={"replay": 0}), tmp_path / "out")  # the task rows only
     rows = {
         s: [r for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl") if r["meta"]["source"] == "tool_calls"]
         for s in ("train", "test")

@@ -8,10 +8,11 @@ fresh process, so its peak memory is its own and no model's memory lingers into 
 The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
 GGUF files render it with their own embedded template through llama-cpp-python, as a user of the file would.
 
-The regression suite (results/suite, see tunemake.suite): the tuned model and each GGUF answer the same general
-prompts the base answered, greedily, all at once (batched); each answer's degenerate reasons, whether it ended its
-turn, and the checkable prompts' scores go to general_samples.jsonl. Drift: the tuned model's loss on the base's own
-answers minus the base's (nats per token). Each model's `general` summary carries 95% intervals like the test scores.
+The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
+answers the general prompts the base answered, greedily, all at once (llama.cpp batched decoding); each answer's
+degenerate reasons, whether it ended its turn, and the checkable prompts' scores go to general_samples.jsonl. Drift:
+the tuned model's loss on the base's own answers minus the base's (nats per token), one teacher-forced pass. Each
+model's `general` summary carries 95% intervals like the test scores.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict, sui
             model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
         )
         result["answers"], result["stopped"] = general.hf_greedy(model, tokenizer, prompts, generate, params.batch_size)
-        if suite:  # drift only: its general answers come from its F16 GGUF, the same weights, several times faster
-            base = [row["answer"] for row in suite["base"]]
+        if suite:  # drift only: its GGUFs answer the suite, faster (the base's answers come from the suite step)
+            started, base = time.perf_counter(), [row["answer"] for row in suite["base"]]
             result["drift_losses"] = general.answer_losses(
                 model, tokenizer, suite["prompts"], base, suite["batch_size"]
             )
+            result["drift_seconds"] = time.perf_counter() - started
         timed = [prompts[i] for i in general.spread(len(rows), params.speed_rows)]
         result["timings"] = [
             time_one(model, tokenizer, prompt, generate) for prompt in timed
@@ -132,8 +134,9 @@ def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
     return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first)
 
 
-def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str, suite: dict) -> dict:
-    """Answers and speed of a GGUF file through llama-cpp-python, and its general answers (own process)."""
+def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
+    """Answers and speed of a GGUF file through llama-cpp-python, and its general answers when given the suite
+    (runs in its own process)."""
     import llama_cpp
     from transformers import AutoTokenizer
 
@@ -160,17 +163,12 @@ def gguf_model(path: str, rows: list[dict], params: dict, tokenizer_dir: str, su
         perf = llama_cpp.llama_perf_context(llm.ctx)
         if index in timed:
             timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
-    started = time.perf_counter()
-    general_answers = dict(zip(("answers", "stopped"), greedy(llm, suite["prompts"], suite["max_new_tokens"])))
-    general_answers["seconds"] = time.perf_counter() - started
-    return {
-        "answers": answers,
-        "stopped": stopped,
-        "loss": None,
-        "timings": timings,
-        "peak_rss_mb": peak_rss_mb(),
-        "general": general_answers,
-    }
+    result = {"answers": answers, "stopped": stopped, "loss": None, "timings": timings}
+    if suite:
+        started = time.perf_counter()
+        result["general"] = dict(zip(("answers", "stopped"), greedy(llm, suite["prompts"], suite["max_new_tokens"])))
+        result["general"]["seconds"] = time.perf_counter() - started
+    return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
 def in_fresh_process(function, *args) -> dict:
@@ -303,28 +301,33 @@ def run(
     models = {"base": (hf_model, str(base), str(tokenized)), "tuned": (hf_model, str(merged), str(tokenized))}
     sizes = json.loads((gguf / "sizes.json").read_text())
     for name in sizes["order"]:
-        models[f"gguf-{name}"] = (gguf_model, str(gguf / sizes["files"][name]["file"]))
+        models[f"gguf-{name}"] = (gguf_model, str(gguf / sizes["files"][name]["file"]), str(merged))
+    # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the tuned model gives its drift.
+    asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else set(models) - {"base"})
     metrics = {"test_rows": len(rows), "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows), "models": {}}
     answers, row_scores = {}, {}
     general_answers = {"base": [r["base"]["answer"] for r in suite]}
     general_rows = {"base": general_scores(suite, general_answers["base"], [r["base"]["stopped"] for r in suite])}
+    tuned_losses = []
     for name, (function, *where) in models.items():
         started = time.perf_counter()
-        if function is hf_model:  # the base's general answers are in the suite already
-            result = in_fresh_process(function, *where, rows, params.model_dump(), None if name == "base" else asked)
-        else:
-            result = in_fresh_process(function, *where, rows, params.model_dump(), str(merged), asked)
+        result = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
         summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
         if "general" in result:
             answered = result["general"]
             general_answers[name] = answered["answers"]
             general_rows[name] = general_scores(suite, answered["answers"], answered["stopped"])
             log.info("evaluate: %s answered the %d general prompts in %.0fs", name, len(suite), answered["seconds"])
+        if name in general_rows:
             summary["general"] = general_summary(suite, general_rows[name])
-        elif name == "base":
-            summary["general"] = general_summary(suite, general_rows[name])
-        else:
+        if "drift_losses" in result:
             tuned_losses = result["drift_losses"]
+            log.info(
+                "evaluate: %s drift pass over the %d general prompts in %.0fs",
+                name,
+                len(suite),
+                result["drift_seconds"],
+            )
             summary["general"] = drift_summary(suite, tuned_losses)
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
@@ -367,7 +370,7 @@ def run(
                     "answers": {name: general_answers[name][i] for name in general_answers},
                     "scores": {name: general_rows[name][i] for name in general_rows},
                     "base_loss": row["base"]["loss"],
-                    "tuned_loss": round(tuned_losses[i], 5),
+                    "tuned_loss": round(tuned_losses[i], 5) if tuned_losses else None,
                 }
                 for i, row in enumerate(suite)
             ),

@@ -69,7 +69,7 @@ def paired_general(samples: list[dict], a: str, b: str, key: str) -> list[float]
 
 
 def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: str, params: GateParams) -> list[dict]:
-    general = {name: model["general"] for name, model in metrics["models"].items()}
+    general = {name: model.get("general") for name, model in metrics["models"].items()}
     checks = [
         check(
             f"degenerate general answers, {label} minus base",

@@ -66,12 +66,14 @@ def spread(count: int, wanted: int | None) -> list[int]:
     return sorted({round(i * (count - 1) / max(n - 1, 1)) for i in range(n)})
 
 
-def conversations(prompts: list[Prompt], systems: list[str], numbers: list[int] | None = None) -> list[dict]:
-    """One conversation per prompt and system variant, with an id that says which (the prompt's number in its file,
-    from 0, and the system variant)."""
+def conversations(
+    prompts: list[Prompt], systems: list[str], numbers: list[int] | None = None, every_system: bool = True
+) -> list[dict]:
+    """Each prompt under every system variant, or (every_system false) under one variant in turn; each with an id
+    that says which: the prompt's number in its file, from 0, and the system variant."""
     out = []
     for index, prompt in zip(numbers or range(len(prompts)), prompts):
-        for name in systems:
+        for name in systems if every_system else [systems[index % len(systems)]]:
             system = SYSTEMS[name]
             messages = [{"role": "user", "content": prompt.prompt}]
             if system is not None:

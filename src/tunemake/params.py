@@ -101,6 +101,9 @@ class SuiteParams(Strict):
     systems: list[Literal["template", "empty", "unrelated"]] = Field(
         ["template", "empty", "unrelated"], min_length=1, description="system turns each prompt is asked under"
     )
+    every_system: bool = Field(
+        False, description="ask each prompt under every system turn; false: under one in turn (a third of the time)"
+    )
     max_new_tokens: int = Field(64, gt=0, description="answers are cut here (a loop shows well before)")
     batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
     limit: int | None = Field(None, gt=0, description="ask only N prompts of each file, evenly spaced (quick looks)")
@@ -209,6 +212,9 @@ class EvalParams(Strict):
     batch_size: int = Field(16, gt=0, description="rows per batch for transformers generation and loss")
     speed_rows: int = Field(2, gt=0, description="rows timed one at a time for each transformers model's speed")
     limit: int | None = Field(None, gt=0, description="evaluate only N test rows, evenly spaced (quick looks)")
+    suite_models: Literal["shipped", "all"] = Field(
+        "shipped", description="which GGUFs answer the regression suite: the shipped one (the gate judges it) or all"
+    )
 
 
 class GateParams(Strict):

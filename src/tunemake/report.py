@@ -114,7 +114,9 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
         )
     general = []
     for name in model_order(metrics, sizes):
-        g = metrics["models"][name]["general"]
+        g = metrics["models"][name].get("general")
+        if not g:  # eval.suite_models: shipped leaves the other GGUFs out
+            continue
         general.append(
             [
                 name,
@@ -207,10 +209,10 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
     }
 
 
-def general_samples(samples: list[dict], shipped: str, unquantized: str) -> list[dict]:
+def general_samples(samples: list[dict], shipped: str) -> list[dict]:
     """A few general prompts side by side: where the shipped model broke and the base did not, then where their
-    answers differ, then any; each answer with its degenerate reasons. The tuned model answers as its own F16 GGUF."""
-    shipped, unquantized = f"gguf-{shipped}", f"gguf-{unquantized}"
+    answers differ, then any; each answer with its degenerate reasons."""
+    shipped = f"gguf-{shipped}"
 
     def rank(s: dict) -> int:
         broke = bool(s["scores"][shipped]["degenerate"]) and not s["scores"]["base"]["degenerate"]
@@ -223,7 +225,7 @@ def general_samples(samples: list[dict], shipped: str, unquantized: str) -> list
             "prompt": s["prompt"],
             "answers": {
                 name: s["answers"][name] + (f"  [degenerate: {', '.join(reasons)}]" if reasons else "")
-                for name in dict.fromkeys(("base", unquantized, shipped))
+                for name in s["answers"]
                 for reasons in [s["scores"][name]["degenerate"]]
             },
         }
@@ -334,7 +336,7 @@ def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Pa
     sizes = json.loads((gguf / "sizes.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
     result = json.loads(gate.read_text())
-    general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"], sizes["unquantized"])
+    general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
     tabs = tables(stats, summary, metrics, sizes, result)
     params_text = yaml.safe_dump(yaml.safe_load(params_file.read_text()), sort_keys=False)
     with atomic_dir(out) as tmp:

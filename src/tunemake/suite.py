@@ -42,7 +42,7 @@ def conversations(params: SuiteParams) -> list[dict]:
         label = "bundled" if path.parent == general.PROMPTS else path.name
         prompts = general.load(path)
         picked = general.spread(len(prompts), params.limit)
-        for row in general.conversations([prompts[i] for i in picked], params.systems, picked):
+        for row in general.conversations([prompts[i] for i in picked], params.systems, picked, params.every_system):
             rows.append({**row, "id": f"{label}:{row['id']}", "set": label})
     return rows
 
