@@ -91,7 +91,7 @@ class PrepareParams(Strict):
     dedup: bool = True
     strict: bool = Field(False, description="fail on any rejected row instead of counting and skipping it")
     replay: float = Field(
-        0.15, ge=0, description="replay rows (the base's own answers, tunemake.replay) per task training row; 0 = off"
+        0.25, ge=0, description="replay rows (the base's own answers, tunemake.replay) per task training row; 0 = off"
     )
 
 
@@ -110,7 +110,7 @@ class SuiteParams(Strict):
 
 
 class ReplayParams(Strict):
-    max_new_tokens: int = Field(128, gt=0, description="longer base answers are left out, never cut")
+    max_new_tokens: int = Field(160, gt=0, description="longer base answers are left out, never cut")
     batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
     limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
 
@@ -150,7 +150,7 @@ class TrainParams(Strict):
     qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
     freeze: FreezeParams = FreezeParams()
 
-    epochs: float = Field(1, gt=0, description="-> num_train_epochs")
+    epochs: float = Field(2, gt=0, description="-> num_train_epochs")
     max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
     batch_size: int = Field(8, gt=0, description="-> per_device_train_batch_size (and per_device_eval_batch_size)")
     gradient_accumulation: int = Field(1, gt=0, description="-> gradient_accumulation_steps")
@@ -231,7 +231,7 @@ class GateParams(Strict):
         10, ge=0, description="points of checkable general answers (arithmetic, capitals) it may lose to the base"
     )
     max_drift: float = Field(
-        0.5, ge=0, description="nats per token the tuned model's loss on the base's own general answers may rise"
+        0.1, ge=0, description="nats per token the tuned model's loss on the base's own general answers may rise"
     )
     max_latency_s: float | None = Field(None, gt=0, description="mean seconds per answer of the shipped GGUF")
     max_memory_mb: float | None = Field(None, gt=0, description="peak RSS of the process running the shipped GGUF")

@@ -4,7 +4,7 @@ prepare mixes them into the training split (`prepare.replay`: replay rows per ta
 on its own answers to everyday prompts beside the task rows, the model learns the task without drifting from the base
 on everything else. The prompts (tunemake/prompts/replay.jsonl) never overlap the regression suite's
 (tests/test_general.py), or the suite would measure recall instead of generalisation. Each prompt is asked under one
-system turn in turn (none, so the template's default; empty; two plain ones), covering the contexts the task rows
+system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the contexts the task rows
 lack. Answers that did not end their turn within `replay.max_new_tokens`, or are degenerate, are left out: replay
 must never teach truncation or loops.
 """
@@ -23,7 +23,15 @@ from tunemake.params import load as load_params
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = [None, "", "You are a helpful assistant.", "You are a knowledgeable guide. Answer clearly and kindly."]
+# No system turn (the template's default), an empty one, a plain one and two personas: the contexts a user's
+# deployment puts the model in and the task rows lack. None is the suite's (tunemake.general.SYSTEMS).
+SYSTEMS = [
+    None,
+    "",
+    "You are a helpful assistant.",
+    "You are Max, a cheerful guide at a science museum.",
+    "You work at the help desk of a travel agency. Answer customers politely.",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
