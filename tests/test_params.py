@@ -21,8 +21,9 @@ def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
     path = write_params(tmp_path, lambda p: p.update(trian=p.pop("train")))
     with pytest.raises(ParamsError) as err:
         load(path)
-    assert "trian: unknown section; valid here: base, suite, replay, prepare, tokenize, train, merge, gguf, eval, gate" in str(
-        err.value
+    assert (
+        "trian: unknown section; valid here: base, suite, replay, prepare, tokenize, train, merge, gguf, eval, gate"
+        in str(err.value)
     )
 
 

@@ -39,6 +39,7 @@ def make_inputs(root: Path, model_dir: Path) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["base"]["model"] = str(model_dir)
     params["tokenize"]["max_length"] = 512
+    params["prepare"]["replay"] = 0  # the steps run by hand here, without the replay step
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["tunemake", "base", "--out", "results/base"], root)
     run(["tunemake", "prepare", "--out", "results/data"], root)

@@ -150,7 +150,7 @@ class TrainParams(Strict):
     qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
     freeze: FreezeParams = FreezeParams()
 
-    epochs: float = Field(2, gt=0, description="-> num_train_epochs")
+    epochs: float = Field(1, gt=0, description="-> num_train_epochs")
     max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
     batch_size: int = Field(8, gt=0, description="-> per_device_train_batch_size (and per_device_eval_batch_size)")
     gradient_accumulation: int = Field(1, gt=0, description="-> gradient_accumulation_steps")

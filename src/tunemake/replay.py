@@ -1,12 +1,12 @@
 """replay: the base model's own answers to the bundled replay prompts, as training rows (self-distillation).
 
 prepare mixes them into the training split (`prepare.replay`: replay rows per task row; 0 turns replay off). Trained
-on its own answers to everyday prompts beside the task rows, the model learns the task without drifting from the base
-on everything else. The prompts (tunemake/prompts/replay.jsonl) never overlap the regression suite's
-(tests/test_general.py), or the suite would measure recall instead of generalisation. Each prompt is asked under one
-system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the contexts the task rows
-lack. Answers that did not end their turn within `replay.max_new_tokens`, or are degenerate, are left out: replay
-must never teach truncation or loops.
+on its own answers to everyday prompts beside the task rows, the model learns the task without drifting from the
+base on everything else. The prompts (tunemake/prompts/replay.jsonl) never overlap the regression suite's
+(tests/test_general.py), or the suite would measure recall instead of generalisation. Each prompt is asked under
+one system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the
+contexts the task rows lack. Answers that did not end their turn within `replay.max_new_tokens`, or are
+degenerate, are left out: replay must never teach truncation or loops.
 """
 
 from __future__ import annotations
