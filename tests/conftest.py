@@ -14,6 +14,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: tunemake, snakemake, dvc
+# The pipeline's steps, in order: a rule and a DVC stage each.
+STEPS = [
+    "base",
+    "replay",
+    "prepare",
+    "tokenize",
+    "train",
+    "merge",
+    "converter",
+    "gguf",
+    "suite",
+    "evaluate",
+    "gate",
+    "report",
+]
 
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, STEPS, run
 
 SNAKEMAKE_IDLE = "Nothing to be done"
 
@@ -38,20 +38,7 @@ def files(root: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_them(workspace):
     baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
-    assert stages_run(baseline) == {
-        "base",
-        "replay",
-        "prepare",
-        "tokenize",
-        "train",
-        "merge",
-        "converter",
-        "gguf",
-        "suite",
-        "evaluate",
-        "report",
-        "gate",
-    }
+    assert stages_run(baseline) == set(STEPS)
     # An eval setting never retrains: evaluate, the report and the gate that reads the report.
     more_tokens = run(["dvc", "exp", "run", "--name", "tokens4", "-S", "eval.max_new_tokens=4"], workspace).stdout
     assert stages_run(more_tokens) == {"evaluate", "report", "gate"}

@@ -8,23 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run
+from conftest import REPO, STEPS, run
 from tunemake import cli, dag
-
-STEPS = [
-    "base",
-    "replay",
-    "prepare",
-    "tokenize",
-    "train",
-    "merge",
-    "converter",
-    "gguf",
-    "suite",
-    "evaluate",
-    "gate",
-    "report",
-]
 
 
 def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
