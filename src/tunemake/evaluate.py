@@ -97,9 +97,8 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict, sui
             )
             result["drift_seconds"] = time.perf_counter() - started
         timed = [prompts[i] for i in general.spread(len(rows), params.speed_rows)]
-        result["timings"] = [
-            time_one(model, tokenizer, prompt, generate) for prompt in timed
-        ]  # one at a time, as served
+        # one at a time, as served
+        result["timings"] = [time_one(model, tokenizer, prompt, generate) for prompt in timed]
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -240,7 +239,7 @@ def drift_summary(suite: list[dict], losses: list[float]) -> dict:
 
 
 def general_summary(suite: list[dict], scores: list[dict]) -> dict:
-    """Rates in points with 95% intervals over conversations; drift (tuned only) in nats per token."""
+    """Degenerate, unfinished and checkable rates in points, with 95% intervals over conversations."""
     columns = {
         "degenerate_rate": [float(bool(s["degenerate"])) for s in scores],
         "unfinished_rate": [float(s["unfinished"]) for s in scores],

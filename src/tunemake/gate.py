@@ -53,17 +53,14 @@ def score(metrics: dict, model: str, metric: str) -> float:
 
 
 def paired(samples: list[dict], a: str, b: str, metric: str) -> list[float] | None:
-    """The 95% interval of model a's score minus model b's, resampling the rows both were scored on."""
-    pairs = [(dotted(s["scores"][a], metric), dotted(s["scores"][b], metric)) for s in samples]
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-    return paired_interval([x for x, _ in pairs], [y for _, y in pairs])
+    """The 95% interval of model a's score minus model b's, resampling the rows both were scored on. A list
+    (degenerate reasons) counts as 1 when not empty; rows where either has no value (None) are left out."""
 
+    def value(scores: dict):
+        found = dotted(scores, metric)
+        return float(bool(found)) if isinstance(found, list) else found
 
-def paired_general(samples: list[dict], a: str, b: str, key: str) -> list[float] | None:
-    """Like `paired`, over the general prompts: degenerate (0/1), checkable (prompts with an answer only)."""
-    pairs = [(s["scores"][a][key], s["scores"][b][key]) for s in samples]
-    if key == "degenerate":
-        pairs = [(float(bool(x)), float(bool(y))) for x, y in pairs]
+    pairs = [(value(s["scores"][a]), value(s["scores"][b])) for s in samples]
     pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
     return paired_interval([x for x, _ in pairs], [y for _, y in pairs])
 
@@ -76,7 +73,7 @@ def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: s
             general[shipped]["degenerate_rate"] - general["base"]["degenerate_rate"],
             params.max_degenerate_increase,
             at_least=False,
-            ci=paired_general(samples, shipped, "base", "degenerate"),
+            ci=paired(samples, shipped, "base", "degenerate"),
             burden="harm",
         )
     ]
@@ -87,7 +84,7 @@ def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: s
                 general["base"]["checkable"] - general[shipped]["checkable"],
                 params.max_checkable_drop,
                 at_least=False,
-                ci=paired_general(samples, "base", shipped, "checkable"),
+                ci=paired(samples, "base", shipped, "checkable"),
                 burden="harm",
             )
         )

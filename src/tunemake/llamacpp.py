@@ -19,9 +19,9 @@ def load(path: Path, n_ctx: int = 512):
 def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> tuple[list[str], list[bool]]:
     """Each rendered prompt's greedy answer, and whether it ended its turn before `max_new_tokens`.
 
-    `parallel` prompts share one llama.cpp batch: each decoding step runs the weights once for all of them, which
-    on a CPU gives several times the tokens/s of one stream (llama-cpp-python's own API decodes one sequence at a
-    time, hence the low-level calls). Prompts are grouped by length, so a group's sequences end at similar times.
+    `parallel` prompts share one llama.cpp batch: each decoding step runs the weights once for all of them
+    (llama-cpp-python's own API decodes one sequence at a time, hence the low-level calls). On 2 CPU cores a 135M
+    model is compute-bound, so it gains little there: 92 against 72 tok/s (benchmarks/general_answers.py). Prompts are grouped by length, so a group's sequences end at similar times.
     """
     import llama_cpp as C
     import numpy as np

@@ -6,8 +6,9 @@ on the base, the prompts and these settings, so every experiment reuses them: ev
 GGUF answer the same rendered prompts, and measures the tuned model's loss on the base's answers (drift).
 
 Output: suite.jsonl, one row per conversation: id, kind, system variant, the prompt as rendered by the base's
-template, accepted answers (checkable prompts), and the base's answer, whether it ended its turn, its loss on it
-(nats per token), degenerate reasons and checkable score; manifest.json, the settings evaluate reuses.
+template, accepted answers (checkable prompts), and the base's answer, whether it ended its turn and its loss on it
+(nats per token; evaluate scores the answers, beside every other model's); manifest.json, the settings evaluate
+reuses.
 """
 
 from __future__ import annotations
@@ -64,13 +65,7 @@ def run(params: SuiteParams, base: Path, out: Path) -> dict:
                 {
                     **row,
                     "rendered": prompt,
-                    "base": {
-                        "answer": answer,
-                        "stopped": ended,
-                        "loss": round(loss, 5),
-                        "degenerate": degenerate.reasons(answer),
-                        "checkable": general.checkable(answer, row["answer"]),
-                    },
+                    "base": {"answer": answer, "stopped": ended, "loss": round(loss, 5)},
                 }
                 for row, prompt, answer, ended, loss in zip(rows, prompts, answers, stopped, losses)
             ),
