@@ -102,7 +102,7 @@ def test_a_template_that_rewrites_history_is_reported(smol_tokenizer_dir, tmp_pa
         "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' and not loop.last %}[old]{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    with pytest.raises(ValueError, match="does not render turn 2 as a continuation"):
+    with pytest.raises(StepError, match="row m:1: the chat template does not render turn 2 as a continuation"):
         tokenize.encode(Renderer(fast_tokenizer(tmp_path / "tok")), MULTI_TURN)
 
 
@@ -158,3 +158,22 @@ def test_no_trainable_tokens_anywhere_is_an_error(tmp_path, smol_tokenizer_dir):
     data = splits(tmp_path, [LONG])
     with pytest.raises(StepError, match="split 'train' has no trainable"):
         tokenize.run(TokenizeParams(max_length=32, overlong="truncate"), smol_tokenizer_dir, data, tmp_path / "out")
+
+
+def test_worker_processes_give_the_same_rows_in_the_same_order(tmp_path, smol_tokenizer_dir, monkeypatch):
+    """Large splits are tokenized by one worker process per core; the result must not depend on it."""
+    from datasets import load_from_disk
+
+    rows = [{**record, "id": f"{record['id']}-{n}"} for n in range(12) for record in (MULTI_TURN, TOOL_RECORD, LONG)]
+    data = splits(tmp_path, rows)
+    params = TokenizeParams(max_length=64, overlong="drop")
+    one = tokenize.run(params, smol_tokenizer_dir, data, tmp_path / "one")
+    monkeypatch.setattr(tokenize, "ROWS_PER_PROCESS", 8)
+    monkeypatch.setattr(tokenize, "threads", lambda: 2)
+    monkeypatch.setattr(tokenize, "BATCH", 5)  # batches that straddle the workers' shards
+    two = tokenize.run(params, smol_tokenizer_dir, data, tmp_path / "two")
+    train = one["splits"]["train"]
+    assert one == two and 0 < train["rows"] < 36 and train["rows"] + train["dropped_overlong"] == 36
+    first, second = (load_from_disk(str(tmp_path / name / "dataset"))["train"].to_dict() for name in ("one", "two"))
+    assert first == second and len(first["id"]) == train["rows"]
+    assert first["id"] == [row["id"] for row in rows if row["id"] in first["id"]]  # file order

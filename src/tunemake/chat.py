@@ -131,7 +131,7 @@ class Renderer:
             if message["role"] != "assistant":
                 continue
             before = self.render(messages[:i], tools, add_generation_prompt=True)
-            through = self.render(messages[: i + 1], tools)
+            through = full if i == len(messages) - 1 else self.render(messages[: i + 1], tools)
             if not (through.startswith(before) and full.startswith(through)):
                 raise ValueError(
                     f"the chat template does not render turn {i} as a continuation of the turns before it, so the "

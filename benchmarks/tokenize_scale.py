@@ -1,0 +1,106 @@
+"""prepare + tokenize at real scale: N generated xlam-format rows (Salesforce/xlam-function-calling-60k's shape).
+
+Rows are made from the bundled tool-call rows (data/raw/tool_calls.jsonl), seeded: each takes a real row's query
+and call, a unique number in the query (so dedup keeps it), and two to four extra tools from the bundled rows'
+tool set (xlam rows offer 1-5 tools). Each step runs as its own process, as the pipeline runs it, and its peak RSS
+is that process's own. Tokens/s counts every token of the tokenized rows. Prints JSON.
+
+    python benchmarks/tokenize_scale.py --rows 60000 600000 --base results/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate(rows: int, out: Path, seed: int = 0) -> int:
+    """Write `rows` xlam rows to `out`; returns its size in bytes."""
+    real = [json.loads(line) for line in (ROOT / "data" / "raw" / "tool_calls.jsonl").read_text().splitlines()]
+    tools = {t["name"]: t for row in real for t in json.loads(row["tools"])}
+    rng = random.Random(seed)
+    with out.open("w") as f:
+        for i in range(rows):
+            row = rng.choice(real)
+            offered = json.loads(row["tools"])
+            extra = rng.sample(sorted(set(tools) - {t["name"] for t in offered}), rng.randint(2, 4))
+            offered += [tools[name] for name in extra]
+            rng.shuffle(offered)
+            query = f"{row['query']} (request {i})"
+            f.write(json.dumps({"id": i, "query": query, "tools": json.dumps(offered), "answers": row["answers"]}))
+            f.write("\n")
+    return out.stat().st_size
+
+
+# Runs a step in this process and prints its peak RSS (MB): its own or its worker processes', the larger.
+WRAPPER = """
+import resource, sys
+from tunemake.cli import main
+code = main(sys.argv[1:])
+peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(round(peak / 1024))
+sys.exit(code)
+"""
+
+
+def step(name: str, *args: str) -> dict:
+    """Run one tunemake step in its own process: wall seconds and that process's peak RSS."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", WRAPPER, name, *args], check=True, capture_output=True, text=True)
+    return {"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": int(done.stdout.split()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[60_000, 600_000])
+    parser.add_argument("--base", type=Path, default=Path("results/base"))
+    args = parser.parse_args()
+
+    results = []
+    for rows in sorted(args.rows):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            size = generate(rows, tmp / "xlam.jsonl")
+            params = yaml.safe_load((ROOT / "params.yaml").read_text())
+            params["prepare"].update(
+                sources=[{"path": str(tmp / "xlam.jsonl"), "format": "xlam"}], group_by=None, replay=0
+            )
+            (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+            common = ["--params", str(tmp / "params.yaml")]
+            prepare = step("prepare", *common, "--out", str(tmp / "data"))
+            tokenize = step(
+                "tokenize", *common, "--base", str(args.base), "--data", str(tmp / "data"), "--out", str(tmp / "tok")
+            )
+            stats = json.loads((tmp / "tok" / "token_stats.json").read_text())
+            kept = sum(s["rows"] for s in stats["splits"].values())
+            tokens = sum(s["tokens"] for s in stats["splits"].values())
+            prepare["rows_per_second"] = round(rows / prepare["seconds"])
+            tokenize.update(
+                rows_per_second=round(kept / tokenize["seconds"]), tokens_per_second=round(tokens / tokenize["seconds"])
+            )
+            results.append(
+                {
+                    "rows": rows,
+                    "file_mb": round(size / 2**20, 1),
+                    "tokens": tokens,
+                    "prepare": prepare,
+                    "tokenize": tokenize,
+                    "total_seconds": round(prepare["seconds"] + tokenize["seconds"], 1),
+                }
+            )
+            print(json.dumps(results[-1]), file=sys.stderr)
+    print(json.dumps({"cpus": len(__import__("os").sched_getaffinity(0)), "runs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
