@@ -60,7 +60,7 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
         eval_steps=150,
         checkpoint_steps=150,
     )
-    params["gguf"].update(outtype="f32", quants=["Q8_0"])
+    params["gguf"].update(outtype="f32", quants=["Q8_0", "Q4_K_M"])
     params["prepare"]["replay"] = 0  # the steps run by hand here, without the replay step
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for step in (
@@ -89,10 +89,18 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
 def test_gguf_writes_f32_and_quant_with_sizes_and_modelfile(exported):
     out = exported / "results" / "gguf"
     sizes = json.loads((out / "sizes.json").read_text())
-    assert (sizes["shipped"], sizes["unquantized"], sizes["order"]) == ("Q8_0", "F32", ["F32", "Q8_0"])
+    assert (sizes["shipped"], sizes["unquantized"], sizes["order"]) == ("Q8_0", "F32", ["F32", "Q8_0", "Q4_K_M"])
     for name, entry in sizes["files"].items():
         assert (out / entry["file"]).stat().st_size == entry["bytes"]
         assert entry["stop_tokens"] == ["<|im_end|>"]
+    # What is inside, counted from the files: norms stay F32; the tiny model's 32-wide rows cannot take a K-quant's
+    # 256-blocks, so every tensor of its "Q4_K_M" falls back to a legacy type
+    files = sizes["files"]
+    assert set(files["F32"]["tensor_types"]) == {"F32"} and files["F32"]["fallback_tensors"] == 0
+    assert set(files["Q8_0"]["tensor_types"]) == {"Q8_0", "F32"} and files["Q8_0"]["fallback_tensors"] == 0
+    inside = files["Q4_K_M"]["tensor_types"]
+    assert not any("_K" in kind for kind in inside)
+    assert files["Q4_K_M"]["fallback_tensors"] == sum(n for kind, n in inside.items() if kind != "F32") > 0
     assert sizes["files"]["Q8_0"]["bytes"] < sizes["files"]["F32"]["bytes"] / 2  # the vocabulary is a large share here
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-Q8_0.gguf\n")

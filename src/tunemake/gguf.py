@@ -4,6 +4,8 @@ Conversion runs llama.cpp's own converter (the converter step's output) in a sub
 llama_cpp.llama_model_quantize from the same llama.cpp build. Every file is then loaded with llama_cpp.Llama, and
 its embedded chat template and stop tokens must render a sample conversation into exactly the token ids the
 training tokenizer produces: a GGUF that would prompt the model differently from training fails the step.
+sizes.json gives each file's size, bits per weight and the tensor types really inside it (counted from the file
+with the pinned gguf-py), with the tensors that fell back from a K-quant to a legacy type.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import logging
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from tunemake.chat import Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
-from tunemake.llamacpp import load
+from tunemake.llamacpp import file_template, load
 from tunemake.params import GgufParams
 from tunemake.params import load as load_params
 from tunemake.runtime import threads
@@ -72,21 +75,40 @@ def quantize(source: Path, target: Path, quant: str) -> None:
         raise StepError(f"llama.cpp could not quantize {source} to {quant}")
 
 
+def tensor_types(path: Path, converter: Path, name: str) -> dict:
+    """What the file holds, counted from its tensors: each type's share of the weights, and how many tensors fell
+    back from a K-quant to a legacy type (llama.cpp does so when a row is not a multiple of 256 wide, as all of
+    SmolLM2-135M's 576-wide rows are: its "Q4_K_M" is then mostly Q5_0 and Q8_0)."""
+    if str(converter / "gguf-py") not in sys.path:
+        sys.path.insert(0, str(converter / "gguf-py"))  # the gguf-py of the pinned llama.cpp, as the converter uses
+    from gguf import GGUFReader
+
+    counts: Counter = Counter()
+    weights: Counter = Counter()
+    for tensor in GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] += 1
+        weights[tensor.tensor_type.name] += int(tensor.n_elements)
+    total = sum(weights.values())
+    float_types = {"F32", "F16", "BF16"}
+    fallback = sum(n for kind, n in counts.items() if "_K" in name and kind not in float_types and "_K" not in kind)
+    return {
+        "tensor_types": dict(counts.most_common()),
+        "weight_share": {kind: round(n / total, 3) for kind, n in weights.most_common()},
+        "fallback_tensors": fallback,
+    }
+
+
 def check_template(llm, path: Path, tokenizer) -> dict:
     """The GGUF's chat template and stop tokens against the training tokenizer's, token for token."""
     import llama_cpp
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
+    formatter = file_template(llm)
+    if formatter is None:
         raise StepError(
             f"{path}: the GGUF carries no chat template (tokenizer.chat_template); the converter should copy "
             "it from the merged model's tokenizer_config.json / chat_template.jinja"
         )
     token_text = lambda t: llm._model.token_get_text(t)  # noqa: E731
-    formatter = Jinja2ChatFormatter(
-        template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
-    )
     gguf_text = formatter(messages=SAMPLE).prompt
     gguf_ids = llm.tokenize(gguf_text.encode(), add_bos=False, special=True)
     hf_text = Renderer(tokenizer).render(SAMPLE, None, add_generation_prompt=True)
@@ -164,13 +186,17 @@ def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
                 "megabytes": round(size / 2**20, 1),
                 "bits_per_weight": round(8 * size / n_params, 2),
                 "parameters": n_params,
+                **tensor_types(path, converter, name),
                 **checked,
             }
             log.info(
-                "gguf: %s %.1f MB, %.2f bits/weight, template and stop tokens match training",
+                "gguf: %s %.1f MB, %.2f bits/weight (%s; %d tensors fell back), template and stop tokens match "
+                "training",
                 path.name,
                 size / 2**20,
                 8 * size / n_params,
+                ", ".join(f"{kind} {share:.0%}" for kind, share in report[name]["weight_share"].items() if share),
+                report[name]["fallback_tensors"],
             )
             del llm
         shipped = params.quants[0] if params.quants else unquantized
