@@ -138,10 +138,11 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
 
 
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
-    """The low-level batched decoder gives the same greedy answers as decoding each prompt alone (real SmolLM2)."""
+    """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
+    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2)."""
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import greedy, load
+    from tunemake.llamacpp import file_template, greedy, load
     from tunemake.params import BaseParams
     from tunemake.weights import resolve
 
@@ -152,3 +153,9 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     together = greedy(llm, prompts, 12, parallel=4)
     assert alone == together
     assert all(answer for answer in together[0])
+    assert [file_template(llm)(messages=row["messages"]).prompt for row in rows] == prompts
+    served = [
+        llm.create_chat_completion(messages=row["messages"], temperature=0.0, max_tokens=12)["choices"][0]["message"]
+        for row in rows
+    ]
+    assert [message["content"].strip() for message in served] == together[0]

@@ -16,6 +16,18 @@ def load(path: Path, n_ctx: int = 512):
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads(), verbose=False)
 
 
+def file_template(llm):
+    """The GGUF's own chat template as llama-cpp-python's chat completion applies it: call it with messages (and
+    tools) for a ChatFormatterResponse whose .prompt is the text the model sees. None when the file has none."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    text = lambda token: llm._model.token_get_text(token) if token != -1 else ""  # noqa: E731
+    return Jinja2ChatFormatter(template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
+
+
 def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> tuple[list[str], list[bool]]:
     """Each rendered prompt's greedy answer, and whether it ended its turn before `max_new_tokens`.
 
@@ -39,6 +51,9 @@ def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
         params.n_batch, params.n_ubatch = sum(len(encoded[i]) for i in group), 512
         params.n_seq_max, params.kv_unified = len(group), False
         params.n_threads = params.n_threads_batch = threads()
+        # the loaded model's attention kernel (llama-cpp-python turns flash attention off; llama.cpp's default is
+        # auto): another kernel rounds differently and can flip a near tie, and answers must equal the chat API's
+        params.flash_attn_type = llm.context_params.flash_attn_type
         ctx = C.llama_init_from_model(llm.model, params)
         batch = C.llama_batch_init(params.n_ctx, 0, 1)
         try:
