@@ -177,3 +177,21 @@ def test_worker_processes_give_the_same_rows_in_the_same_order(tmp_path, smol_to
     first, second = (load_from_disk(str(tmp_path / name / "dataset"))["train"].to_dict() for name in ("one", "two"))
     assert first == second and len(first["id"]) == train["rows"]
     assert first["id"] == [row["id"] for row in rows if row["id"] in first["id"]]  # file order
+
+
+def test_stop_tokens_are_the_special_end_of_turn_tokens_never_whitespace(smol_tokenizer_dir):
+    """Gemma's tokenizer lists "\\n" among its added (not special) tokens and its template puts one after
+    <end_of_turn>: the stop tokens must stay the end-of-turn marker and eos, or every answer stops at a newline."""
+    from transformers import AutoTokenizer
+
+    from tunemake.chat import stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer.add_tokens(["\n"])
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    assert newline in tokenizer(" Ok<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(stop_token_ids(tokenizer)) == ["<|im_end|>"]

@@ -152,7 +152,10 @@ def stop_token_ids(tokenizer) -> list[int]:
     before = tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
     through = tokenizer.apply_chat_template([*question, {"role": "assistant", "content": "Ok"}], tokenize=False)
     tail = through[len(before) :].split("Ok", 1)[-1]
-    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    # Added tokens count only when marked special: Gemma's tokenizer also adds whitespace runs ("\n"), and a stop
+    # token "\n" would cut every answer at its first line break.
+    added = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special and token.content.strip()}
+    special = set(tokenizer.all_special_ids) | added
     stops = [t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in special]
     if tokenizer.eos_token_id is not None:
         stops.append(tokenizer.eos_token_id)
