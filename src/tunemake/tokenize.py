@@ -114,15 +114,25 @@ def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = No
         except ValueError as err:
             raise StepError(f"{path or 'split'} row {record['id']}: {err}") from None
     # One call for the batch: the Rust tokenizer is many times faster than a Python loop over rows or tokens.
-    encoded = renderer.tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for ids, offsets, (_, spans) in zip(encoded["input_ids"], encoded["offset_mapping"], rendered):
-        starts = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
-        trained = np.zeros(len(ids), dtype=bool)
-        for lo, hi in spans:
+    encodings = renderer.tokenizer._tokenizer.encode_batch([text for text, _ in rendered], add_special_tokens=False)
+    return [(encoding.ids, labels(encoding, spans)) for encoding, (_, spans) in zip(encodings, rendered)]
+
+
+def labels(encoding, spans: list[tuple[int, int]]) -> list[int]:
+    """A token is trained when it starts inside an assistant span: each span's first and last token are found by
+    asking the tokenizer where two characters fall, not by walking every token's offsets in Python."""
+    ids = np.asarray(encoding.ids)
+    trained = np.zeros(len(ids), dtype=bool)
+    for lo, hi in spans:
+        first, last = encoding.char_to_token(lo), encoding.char_to_token(hi - 1)
+        if first is None or last is None:  # a character no token covers: fall back to every token's start
+            starts = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
             trained |= (starts >= lo) & (starts < hi)
-        out.append((ids, np.where(trained, ids, IGNORE).tolist()))
-    return out
+            continue
+        if encoding.token_to_chars(first)[0] < lo:  # a token that starts before the span belongs to the prompt
+            first += 1
+        trained[first : last + 1] = True
+    return np.where(trained, ids, IGNORE).tolist()
 
 
 def _encode_lines(batch: dict, renderer: Renderer, params: TokenizeParams, path: Path) -> dict:
