@@ -91,6 +91,9 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
+    # No model answers twice: the tuned model's answers are its F16 GGUF's; transformers answers the 2 timed rows,
+    # which check the engines against each other
+    assert metrics["tuned_answers_from"] == "gguf-F16" and metrics["engine_check"]["rows"] == 2
     # The regression suite: 4 prompts, each under one system turn in turn, answered by the base and the shipped GGUF;
     # drift for the tuned model
     general = {name: m["general"] for name, m in metrics["models"].items() if "general" in m}
@@ -105,7 +108,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         "checkable general answers, base minus Q8_0",
         "drift: tuned loss on the base's general answers minus the base's (nats/token)",
     ]
-    assert f"{gate['verdict'].upper()}</span>" in (workspace / "results" / "report" / "index.html").read_text()
+    page = (workspace / "results" / "report" / "index.html").read_text()
+    assert f"{gate['verdict'].upper()}</span>" in page and "gguf-F16, its unquantized GGUF" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 

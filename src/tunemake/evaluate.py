@@ -6,7 +6,10 @@ and speed (prompt and generation tokens/s, time to first token, the process's pe
 fresh process, so its peak memory is its own and no model's memory lingers into the next one.
 
 The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
-GGUF files render it with their own embedded template through llama-cpp-python, as a user of the file would.
+GGUF files render it with their own embedded template as llama-cpp-python's chat completion does, as a user of the
+file would, and answer all rows at once (llama.cpp batched decoding). No model answers twice: the tuned model's
+answers are its unquantized GGUF's, and transformers answers only the rows it times, which double as a check that
+the two engines agree (metrics.json `engine_check`; a difference is logged and shown in the report).
 
 The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
 answers the general prompts the base answered, greedily, all at once (llama.cpp batched decoding); each answer's
@@ -75,9 +78,12 @@ class FirstTokenTimer:
         pass
 
 
-def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
+def hf_model(
+    model_dir: str, tokenized: str, answer_all: bool, rows: list[dict], params: dict, suite: dict | None
+) -> dict:
     """Loss, answers and speed of a transformers model, and its loss on the base's general answers when given the
-    suite (runs in its own process)."""
+    suite (runs in its own process). With answer_all false it answers only the timed rows: the tuned model's
+    answers come from its unquantized GGUF, and the timed rows check that both engines agree."""
     import torch
 
     params = EvalParams(**params)
@@ -89,16 +95,22 @@ def hf_model(model_dir: str, tokenized: str, rows: list[dict], params: dict, sui
         result["loss"] = held_out_loss(
             model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
         )
-        result["answers"], result["stopped"] = general.hf_greedy(model, tokenizer, prompts, generate, params.batch_size)
+        if answer_all:
+            result["answers"], result["stopped"] = general.hf_greedy(
+                model, tokenizer, prompts, generate, params.batch_size
+            )
         if suite:  # drift only: its GGUFs answer the suite, faster (the base's answers come from the suite step)
             started, base = time.perf_counter(), [row["answer"] for row in suite["base"]]
             result["drift_losses"] = general.answer_losses(
                 model, tokenizer, suite["prompts"], base, suite["batch_size"]
             )
             result["drift_seconds"] = time.perf_counter() - started
-        timed = [prompts[i] for i in general.spread(len(rows), params.speed_rows)]
+        timed = general.spread(len(rows), params.speed_rows)
         # one at a time, as served
-        result["timings"] = [time_one(model, tokenizer, prompt, generate) for prompt in timed]
+        result["timings"], result["timed_answers"] = zip(
+            *(time_one(model, tokenizer, prompts[i], generate) for i in timed)
+        )
+        result["timed_rows"] = timed
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -123,51 +135,77 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
     return total / max(count, 1)
 
 
-def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple:
-    """(prompt tokens, generated tokens, time to first token, time after it) for one request."""
+def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]:
+    """(prompt tokens, generated tokens, time to first token, time after it) for one request, and its answer."""
     encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     timer, started = FirstTokenTimer(), time.perf_counter()
     output = model.generate(**encoded, **generate, streamer=timer)
     ended = time.perf_counter()
     prompt_tokens = encoded["input_ids"].shape[1]
-    return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first)
+    answer = tokenizer.decode(output[0, prompt_tokens:], skip_special_tokens=True).strip()
+    return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first), answer
 
 
 def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
     """Answers and speed of a GGUF file through llama-cpp-python, and its general answers when given the suite
-    (runs in its own process)."""
+    (runs in its own process). Prompts are rendered by the file's own chat template as llama-cpp-python's chat
+    completion renders them; all rows are answered at once (batched decoding), and the timed rows one at a time
+    through create_chat_completion, as a user of the file would call it."""
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import greedy, load
+    from tunemake.llamacpp import file_template, greedy, load
 
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
     llm = load(Path(path), n_ctx=4096)
-    answers, stopped, timings = [], [], []
-    timed = set(general.spread(len(rows), params.speed_rows))
-    for index, row in enumerate(rows):
-        messages, tools = renderer.prepare(row["prompt"], row["tools"])
+    template = file_template(llm)
+    prepared = [renderer.prepare(row["prompt"], row["tools"]) for row in rows]
+    prompts = [template(messages=messages, tools=tools).prompt for messages, tools in prepared]
+    answers, stopped = greedy(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
+    timings = []
+    for messages, tools in (prepared[i] for i in general.spread(len(rows), params.speed_rows)):
         llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
         llama_cpp.llama_perf_context_reset(llm.ctx)
         started = time.perf_counter()
-        response = llm.create_chat_completion(
-            messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens
-        )
+        llm.create_chat_completion(messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens)
         elapsed = time.perf_counter() - started
-        answers.append((response["choices"][0]["message"]["content"] or "").strip())
-        stopped.append(response["choices"][0]["finish_reason"] != "length")
         # llama.cpp's own counters: the prompt's evaluation ends when the first token can be sampled; n_eval counts
         # the tokens decoded after that one.
         perf = llama_cpp.llama_perf_context(llm.ctx)
-        if index in timed:
-            timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
+        timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
     result = {"answers": answers, "stopped": stopped, "loss": None, "timings": timings}
     if suite:
         started = time.perf_counter()
         result["general"] = dict(zip(("answers", "stopped"), greedy(llm, suite["prompts"], suite["max_new_tokens"])))
         result["general"]["seconds"] = time.perf_counter() - started
     return {**result, "peak_rss_mb": peak_rss_mb()}
+
+
+def engine_check(rows: list[dict], tuned: dict, unquantized: str) -> dict:
+    """The timed rows' transformers answers against the unquantized GGUF's, which stand for the tuned model's: a
+    broken conversion would show here (rounding to 16 bits can also flip a near tie late in a long answer)."""
+    differing = [
+        {"id": rows[i]["id"], "transformers": answer, unquantized: tuned["answers"][i]}
+        for i, answer in zip(tuned["timed_rows"], tuned["timed_answers"])
+        if answer != tuned["answers"][i]
+    ]
+    for row in differing:
+        log.warning(
+            "evaluate: on test row %s the tuned model answers differently in transformers and in %s; its scores "
+            "are %s's. transformers: %r; %s: %r",
+            row["id"],
+            unquantized,
+            unquantized,
+            row["transformers"],
+            unquantized,
+            row[unquantized],
+        )
+    return {
+        "rows": len(tuned["timed_rows"]),
+        "equal": len(tuned["timed_rows"]) - len(differing),
+        "differing": differing,
+    }
 
 
 def in_fresh_process(function, *args) -> dict:
@@ -297,20 +335,39 @@ def run(
     }
     if not rows:
         raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
-    models = {"base": (hf_model, str(base), str(tokenized)), "tuned": (hf_model, str(merged), str(tokenized))}
     sizes = json.loads((gguf / "sizes.json").read_text())
-    for name in sizes["order"]:
-        models[f"gguf-{name}"] = (gguf_model, str(gguf / sizes["files"][name]["file"]), str(merged))
+    unquantized = f"gguf-{sizes['unquantized']}"
+    # The tuned model's answers are its unquantized GGUF's (llama.cpp is several times faster than transformers
+    # here); transformers answers only the timed rows, which check that both engines agree.
+    models = {
+        "base": (hf_model, str(base), str(tokenized), True),
+        "tuned": (hf_model, str(merged), str(tokenized), False),
+        **{
+            f"gguf-{name}": (gguf_model, str(gguf / sizes["files"][name]["file"]), str(merged))
+            for name in sizes["order"]
+        },
+    }
     # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the tuned model gives its drift.
     asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else set(models) - {"base"})
-    metrics = {"test_rows": len(rows), "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows), "models": {}}
+    results = {}
+    for name, (function, *where) in models.items():
+        started = time.perf_counter()
+        results[name] = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
+        log.info("evaluate: %s in %.0fs", name, time.perf_counter() - started)
+    tuned = results["tuned"]
+    tuned["answers"], tuned["stopped"] = results[unquantized]["answers"], results[unquantized]["stopped"]
+    metrics = {
+        "test_rows": len(rows),
+        "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
+        "tuned_answers_from": unquantized,
+        "engine_check": engine_check(rows, tuned, unquantized),
+        "models": {},
+    }
     answers, row_scores = {}, {}
     general_answers = {"base": [r["base"]["answer"] for r in suite]}
     general_rows = {"base": general_scores(suite, general_answers["base"], [r["base"]["stopped"] for r in suite])}
     tuned_losses = []
-    for name, (function, *where) in models.items():
-        started = time.perf_counter()
-        result = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
+    for name, result in results.items():
         summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
         if "general" in result:
             answered = result["general"]
@@ -322,10 +379,7 @@ def run(
         if "drift_losses" in result:
             tuned_losses = result["drift_losses"]
             log.info(
-                "evaluate: %s drift pass over the %d general prompts in %.0fs",
-                name,
-                len(suite),
-                result["drift_seconds"],
+                "evaluate: %s drift pass over %d general prompts in %.0fs", name, len(suite), result["drift_seconds"]
             )
             summary["general"] = drift_summary(suite, tuned_losses)
         if result["loss"] is not None:
@@ -333,14 +387,12 @@ def run(
         summary["speed"] = speed(result["timings"], result["peak_rss_mb"])
         metrics["models"][name] = summary
         answers[name] = result["answers"]
-        tool = summary.get("tool_calls", {}).get("exact_match")
         log.info(
-            "evaluate: %s in %.0fs: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s",
+            "evaluate: %s: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s",
             name,
-            time.perf_counter() - started,
             summary["exact_match"],
             summary["rouge_l"],
-            tool,
+            summary.get("tool_calls", {}).get("exact_match"),
             summary["speed"].get("generation_tokens_per_second"),
         )
     with atomic_dir(out) as tmp:

@@ -74,6 +74,14 @@ def save(figure, path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def inside(file: dict) -> str | None:
+    """A GGUF's real tensor types: the name on the file is not always what is inside."""
+    if not file.get("weight_share"):
+        return None
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, share in file["weight_share"].items() if share >= 0.005)
+    return f"{shares}; {file['fallback_tensors']} fell back" if file["fallback_tensors"] else shares
+
+
 def span(interval: list[float] | None) -> str | None:
     return f"{interval[0]:g} to {interval[1]:g}" if interval else None
 
@@ -100,11 +108,13 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
             ]
         )
         s = m["speed"]
-        size = sizes["files"].get(name[5:], {}).get("megabytes") if name.startswith("gguf-") else None
+        file = sizes["files"].get(name[5:], {}) if name.startswith("gguf-") else {}
         speed.append(
             [
                 name,
-                size,
+                file.get("megabytes"),
+                file.get("bits_per_weight"),
+                inside(file),
                 s.get("time_to_first_token_s"),
                 s.get("prompt_tokens_per_second"),
                 s.get("generation_tokens_per_second"),
@@ -178,6 +188,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
             [
                 "model",
                 "size (MB)",
+                "bits/weight",
+                "tensor types (share of weights; fell back)",
                 "first token (s)",
                 "prompt tok/s",
                 "generation tok/s",
@@ -233,8 +245,16 @@ def general_samples(samples: list[dict], shipped: str) -> list[dict]:
     ]
 
 
+def engines(metrics: dict) -> str:
+    """Where the tuned model's answers come from, and whether transformers agreed on the rows it timed."""
+    source, check = metrics["tuned_answers_from"], metrics["engine_check"]
+    agreed = f"transformers gave the same answer on {check['equal']} of the {check['rows']} rows it timed"
+    differing = "; differing: " + ", ".join(d["id"] for d in check["differing"]) if check["differing"] else ""
+    return f"The tuned model's answers are those of {source}, its unquantized GGUF: {agreed}{differing}."
+
+
 def markdown(
-    result: dict, tabs: dict, samples: list[dict], general: list[dict], params_text: str, summary: dict
+    result: dict, tabs: dict, samples: list[dict], general: list[dict], params_text: str, summary: dict, note: str
 ) -> str:
     md = lambda name: tabulate(tabs[name][1], headers=tabs[name][0], tablefmt="github", missingval="-")  # noqa: E731
     parts = [
@@ -268,6 +288,8 @@ def markdown(
         "## Held-out scores (points, 0-100)",
         "",
         md("quality"),
+        "",
+        note,
         "",
         "![scores](scores.png)",
         "",
@@ -355,8 +377,11 @@ def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Pa
             params_text=params_text,
             summary=summary,
             metrics=metrics,
+            engines=engines(metrics),
         )
         (tmp / "index.html").write_text(html, encoding="utf-8")
-        (tmp / "report.md").write_text(markdown(result, tabs, samples, general, params_text, summary), encoding="utf-8")
+        (tmp / "report.md").write_text(
+            markdown(result, tabs, samples, general, params_text, summary, engines(metrics)), encoding="utf-8"
+        )
     log.info("report: verdict %s -> %s", result["verdict"].upper(), out / "index.html")
     return result
