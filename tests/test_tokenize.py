@@ -106,6 +106,28 @@ def test_a_template_that_rewrites_history_is_reported(smol_tokenizer_dir, tmp_pa
         tokenize.encode(Renderer(fast_tokenizer(tmp_path / "tok")), MULTI_TURN)
 
 
+@pytest.mark.parametrize(
+    ("family", "template"), [("qwen3", "TRL's"), ("qwen3_5_nothink", "TRL's"), ("phi3_5", "the model's own")]
+)
+def test_families_whose_templates_rewrite_history_are_labelled_right(family, template, smol_tokenizer_dir):
+    """Qwen3 drops earlier turns' thoughts: the prefix method alone refuses it (see above), and TRL's training
+    template for the family, which renders the first prompt exactly as the model's own, is used for training.
+    Phi-3.5 ends the conversation (not each turn) with eos: its own template works once that is allowed for. Every
+    assistant turn is labelled: its content and its end-of-turn token, nothing of the prompts."""
+    import trl.chat_template_utils as trl_templates
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer.chat_template = getattr(trl_templates, f"{family}_chat_template")
+    renderer = Renderer(tokenizer)
+    assert renderer.training_template.startswith(template) and (renderer.training is not None) == (template == "TRL's")
+    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    trained = trained_text(renderer, labels)
+    end = {"phi3_5": "<|end|>"}.get(family, "<|im_end|>")
+    assert trained.replace("<think>\n\n</think>\n\n", "").startswith(f"Oslo.{end}"), trained
+    assert f"Lima.{end}" in trained and "Peru" not in trained and "Norway" not in trained
+
+
 def splits(tmp_path, rows):
     data = tmp_path / "data"
     data.mkdir()

@@ -102,21 +102,45 @@ def fast_tokenizer(folder):
     return tokenizer
 
 
+PROBE = [  # two turns: a template that rewrites earlier turns (reasoning models drop old thoughts) shows here
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Capital of Norway?"},
+    {"role": "assistant", "content": "Oslo."},
+    {"role": "user", "content": "And of Peru?"},
+    {"role": "assistant", "content": "Lima."},
+]
+
+
 class Renderer:
-    """Renders canonical records with one tokenizer's template, natively or through the fallback."""
+    """Renders canonical records with one tokenizer's template, natively or through the fallback.
+
+    Training finds the assistant tokens by rendering growing prefixes of each conversation. A family whose own
+    template rewrites earlier turns (Qwen3, Phi-3.5, DeepSeek-R1 distills...) cannot be read that way; for those,
+    TRL ships a training template that renders history as it was generated (trl.chat_template_utils), used here
+    for training only, and only when it renders the generation prompt exactly as the model's own template does
+    (`training_template` says which was used). Prompts for inference always use the model's own template.
+    """
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.support = tool_support(tokenizer)
+        self.training = None  # a chat template used for training instead of the model's own
+        self.training_template = "the model's own"
+        try:
+            self.assistant_spans(PROBE, None)
+        except ValueError:
+            self.training, self.training_template = trl_training_template(self)
 
     def prepare(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], list[dict] | None]:
         if self.support.native or (not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
             return messages, tools or None
         return with_fallback(messages, tools), None
 
-    def render(self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False) -> str:
+    def render(
+        self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False, template=None
+    ) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=template
         )
 
     def assistant_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
@@ -125,21 +149,44 @@ class Renderer:
         Found by rendering growing prefixes of the conversation, which works for any template that renders a
         conversation's prefix as a prefix of its text; one that does not is reported, never guessed at.
         """
-        full = self.render(messages, tools)
+        full = self.render(messages, tools, template=self.training)
         spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = self.render(messages[:i], tools, add_generation_prompt=True)
-            through = full if i == len(messages) - 1 else self.render(messages[: i + 1], tools)
+            before = self.render(messages[:i], tools, add_generation_prompt=True, template=self.training)
+            through = full if i == len(messages) - 1 else self.render(messages[: i + 1], tools, template=self.training)
+            eos = self.tokenizer.eos_token or ""
+            if eos and not full.startswith(through) and through.rstrip().endswith(eos):
+                through = through.rstrip()[: -len(eos)]  # Phi-3.5 ends the conversation, not the turn, with eos
             if not (through.startswith(before) and full.startswith(through)):
                 raise ValueError(
                     f"the chat template does not render turn {i} as a continuation of the turns before it, so the "
-                    "assistant tokens cannot be located; use a template without history-dependent rewriting "
-                    "(base.chat_template in params.yaml)"
+                    "assistant tokens cannot be located, and TRL has no training template for it; use a template "
+                    "without history-dependent rewriting (base.chat_template in params.yaml)"
                 )
             spans.append((len(before), len(through.rstrip())))
         return full, spans
+
+
+def trl_training_template(renderer: Renderer) -> tuple[str | None, str]:
+    """TRL's prefix-preserving training template for this family, if it has one and it renders the probe's
+    generation prompt exactly as the model's own template does; else (None, why)."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        template = get_training_chat_template(renderer.tokenizer)
+    except ValueError:
+        return None, "the model's own (TRL has no training template for it)"
+    if template is None:
+        return None, "the model's own"
+    # The first turn's prompt: later ones differ by design (the model's own template drops earlier thoughts)
+    prompt = PROBE[:2]
+    if renderer.render(prompt, None, add_generation_prompt=True, template=template) != renderer.render(
+        prompt, None, add_generation_prompt=True
+    ):
+        return None, "the model's own (TRL's training template renders a different generation prompt)"
+    return template, "TRL's training template for this family (the model's own rewrites earlier turns)"
 
 
 def stop_token_ids(tokenizer) -> list[int]:

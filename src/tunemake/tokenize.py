@@ -75,6 +75,7 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
         "tool_format": "native"
         if renderer.support.native
         else "fallback (<tool_call> JSON in text, see tunemake.chat)",
+        "training_template": renderer.training_template,
         "splits": {},
     }
     with atomic_dir(out) as tmp:
