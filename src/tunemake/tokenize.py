@@ -175,7 +175,7 @@ def tokenize_split(renderer: Renderer, path: Path, params: TokenizeParams, cache
         fn_kwargs={"renderer": renderer, "params": params, "path": path},
         batched=True,
         batch_size=BATCH,
-        num_proc=min(threads(), len(lines) // ROWS_PER_PROCESS) or None,
+        num_proc=processes if (processes := min(threads(), len(lines) // ROWS_PER_PROCESS)) > 1 else None,
         remove_columns=["text"],
         features=_features(),
         new_fingerprint=f"{path.stem}-encoded",  # not a hash of the tokenizer: the cache lives only for this run
