@@ -3,7 +3,9 @@
 One process, one model (the train.lora settings from params.yaml on results/base), the same randomly drawn rows in
 the same batches for every variant ("length-grouped" sorts them by length first, as train.group_by_length does);
 variants run interleaved, `--repeats` times each, and the median is reported. Tokens/s counts real tokens only
-(never padding). Forward and backward, no optimizer step. On a GPU it runs as training would there: float32 master
+(never padding). Forward and backward, no optimizer step, in training mode (dropout on). It also measures the
+process's float32 matmul peak and reports each variant's achieved GFLOP/s as a fraction of it, with the CPU's
+model and flags (figures from two CPUs are not comparable). On a GPU it runs as training would there: float32 master
 weights under bf16 (or fp16) autocast, timed after a device synchronise. Prints JSON.
 
     python benchmarks/train_throughput.py --rows 32 --batch-size 8
@@ -20,12 +22,13 @@ from pathlib import Path
 import datasets
 import torch
 from peft import get_peft_model
-from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from tunemake import weights
 from tunemake.loss import assistant_loss
 from tunemake.methods.lora import lora_config
 from tunemake.params import load
+from tunemake.runtime import cpu_features
 from tunemake.train import precision
 
 
@@ -34,12 +37,33 @@ def all_positions_loss(model, batch):
     return model(**batch, use_cache=False).loss
 
 
-VARIANTS = {  # name: (padding_free, length_grouped, loss)
-    "padded": (False, False, assistant_loss),
-    "padded, length-grouped": (False, True, assistant_loss),
-    "padding_free": (True, False, assistant_loss),
-    "padded, head on all positions": (False, False, all_positions_loss),
+VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured)
+    "padded": (False, False, assistant_loss, True),
+    "padded, length-grouped": (False, True, assistant_loss, True),
+    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False),
+    "padding_free": (True, False, assistant_loss, True),
+    "padded, head on all positions": (False, False, all_positions_loss, True),
 }
+
+
+def matmul_peak_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """The best of a few float32 size x size matmuls on this process's threads: the ceiling to compare with."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_token(model) -> float:
+    """Forward 2N, backward 2N for the activations' gradients through the frozen weights, 4 more per trainable
+    weight (its gradient and the optimizer's share is not counted: no optimizer step here). Attention's own
+    matmuls are left out (small at these lengths); the output head counts fully, an upper bound."""
+    frozen = sum(p.numel() for n, p in model.named_parameters() if not p.requires_grad and "embed_tokens" not in n)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 4 * frozen + 6 * trainable
 
 
 def main() -> None:
@@ -58,7 +82,7 @@ def main() -> None:
     autocast = torch.autocast(
         device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16, enabled=device == "cuda"
     )
-    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).to(device)
+    model = weights.load(args.base, dtype=torch.float32).to(device)  # results/base pins the weights
     model = get_peft_model(model, lora_config(load(args.params).train.lora))
     train = datasets.load_from_disk(str(args.data / "dataset"))["train"].remove_columns("id")
     rows = list(train.shuffle(seed=0).select(range(min(args.rows, len(train)))))
@@ -68,10 +92,17 @@ def main() -> None:
         ordered = sorted(rows, key=lambda r: len(r["input_ids"])) if length_grouped else rows
         return [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
 
-    def measure(padding_free: bool, length_grouped: bool, loss_fn) -> tuple[float, int, float]:
+    model.train()  # as the trainer runs it: dropout active
+    dropouts = {name: module.lora_dropout for name, module in model.named_modules() if hasattr(module, "lora_dropout")}
+    saved = [dict(holder) for holder in dropouts.values()]
+
+    def measure(padding_free: bool, length_grouped: bool, loss_fn, dropout: bool) -> tuple[float, int, float]:
         collate = DataCollatorForLanguageModeling(
             pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free
         )
+        for holder in dropouts.values():  # an Identity is what PEFT builds for dropout 0: no copy of the input
+            for adapter in holder:
+                holder[adapter] = holder[adapter] if dropout else torch.nn.Identity()
         computed, losses, started = 0, [], time.perf_counter()
         for group in batches(length_grouped):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
@@ -82,6 +113,8 @@ def main() -> None:
             loss.backward()
             losses.append(loss.item())  # .item() waits for the device, so the clock sees finished work
         model.zero_grad(set_to_none=True)
+        for holder, original in zip(dropouts.values(), saved):
+            holder.update(original)
         return time.perf_counter() - started, computed, sum(losses) / len(losses)
 
     measure(*VARIANTS[args.variants[0]])  # warm-up: allocator and kernel caches
@@ -89,8 +122,13 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in args.variants:
             timings[name].append(measure(*VARIANTS[name]))
+    peak = matmul_peak_gflops(device)
+    per_token = flops_per_token(model)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "cpu": cpu_features(),
+        "matmul_peak_gflops_fp32": round(peak, 1),
+        "flops_per_token": per_token,
         "precision": precision("auto"),
         "attention": model.config._attn_implementation,
         "threads": torch.get_num_threads(),
@@ -107,6 +145,8 @@ def main() -> None:
             "computed_tokens": runs[0][1],
             "pad_share": round(1 - real_tokens / runs[0][1], 3),
             "mean_loss": round(runs[0][2], 5),
+            "achieved_gflops": round(real_tokens * per_token / seconds / 1e9, 1),
+            "fraction_of_matmul_peak": round(real_tokens * per_token / seconds / 1e9 / peak, 3),
         }
     print(json.dumps(result, indent=2))
 
