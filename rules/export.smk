@@ -17,6 +17,7 @@ rule gguf:
     input:
         merged="results/merged",
         converter="results/converter",
+        data="results/tokenized",
         code=code("gguf"),
     output:
         directory("results/gguf"),
@@ -27,5 +28,5 @@ rule gguf:
     params:
         gguf=config["gguf"],
     shell:
-        "tunemake gguf --params params.yaml --merged {input.merged} --converter {input.converter} --out {output}"
-        " --log-file {log}"
+        "tunemake gguf --params params.yaml --merged {input.merged} --converter {input.converter} --data {input.data}"
+        " --out {output} --log-file {log}"

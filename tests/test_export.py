@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -80,7 +81,17 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
         ],
         ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
         ["converter", "--out", "results/converter"],
-        ["gguf", "--merged", "results/merged", "--converter", "results/converter", "--out", "results/gguf"],
+        [
+            "gguf",
+            "--merged",
+            "results/merged",
+            "--converter",
+            "results/converter",
+            "--data",
+            "results/tokenized",
+            "--out",
+            "results/gguf",
+        ],
     ):
         run(["tunemake", *step], root)
     return root
@@ -89,10 +100,12 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
 def test_gguf_writes_f32_and_quant_with_sizes_and_modelfile(exported):
     out = exported / "results" / "gguf"
     sizes = json.loads((out / "sizes.json").read_text())
-    assert (sizes["shipped"], sizes["unquantized"], sizes["order"]) == ("Q8_0", "F32", ["F32", "Q8_0", "Q4_K_M"])
+    order = ["F32", "Q8_0", "Q4_K_M", "Q4_K_M-no-imatrix"]
+    assert (sizes["shipped"], sizes["unquantized"], sizes["order"]) == ("Q8_0", "F32", order)
     for name, entry in sizes["files"].items():
         assert (out / entry["file"]).stat().st_size == entry["bytes"]
-        assert entry["stop_tokens"] == ["<|im_end|>"]
+        assert entry["stop_tokens"] == ["<|im_end|>"]  # every file, imatrix or not, passed the template round trip
+    assert {name: entry["imatrix"] for name, entry in sizes["files"].items()} == dict(zip(order, [0, 1, 1, 0]))
     # What is inside, counted from the files: norms stay F32; the tiny model's 32-wide rows cannot take a K-quant's
     # 256-blocks, so every tensor of its "Q4_K_M" falls back to a legacy type
     files = sizes["files"]
@@ -152,3 +165,34 @@ def test_a_planted_wrong_template_fails_the_round_trip_loudly(exported, tmp_path
     with pytest.raises(StepError, match="planted.gguf: the GGUF's chat template renders a different prompt") as err:
         gguf_mod.check_template(gguf_mod.load(planted), planted, tokenizer)
     assert "first difference at token 0" in str(err.value) and "[system]" in str(err.value)
+
+
+def test_imatrix_holds_each_quantized_weights_mean_squared_inputs_and_changes_the_quant(exported):
+    """One entry per quantized block weight with its column count, finite and positive; the value for attn_q of
+    block 0 recomputed without hooks (the first block's input norm applied to the embeddings); and the quant made
+    with it differs from the one made without."""
+    import torch
+
+    from tunemake import imatrix
+    from tunemake.weights import load
+
+    results = exported / "results"
+    converter, out = results / "converter", results / "gguf"
+    means = imatrix.read(out / "imatrix.gguf", converter)
+    f32 = imatrix.gguf_py(converter).GGUFReader(out / "model-F32.gguf")
+    quantized = {t.name: int(t.shape[0]) for t in f32.tensors if t.name.startswith("blk.") and len(t.shape) == 2}
+    assert {name: m.size for name, m in means.items()} == quantized  # q, k, v, o, gate, up, down per block
+    assert all(np.isfinite(m).all() and (m > 0).all() for m in means.values())
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sizes["imatrix"]["entries"] == len(quantized) and sizes["imatrix"]["missing"] == []
+
+    model = load(results / "merged", torch_dtype=torch.float32).eval()
+    rows = imatrix.calibration_rows(results / "tokenized", sizes["imatrix"]["tokens"])
+    assert sum(map(len, rows)) == sizes["imatrix"]["tokens"]
+    with torch.inference_mode():
+        normed = [model.model.layers[0].input_layernorm(model.model.embed_tokens(torch.tensor([r])))[0] for r in rows]
+    expected = torch.cat(normed).double().square().mean(0).numpy()
+    np.testing.assert_allclose(means["blk.0.attn_q.weight"], expected, rtol=1e-4)
+
+    with_matrix, without = (out / f"model-{name}.gguf" for name in ("Q4_K_M", "Q4_K_M-no-imatrix"))
+    assert with_matrix.stat().st_size == without.stat().st_size and with_matrix.read_bytes() != without.read_bytes()

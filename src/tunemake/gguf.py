@@ -1,7 +1,9 @@
 """gguf: the merged model as GGUF files (F16 plus each quant in params), load-checked, with an Ollama Modelfile.
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
-llama_cpp.llama_model_quantize from the same llama.cpp build. Every file is then loaded with llama_cpp.Llama, and
+llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
+training split (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's format); with gguf.imatrix_compare each quant
+is also made without it, so evaluate measures the difference. Every file is then loaded with llama_cpp.Llama, and
 its embedded chat template and stop tokens must render a sample conversation into exactly the token ids the
 training tokenizer produces: a GGUF that would prompt the model differently from training fails the step.
 sizes.json gives each file's size, bits per weight and the tensor types really inside it (counted from the file
@@ -19,6 +21,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tunemake import imatrix
 from tunemake.chat import Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
@@ -65,12 +68,14 @@ def convert(converter: Path, merged: Path, out_file: Path, outtype: str) -> None
         raise StepError(f"llama.cpp's converter failed on {merged}:\n{result.stderr.strip()[-3000:]}")
 
 
-def quantize(source: Path, target: Path, quant: str) -> None:
+def quantize(source: Path, target: Path, quant: str, matrix: imatrix.QuantizeArray | None) -> None:
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
     params.nthread = threads()
+    if matrix is not None:
+        params.imatrix = matrix.array
     if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
         raise StepError(f"llama.cpp could not quantize {source} to {quant}")
 
@@ -79,13 +84,9 @@ def tensor_types(path: Path, converter: Path, name: str) -> dict:
     """What the file holds, counted from its tensors: each type's share of the weights, and how many tensors fell
     back from a K-quant to a legacy type (llama.cpp does so when a row is not a multiple of 256 wide, as all of
     SmolLM2-135M's 576-wide rows are: its "Q4_K_M" is then mostly Q5_0 and Q8_0)."""
-    if str(converter / "gguf-py") not in sys.path:
-        sys.path.insert(0, str(converter / "gguf-py"))  # the gguf-py of the pinned llama.cpp, as the converter uses
-    from gguf import GGUFReader
-
     counts: Counter = Counter()
     weights: Counter = Counter()
-    for tensor in GGUFReader(path).tensors:
+    for tensor in imatrix.gguf_py(converter).GGUFReader(path).tensors:
         counts[tensor.tensor_type.name] += 1
         weights[tensor.tensor_type.name] += int(tensor.n_elements)
     total = sum(weights.values())
@@ -154,14 +155,15 @@ def modelfile(gguf_name: str, tokenizer, params: GgufParams) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merged", type=Path, required=True, help="the merge step's output")
     parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
+    parser.add_argument("--data", type=Path, required=True, help="the tokenize step's output (imatrix calibration)")
     parser.add_argument("--out", type=Path, required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).gguf, args.merged, args.converter, args.out)
+    run(load_params(args.params).gguf, args.merged, args.converter, args.data, args.out)
 
 
-def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
+def run(params: GgufParams, merged: Path, converter: Path, data: Path, out: Path) -> dict:
     import llama_cpp
     from transformers import AutoTokenizer
 
@@ -171,9 +173,18 @@ def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
         unquantized = params.outtype.upper()
         convert(converter, merged, tmp / f"model-{unquantized}.gguf", params.outtype)
         files[unquantized] = tmp / f"model-{unquantized}.gguf"
-        for quant in params.quants:
-            quantize(files[unquantized], tmp / f"model-{quant}.gguf", quant)
-            files[quant] = tmp / f"model-{quant}.gguf"
+        matrix, calibration = None, None
+        if params.imatrix_tokens:
+            means, calibration = imatrix.compute(
+                merged, data, converter, files[unquantized], tmp / "imatrix.gguf", params.imatrix_tokens
+            )
+            matrix = imatrix.QuantizeArray(means)
+        made = [(quant, quant, matrix) for quant in params.quants]
+        made += [(f"{quant}-no-imatrix", quant, None) for quant in params.compared()]
+        for name, quant, used in made:
+            quantize(files[unquantized], tmp / f"model-{name}.gguf", quant, used)
+            files[name] = tmp / f"model-{name}.gguf"
+        with_imatrix = {name for name, _, used in made if used is not None}
         report = {}
         for name, path in files.items():
             llm = load(path)
@@ -186,6 +197,7 @@ def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
                 "megabytes": round(size / 2**20, 1),
                 "bits_per_weight": round(8 * size / n_params, 2),
                 "parameters": n_params,
+                "imatrix": name in with_imatrix,
                 **tensor_types(path, converter, name),
                 **checked,
             }
@@ -202,6 +214,13 @@ def run(params: GgufParams, merged: Path, converter: Path, out: Path) -> dict:
         shipped = params.quants[0] if params.quants else unquantized
         (tmp / "Modelfile").write_text(modelfile(files[shipped].name, tokenizer, params))
         write_json(
-            tmp / "sizes.json", {"shipped": shipped, "unquantized": unquantized, "order": list(files), "files": report}
+            tmp / "sizes.json",
+            {
+                "shipped": shipped,
+                "unquantized": unquantized,
+                "order": list(files),
+                "files": report,
+                "imatrix": calibration,
+            },
         )
     return report

@@ -198,13 +198,47 @@ class MergeParams(Strict):
     )
 
 
-Quant = Literal["Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
+# llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*); these cannot be made without an importance matrix.
+IMATRIX_IGNORED = ("Q8_0",)  # its rounding has no weighting (ggml's quantize_q8_0)
+NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S")
+Quant = Literal[
+    "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_XS", "IQ4_NL",
+    "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S",
+    "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
+]  # fmt: skip
 
 
 class GgufParams(Strict):
     outtype: Literal["f16", "bf16", "f32"] = Field("f16", description="the unquantized GGUF the quants are made from")
     quants: list[Quant] = Field(["Q8_0", "Q4_K_M"], description="llama.cpp quant types; the first is shipped and gated")
+    imatrix_tokens: int = Field(
+        32768,
+        ge=0,
+        description="training-split tokens the importance matrix is computed from (llama-imatrix's calibration "
+        "text; tunemake.imatrix); every quant uses it; 0 = quantize without one",
+    )
+    imatrix_compare: bool = Field(
+        True,
+        description="also make each quant the imatrix changes (all but Q8_0) without it, as '<quant>-no-imatrix', so "
+        "evaluate measures what it gains (one more file and evaluation each)",
+    )
     system: str | None = Field(None, description="SYSTEM prompt for the Ollama Modelfile; null = the template's own")
+
+    @model_validator(mode="after")
+    def _imatrix_use(self) -> "GgufParams":
+        needing = sorted(set(self.quants) & set(NEEDS_IMATRIX))
+        if needing and not self.imatrix_tokens:
+            raise ValueError(
+                f"{needing} cannot be made without an importance matrix (llama.cpp refuses): set imatrix_tokens "
+                "above 0 or choose other quants"
+            )
+        return self
+
+    def compared(self) -> list[str]:
+        """The quants also made without the imatrix."""
+        if not (self.imatrix_tokens and self.imatrix_compare):
+            return []
+        return [q for q in self.quants if q not in IMATRIX_IGNORED + NEEDS_IMATRIX]
 
 
 class EvalParams(Strict):
