@@ -186,7 +186,7 @@ def test_imatrix_holds_each_quantized_weights_mean_squared_inputs_and_changes_th
     sizes = json.loads((out / "sizes.json").read_text())
     assert sizes["imatrix"]["entries"] == len(quantized) and sizes["imatrix"]["missing"] == []
 
-    model = load(results / "merged", torch_dtype=torch.float32).eval()
+    model = load(results / "merged", dtype=torch.float32).eval()
     rows = imatrix.calibration_rows(results / "tokenized", sizes["imatrix"]["tokens"])
     assert sum(map(len, rows)) == sizes["imatrix"]["tokens"]
     with torch.inference_mode():

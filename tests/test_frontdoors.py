@@ -86,7 +86,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
     assert (
-        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M"}
+        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
         and metrics["test_rows"] == 4
     )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
@@ -120,6 +120,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     after_merge = {"gguf", "evaluate", "report", "gate"}
     assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"} | after_merge
     assert planned_jobs(workspace, gguf={"quants": ["Q8_0"]}) == after_merge
+    assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
     # The suite's base answers are made once: a suite setting re-runs the suite and the evaluation, never training.

@@ -64,3 +64,11 @@ def test_a_misspelt_section_stops_both_front_doors_before_any_job(workspace):
         assert "trian: unknown section; valid here: base, suite" in result.stdout + result.stderr, command
         assert "Traceback" not in result.stderr or command[0] == "snakemake", command
     assert not (workspace / "results").exists()
+
+
+def test_a_quant_that_needs_an_importance_matrix_is_refused_without_one(tmp_path):
+    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M"], imatrix_tokens=0))
+    with pytest.raises(ParamsError, match=r"gguf: .*\['IQ2_M'\] cannot be made without an importance matrix"):
+        load(path)
+    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M", "Q4_0"]))
+    assert load(path).gguf.compared() == ["Q4_0"]  # Q8_0 ignores the matrix; IQ2_M cannot be made without it

@@ -42,6 +42,7 @@ SAMPLE = [
     },
     {"role": "user", "content": '<tool_response>\n{"result": 84.2}\n</tool_response>'},
 ]
+BLOCKS_OF_32 = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"}  # what the 256-block types fall back to
 CHATML_PROBE = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
 CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
@@ -82,16 +83,16 @@ def quantize(source: Path, target: Path, quant: str, matrix: imatrix.QuantizeArr
 
 def tensor_types(path: Path, converter: Path, name: str) -> dict:
     """What the file holds, counted from its tensors: each type's share of the weights, and how many tensors fell
-    back from a K-quant to a legacy type (llama.cpp does so when a row is not a multiple of 256 wide, as all of
-    SmolLM2-135M's 576-wide rows are: its "Q4_K_M" is then mostly Q5_0 and Q8_0)."""
+    back from a 256-block type (K-quants, IQ types) to a 32-block one (llama.cpp does so when a row is not a multiple
+    of 256 wide, as all of SmolLM2-135M's 576-wide rows are: its "Q4_K_M" is then mostly Q5_0 and Q8_0)."""
     counts: Counter = Counter()
     weights: Counter = Counter()
     for tensor in imatrix.gguf_py(converter).GGUFReader(path).tensors:
         counts[tensor.tensor_type.name] += 1
         weights[tensor.tensor_type.name] += int(tensor.n_elements)
     total = sum(weights.values())
-    float_types = {"F32", "F16", "BF16"}
-    fallback = sum(n for kind, n in counts.items() if "_K" in name and kind not in float_types and "_K" not in kind)
+    super_blocks = "_K" in name or (name.startswith("IQ") and name != "IQ4_NL")
+    fallback = sum(n for kind, n in counts.items() if kind in BLOCKS_OF_32) if super_blocks else 0
     return {
         "tensor_types": dict(counts.most_common()),
         "weight_share": {kind: round(n / total, 3) for kind, n in weights.most_common()},

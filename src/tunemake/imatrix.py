@@ -92,7 +92,7 @@ def collect(merged: Path, rows: list[list[int]]) -> dict[str, tuple[np.ndarray, 
 
     from tunemake.weights import load
 
-    model = load(merged, torch_dtype=torch.float32).eval()
+    model = load(merged, dtype=torch.float32).eval()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     mask: list[torch.Tensor] = []  # the current batch's real tokens (padding never counts)

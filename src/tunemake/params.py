@@ -212,7 +212,7 @@ class GgufParams(Strict):
     outtype: Literal["f16", "bf16", "f32"] = Field("f16", description="the unquantized GGUF the quants are made from")
     quants: list[Quant] = Field(["Q8_0", "Q4_K_M"], description="llama.cpp quant types; the first is shipped and gated")
     imatrix_tokens: int = Field(
-        32768,
+        16384,
         ge=0,
         description="training-split tokens the importance matrix is computed from (llama-imatrix's calibration "
         "text; tunemake.imatrix); every quant uses it; 0 = quantize without one",

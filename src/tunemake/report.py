@@ -79,7 +79,9 @@ def inside(file: dict) -> str | None:
     if not file.get("weight_share"):
         return None
     shares = ", ".join(f"{kind} {share:.0%}" for kind, share in file["weight_share"].items() if share >= 0.005)
-    return f"{shares}; {file['fallback_tensors']} fell back" if file["fallback_tensors"] else shares
+    notes = [f"{file['fallback_tensors']} fell back"] if file["fallback_tensors"] else []
+    notes += ["imatrix"] if file.get("imatrix") else []
+    return "; ".join([shares, *notes])
 
 
 def span(interval: list[float] | None) -> str | None:
