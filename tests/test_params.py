@@ -30,7 +30,8 @@ def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
 def test_a_misspelt_key_is_named_with_the_valid_keys_of_its_section(tmp_path):
     path = write_params(tmp_path, lambda p: p["train"]["lora"].update(rank=8))
     with pytest.raises(
-        ParamsError, match=r"train.lora.rank: unknown key; valid here: r, alpha, dropout, target_modules"
+        ParamsError,
+        match=r"train.lora.rank: unknown key; valid here: r, alpha, dropout, target_modules, use_dora, use_rslora",
     ):
         load(path)
     path = write_params(tmp_path, lambda p: p["prepare"]["sources"][1].update(fromat="qa"))

@@ -155,6 +155,27 @@ def test_each_method_trains_and_saves_what_merge_needs(inputs, inputs_64, tmp_pa
     assert (merged / "model.safetensors").is_file()
 
 
+def test_dora_rslora_and_an_8bit_optimizer_train_and_merge_exactly(inputs, tmp_path):
+    """Seed 003's optimizer (bitsandbytes' paged 8-bit AdamW: unpaged on CPU) and seed 004's DoRA and rsLoRA reach
+    TRL and PEFT, and the merged DoRA model gives the adapted model's logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "use_dora": True, "use_rslora": True}
+    summary = train(inputs, tmp_path, max_steps=2, eval_steps=2, optimizer="paged_adamw_8bit", lora=lora)
+    assert summary["optimizer"] == "bitsandbytes.optim.adamw.AdamW" and summary["config"]["lora"] == lora
+    config = json.loads((tmp_path / "out" / "model" / "adapter_config.json").read_text())
+    assert config["use_dora"] and config["use_rslora"] and config["r"] == 8
+    cmd = ["tunemake", "merge", "--params", str(tmp_path / "params.yaml"), "--base", str(inputs / "results/base")]
+    run([*cmd, "--trained", str(tmp_path / "out"), "--out", str(tmp_path / "merged")], inputs)
+    ids = torch.tensor([[1, 9690, 198, 2683, 314, 253, 5356, 2, 198, 1, 4093]])
+    with torch.no_grad():
+        base = base_load(inputs / "results/base", dtype=torch.float32)
+        adapted = PeftModel.from_pretrained(base, tmp_path / "out" / "model")(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+
+
 def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
     summary = train(
         inputs,

@@ -127,6 +127,8 @@ class LoraParams(Strict):
     target_modules: str | list[str] = Field(
         "all-linear", description="'all-linear' or module names such as [q_proj, v_proj]"
     )
+    use_dora: bool = Field(False, description="-> LoraConfig.use_dora: weight-decomposed adapters (DoRA)")
+    use_rslora: bool = Field(False, description="-> LoraConfig.use_rslora: scale updates by alpha / sqrt(r)")
 
 
 class QloraParams(Strict):
@@ -160,6 +162,13 @@ class TrainParams(Strict):
     )
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "cosine", description="-> lr_scheduler_type"
+    )
+    optimizer: Literal[
+        "adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
+    ] = Field(
+        "adamw_torch_fused",
+        description="-> optim; the 8-bit and paged ones are bitsandbytes' (paged memory needs a GPU: on CPU they "
+        "run unpaged)",
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="-> warmup_steps (a fraction below 1 of the total steps)")
     weight_decay: float = Field(0.0, ge=0, description="-> weight_decay")

@@ -138,6 +138,7 @@ def sft_config(params: TrainParams, checkpoints: Path, world_size: int):
         gradient_accumulation_steps=params.gradient_accumulation,
         learning_rate=params.learning_rate * LR_SCALING[params.lr_scaling](world_size),
         lr_scheduler_type=params.lr_scheduler,
+        optim=params.optimizer,
         warmup_steps=params.warmup_ratio,  # a float below 1 is a fraction of the total steps
         weight_decay=params.weight_decay,
         max_grad_norm=params.max_grad_norm,
@@ -250,6 +251,7 @@ def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, 
             "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
             "quantization": quantization(trainer.model),
             "precision": precision(params.precision),
+            "optimizer": optimizer_name(trainer.optimizer),
             "batching": ("padding-free" if params.padding_free else "padded")
             + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -301,6 +303,12 @@ def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, 
         summary["peak_memory_mb"]["rss"],
     )
     return summary
+
+
+def optimizer_name(optimizer) -> str:
+    """The class that stepped, past accelerate's wrapper: e.g. bitsandbytes.optim.adamw.AdamW for adamw_8bit."""
+    inner = type(getattr(optimizer, "optimizer", optimizer))
+    return f"{inner.__module__}.{inner.__qualname__}"
 
 
 def parameter_counts(model) -> tuple[int, int]:

@@ -13,6 +13,8 @@ def lora_config(params):
         lora_alpha=params.alpha,
         lora_dropout=params.dropout,
         target_modules=params.target_modules,
+        use_dora=params.use_dora,
+        use_rslora=params.use_rslora,
         task_type="CAUSAL_LM",
     )
 
