@@ -105,7 +105,7 @@ def test_gguf_writes_f32_and_quant_with_sizes_and_modelfile(exported):
     for name, entry in sizes["files"].items():
         assert (out / entry["file"]).stat().st_size == entry["bytes"]
         assert entry["stop_tokens"] == ["<|im_end|>"]  # every file, imatrix or not, passed the template round trip
-    assert {name: entry["imatrix"] for name, entry in sizes["files"].items()} == dict(zip(order, [0, 1, 1, 0]))
+    assert {name: entry["imatrix"] for name, entry in sizes["files"].items()} == dict(zip(order, [0, 0, 1, 0]))
     # What is inside, counted from the files: norms stay F32; the tiny model's 32-wide rows cannot take a K-quant's
     # 256-blocks, so every tensor of its "Q4_K_M" falls back to a legacy type
     files = sizes["files"]

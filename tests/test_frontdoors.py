@@ -119,7 +119,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     # Each parameter re-runs its step and what follows, nothing before it: an export or eval setting never retrains.
     after_merge = {"gguf", "evaluate", "report", "gate"}
     assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"} | after_merge
-    assert planned_jobs(workspace, gguf={"quants": ["Q8_0"]}) == after_merge
+    assert planned_jobs(workspace, gguf={"quants": ["Q8_0"], "imatrix_quants": []}) == after_merge
     assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
@@ -232,7 +232,7 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     """The README's main command, on the real default model and data (the GGUF is dequantised for real)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(max_steps=2, eval_steps=2)  # two real LoRA steps; the full epoch is measured, not tested
-    params["gguf"].update(quants=["Q8_0"])
+    params["gguf"].update(quants=["Q8_0"], imatrix_quants=[])
     params["eval"].update(limit=3, max_new_tokens=16, speed_rows=1)
     params["suite"].update(limit=2, max_new_tokens=16)
     params["replay"].update(limit=6, max_new_tokens=48)

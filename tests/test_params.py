@@ -68,8 +68,13 @@ def test_a_misspelt_section_stops_both_front_doors_before_any_job(workspace):
 
 
 def test_a_quant_that_needs_an_importance_matrix_is_refused_without_one(tmp_path):
-    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M"], imatrix_tokens=0))
+    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M"], imatrix_quants=[]))
     with pytest.raises(ParamsError, match=r"gguf: .*\['IQ2_M'\] cannot be made without an importance matrix"):
         load(path)
-    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M", "Q4_0"]))
+    path = write_params(tmp_path, lambda p: p["gguf"].update(quants=["Q8_0"], imatrix_quants=["Q4_K_M"]))
+    with pytest.raises(ParamsError, match=r"imatrix_quants lists \['Q4_K_M'\], which quants does not"):
+        load(path)
+    path = write_params(
+        tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M", "Q4_0"], imatrix_quants=["Q8_0", "IQ2_M", "Q4_0"])
+    )
     assert load(path).gguf.compared() == ["Q4_0"]  # Q8_0 ignores the matrix; IQ2_M cannot be made without it

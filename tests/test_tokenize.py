@@ -128,6 +128,42 @@ def test_families_whose_templates_rewrite_history_are_labelled_right(family, tem
     assert f"Lima.{end}" in trained and "Peru" not in trained and "Norway" not in trained
 
 
+# Gemma 2 has no system role and raises on one; Hermes 2 Pro's tool_use template loops over `tools` unguarded.
+NO_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n{{ m.content }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+TOOLS_LOOP_TEMPLATE = (
+    "<|im_start|>system\nTools:{% for tool in tools %} {{ tool.function.name }}{% endfor %}<|im_end|>\n"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_user_turn(smol_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    renderer = Renderer(tokenizer)
+    assert renderer.fold_system and renderer.no_tools is None
+    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    assert "<start_of_turn>user\nBe brief.\n\nCapital of Norway?<end_of_turn>" in tokenizer.decode(ids)
+    trained = trained_text(renderer, labels)
+    assert trained == "Oslo.<end_of_turn>Lima.<end_of_turn>", trained
+
+
+def test_a_template_that_loops_over_tools_unguarded_gets_an_empty_list(smol_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer.chat_template = TOOLS_LOOP_TEMPLATE
+    renderer = Renderer(tokenizer)
+    assert renderer.no_tools == [] and not renderer.fold_system
+    assert trained_text(renderer, tokenize.encode(renderer, MULTI_TURN)[1]) == "Oslo.<|im_end|>Lima.<|im_end|>"
+
+
 def splits(tmp_path, rows):
     data = tmp_path / "data"
     data.mkdir()

@@ -92,6 +92,22 @@ def with_fallback(messages: list[dict], tools: list[dict]) -> list[dict]:
     return out
 
 
+def folded(messages: list[dict]) -> list[dict]:
+    """The system prompt as the first paragraph of the first user turn, for templates with no system role."""
+    if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+        return messages
+    system, user, *rest = messages
+    return [{**user, "content": f"{system['content']}\n\n{user['content']}"}, *rest]
+
+
+def _raises(render, kind: type[Exception] = Exception) -> bool:
+    try:
+        render()
+    except kind:
+        return True
+    return False
+
+
 def fast_tokenizer(folder):
     """The tokenizer saved in `folder`; tokenize maps assistant text to tokens through a fast one's offsets."""
     from transformers import AutoTokenizer
@@ -123,24 +139,39 @@ class Renderer:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        self.no_tools, self.fold_system = None, False
+        # `tools` for a conversation without any: None, or [] for templates that loop over it unguarded (Hermes
+        # tool_use, Command-R), which raise on None
+        self.no_tools = [] if _raises(lambda: self.render(PROBE[1:], None), TypeError) else None
+        # Templates with no system role (Gemma 2 raises on one): the system prompt goes into the first user turn,
+        # as their model cards advise
+        self.fold_system = _raises(lambda: self.render(PROBE, None)) and not _raises(
+            lambda: self.render(PROBE[1:], None)
+        )
         self.support = tool_support(tokenizer)
         self.training = None  # a chat template used for training instead of the model's own
         self.training_template = "the model's own"
         try:
-            self.assistant_spans(PROBE, None)
+            self.assistant_spans(*self.prepare(PROBE, []))
         except ValueError:
             self.training, self.training_template = trl_training_template(self)
 
     def prepare(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], list[dict] | None]:
         if self.support.native or (not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
-            return messages, tools or None
-        return with_fallback(messages, tools), None
+            messages, tools = messages, tools or None
+        else:
+            messages, tools = with_fallback(messages, tools), None
+        return (folded(messages) if self.fold_system else messages), tools
 
     def render(
         self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False, template=None
     ) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=template
+            messages,
+            tools=self.no_tools if tools is None else tools,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            chat_template=template,
         )
 
     def assistant_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:

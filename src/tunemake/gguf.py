@@ -2,8 +2,8 @@
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
 llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
-training split (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's format); with gguf.imatrix_compare each quant
-is also made without it, so evaluate measures the difference. Every file is then loaded with llama_cpp.Llama, and
+training split for the quants in gguf.imatrix_quants (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's format);
+with gguf.imatrix_compare each of those is also made without it, so evaluate measures the difference. Every file is then loaded with llama_cpp.Llama, and
 its embedded chat template and stop tokens must render a sample conversation into exactly the token ids the
 training tokenizer produces: a GGUF that would prompt the model differently from training fails the step.
 sizes.json gives each file's size, bits per weight and the tensor types really inside it (counted from the file
@@ -175,12 +175,12 @@ def run(params: GgufParams, merged: Path, converter: Path, data: Path, out: Path
         convert(converter, merged, tmp / f"model-{unquantized}.gguf", params.outtype)
         files[unquantized] = tmp / f"model-{unquantized}.gguf"
         matrix, calibration = None, None
-        if params.imatrix_tokens:
+        if params.imatrix_quants:
             means, calibration = imatrix.compute(
                 merged, data, converter, files[unquantized], tmp / "imatrix.gguf", params.imatrix_tokens
             )
             matrix = imatrix.QuantizeArray(means)
-        made = [(quant, quant, matrix) for quant in params.quants]
+        made = [(quant, quant, matrix if quant in params.imatrix_quants else None) for quant in params.quants]
         made += [(f"{quant}-no-imatrix", quant, None) for quant in params.compared()]
         for name, quant, used in made:
             quantize(files[unquantized], tmp / f"model-{name}.gguf", quant, used)

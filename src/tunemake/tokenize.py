@@ -76,6 +76,9 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
         if renderer.support.native
         else "fallback (<tool_call> JSON in text, see tunemake.chat)",
         "training_template": renderer.training_template,
+        "system_turn": "folded into the first user turn (the template has no system role)"
+        if renderer.fold_system
+        else "the template's own",
         "splits": {},
     }
     with atomic_dir(out) as tmp:
