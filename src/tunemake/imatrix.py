@@ -92,14 +92,15 @@ def collect(merged: Path, rows: list[list[int]]) -> dict[str, tuple[np.ndarray, 
 
     from tunemake.weights import load
 
-    model = load(merged, dtype=torch.float32).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the gguf step runs on a GPU node in cluster profiles
+    model = load(merged, dtype=torch.float32 if device == "cpu" else torch.bfloat16).to(device).eval()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     mask: list[torch.Tensor] = []  # the current batch's real tokens (padding never counts)
 
     def hook(name):
         def pre_hook(module, args):
-            x = args[0][mask[0]]
+            x = args[0][mask[0]].float()
             sums[name] = sums.get(name, 0) + x.square().sum(0).to(torch.float64)
             counts[name] = counts.get(name, 0) + x.shape[0]
 
@@ -125,12 +126,13 @@ def collect(merged: Path, rows: list[list[int]]) -> dict[str, tuple[np.ndarray, 
             for i, r in enumerate(batch):
                 ids[i, : len(r)] = torch.tensor(r)
                 attention[i, : len(r)] = 1
+            ids, attention = ids.to(device), attention.to(device)
             mask[:] = [attention.bool()]
             model.base_model(input_ids=ids, attention_mask=attention)  # the logits feed no quantized weight
             start = end
     for handle in handles:
         handle.remove()
-    return {name: (sums[name].numpy(), counts[name]) for name in sums}
+    return {name: (sums[name].cpu().numpy(), counts[name]) for name in sums}
 
 
 def gguf_entries(collected: dict, f16: Path, converter: Path) -> tuple[dict[str, tuple[np.ndarray, int]], list[str]]:
