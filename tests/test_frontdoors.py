@@ -86,7 +86,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
     assert (
-        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q8_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
+        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q5_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
         and metrics["test_rows"] == 4
     )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
@@ -97,15 +97,15 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     # The regression suite: 4 prompts, each under one system turn in turn, answered by the base and the shipped GGUF;
     # drift for the tuned model
     general = {name: m["general"] for name, m in metrics["models"].items() if "general" in m}
-    assert set(general) == {"base", "tuned", "gguf-Q8_0"} and all(g["conversations"] == 4 for g in general.values())
-    assert all(0 <= general[m]["degenerate_rate"] <= 100 for m in ("base", "gguf-Q8_0"))
+    assert set(general) == {"base", "tuned", "gguf-Q5_0"} and all(g["conversations"] == 4 for g in general.values())
+    assert all(0 <= general[m]["degenerate_rate"] <= 100 for m in ("base", "gguf-Q5_0"))
     assert len(general["tuned"]["ci95"]["drift"]) == 2  # two tiny LoRA steps barely move it: tests/test_general.py
     gate = json.loads((workspace / "results" / "gate.json").read_text())
     assert gate["verdict"] == "abort"  # 2 steps of a random model learn nothing
     assert "gain over base: 0 [95% interval 0 to 0] (needs >= 10, interval above 0) FAILED" in gate["reasons"]
     assert [c["check"] for c in gate["checks"] if c.get("regression")] == [
-        "degenerate general answers, Q8_0 minus base",
-        "checkable general answers, base minus Q8_0",
+        "degenerate general answers, Q5_0 minus base",
+        "checkable general answers, base minus Q5_0",
         "drift: tuned loss on the base's general answers minus the base's (nats/token)",
     ]
     page = (workspace / "results" / "report" / "index.html").read_text()
