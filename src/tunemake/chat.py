@@ -139,7 +139,7 @@ class Renderer:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self.no_tools, self.fold_system = None, False
+        self.no_tools = None  # render() reads it while the probes below decide it
         # `tools` for a conversation without any: None, or [] for templates that loop over it unguarded (Hermes
         # tool_use, Command-R), which raise on None
         self.no_tools = [] if _raises(lambda: self.render(PROBE[1:], None), TypeError) else None

@@ -2,10 +2,11 @@
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
 llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
-training split for the quants in gguf.imatrix_quants (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's format);
-with gguf.imatrix_compare each of those is also made without it, so evaluate measures the difference. Every file is then loaded with llama_cpp.Llama, and
-its embedded chat template and stop tokens must render a sample conversation into exactly the token ids the
-training tokenizer produces: a GGUF that would prompt the model differently from training fails the step.
+training split for the quants in gguf.imatrix_quants (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's
+format); with gguf.imatrix_compare each of those is also made without it, so evaluate measures the difference.
+Every file is then loaded with llama_cpp.Llama, and its embedded chat template and stop tokens must render a sample
+conversation into exactly the token ids the training tokenizer produces: a GGUF that would prompt the model
+differently from training fails the step.
 sizes.json gives each file's size, bits per weight and the tensor types really inside it (counted from the file
 with the pinned gguf-py), with the tensors that fell back from a K-quant to a legacy type.
 """

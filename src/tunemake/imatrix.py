@@ -63,7 +63,9 @@ def compute(merged: Path, data: Path, converter: Path, f16: Path, target: Path, 
     rows = calibration_rows(data, max_tokens)
     entries, missing = gguf_entries(collect(merged, rows), f16, converter)
     if not entries:
-        raise StepError(f"imatrix: no weight of {merged} maps to a tensor of {f16.name}; set gguf.imatrix_tokens: 0")
+        raise StepError(
+            f"imatrix: no weight of {merged} maps to a tensor of {f16.name}; set gguf.imatrix_quants: [] for this model"
+        )
     tokens = sum(len(r) for r in rows)
     write(target, entries, converter, f"{data.name}/dataset train split", len(rows), -(-tokens // len(rows)))
     summary = {
@@ -157,7 +159,7 @@ def gguf_entries(collected: dict, f16: Path, converter: Path) -> tuple[dict[str,
         if columns[name] != sums.size:
             raise StepError(
                 f"imatrix: {module} has {sums.size} input columns but {name} in {f16.name} has {columns[name]}; "
-                "the converter reshaped it. Set gguf.imatrix_tokens: 0 for this model and report the architecture."
+                "the converter reshaped it. Set gguf.imatrix_quants: [] for this model and report the architecture."
             )
         entries[name] = (sums, count)
     missing = sorted(n for n in columns if n.startswith("blk.") and n not in entries)

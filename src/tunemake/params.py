@@ -207,10 +207,10 @@ class MergeParams(Strict):
     )
 
 
-# llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*); these cannot be made without an importance matrix.
 IMATRIX_IGNORED = ("Q8_0",)  # its rounding has no weighting (ggml's quantize_q8_0)
+# llama.cpp refuses to make these without an importance matrix
 NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S")
-Quant = Literal[
+Quant = Literal[  # llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*)
     "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_XS", "IQ4_NL",
     "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S",
     "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
