@@ -15,6 +15,7 @@ include: "rules/evaluate.smk"
 # Seconds of CPU work each: with --profile slurm or k8s they run where snakemake runs instead of waiting in a queue.
 localrules:
     prepare,
+    pairs,
     tokenize,
     converter,
     report,

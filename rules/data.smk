@@ -33,6 +33,25 @@ rule prepare:
         "tunemake prepare --params params.yaml --replay {input.replay} --out {output} --log-file {log}"
 
 
+# Preference pairs for align; a step of its own, so editing them never re-runs prepare, tokenize or train.
+rule pairs:
+    input:
+        sources=sources(*(s["path"] for s in config["pairs"]["sources"])),
+        data="results/data",
+        code=code("pairs"),
+    output:
+        directory("results/pairs"),
+    log:
+        "logs/pairs.log",
+    conda:
+        TUNEMAKE_ENV
+    params:
+        pairs=config["pairs"],
+        prepare=config["prepare"],
+    shell:
+        "tunemake pairs --params params.yaml --data {input.data} --out {output} --log-file {log}"
+
+
 rule tokenize:
     input:
         base="results/base",

@@ -21,8 +21,10 @@ rule evaluate:
     input:
         base="results/base",
         merged="results/merged",
+        align="results/align",
         gguf="results/gguf",
         data="results/data",
+        pairs="results/pairs",
         tokenized="results/tokenized",
         suite="results/suite",
         weights=base_weights(),
@@ -36,8 +38,9 @@ rule evaluate:
     params:
         eval=config["eval"],
     shell:
-        "tunemake evaluate --params params.yaml --base {input.base} --merged {input.merged} --gguf {input.gguf}"
-        " --data {input.data} --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
+        "tunemake evaluate --params params.yaml --base {input.base} --merged {input.merged} --align {input.align}"
+        " --gguf {input.gguf} --data {input.data} --pairs {input.pairs} --tokenized {input.tokenized}"
+        " --suite {input.suite} --out {output} --log-file {log}"
 
 
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.
@@ -64,6 +67,7 @@ rule report:
         params=sources("params.yaml"),
         data="results/data",
         trained="results/train",
+        align="results/align",
         gguf="results/gguf",
         eval="results/eval",
         gate="results/gate.json",
@@ -80,8 +84,8 @@ rule report:
     conda:
         TUNEMAKE_ENV
     shell:
-        "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --gguf {input.gguf}"
-        " --eval {input.eval} --gate {input.gate} --out {output} --log-file {log}"
+        "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --align {input.align}"
+        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate} --out {output} --log-file {log}"
 
 
 dvc_metrics("results/eval/metrics.json", "results/gate.json")

@@ -16,6 +16,7 @@ rule converter:
 rule gguf:
     input:
         merged="results/merged",
+        align="results/align",
         converter="results/converter",
         data="results/tokenized",
         code=code("gguf"),
@@ -28,5 +29,5 @@ rule gguf:
     params:
         gguf=config["gguf"],
     shell:
-        "tunemake gguf --params params.yaml --merged {input.merged} --converter {input.converter} --data {input.data}"
-        " --out {output} --log-file {log}"
+        "tunemake gguf --params params.yaml --merged {input.merged} --align {input.align} --converter {input.converter}"
+        " --data {input.data} --out {output} --log-file {log}"

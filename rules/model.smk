@@ -55,6 +55,30 @@ rule merge:
         "tunemake merge --params params.yaml --base {input.base} --trained {input.trained} --out {output} --log-file {log}"
 
 
-dvc_metrics("results/train/metrics.json")
+# DPO on the merged SFT model (align.enabled); when off it only says so, and gguf and evaluate use results/merged.
+rule align:
+    input:
+        merged="results/merged",
+        pairs="results/pairs",
+        code=code("align"),
+    output:
+        directory("results/align"),
+    log:
+        "logs/align.log",
+    conda:
+        TUNEMAKE_ENV
+    resources:
+        nodes=1,
+    params:
+        # when off, its settings change nothing: editing them must not re-run what follows
+        align=config["align"] if config["align"]["enabled"] else {"enabled": False},
+        merge=config["merge"],
+    shell:
+        "tunemake launch --nodes {resources.nodes} -- tunemake align --params params.yaml --merged {input.merged} --pairs {input.pairs}"
+        " --out {output} --checkpoints checkpoints/align --log-file {log}"
+
+
+dvc_metrics("results/train/metrics.json", "results/align/metrics.json")
 dvc_plot("results/train/plots/train.tsv", x="step", y="loss")
 dvc_plot("results/train/plots/eval.tsv", x="step", y="val_loss")
+dvc_plot("results/align/plots/train.tsv", x="step", y=["rewards/chosen", "rewards/rejected", "rewards/margins"])

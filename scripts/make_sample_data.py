@@ -8,6 +8,12 @@ free-form argument values never occur in training and the held-out score measure
 Closed vocabularies (currency codes, units, languages, travel modes) are necessarily shared.
 
 practical_qa.jsonl: short practical-skills question/answer pairs with a topic (the Q&A format).
+
+preferences.jsonl: one preference pair per row of both files (the preference format, explicit prompt with its
+system turn, canonical tools), for the align step (DPO). Its prompt is the row's, so prepare puts the pair in the
+row's split. Chosen is the row's answer; rejected is a near miss: for tool calls, in turn, a wrong argument value, a
+missing argument, the wrong function, or the right call wrapped in chatty prose; for Q&A the answer without its last
+sentence (the warning or the check that makes it safe and complete), or, for one-sentence answers, a vague deflection.
 """
 
 from __future__ import annotations
@@ -623,9 +629,63 @@ def qa_rows() -> list[dict]:
     return [{"topic": topic, "question": q, "answer": a} for topic, pairs in QA.items() for q, a in pairs]
 
 
+# The system prompts params.yaml gives the two sources: a pair's prompt is the row's prompt only with the same one.
+TOOL_SYSTEM = "You are a helpful assistant that answers by calling the right functions with the right arguments."
+QA_SYSTEM = "You are a practical skills expert. Answer briefly, with concrete steps and any safety warning."
+PROSE = ["Sure! Let me take care of that for you.", "Great question. I will look into it right away.", "Okay!"]
+
+
+def near_miss(calls: list[dict], tools: list[dict], kind: int, rng: random.Random) -> dict:
+    """A plausible wrong answer to a tool-call row: the message an assistant should not send."""
+    calls = json.loads(json.dumps(calls))
+    call = calls[0]["function"]
+    arguments = call["arguments"]
+    if kind == 0 and arguments:  # a wrong value for one argument
+        name = sorted(arguments)[0]
+        value = arguments[name]
+        arguments[name] = (
+            value * 2 + 1 if isinstance(value, (int, float)) else f"{value} {rng.choice(['Hills', 'North', 'X'])}"
+        )
+    elif kind == 1 and arguments:  # a required argument left out
+        del arguments[sorted(arguments)[-1]]
+    elif kind == 2 and len(tools) > 1:  # the wrong function, same arguments
+        call["name"] = next(t["function"]["name"] for t in tools if t["function"]["name"] != call["name"])
+    else:  # the right call, wrapped in prose a parser will not expect
+        return {"role": "assistant", "content": rng.choice(PROSE), "tool_calls": calls}
+    return {"role": "assistant", "content": "", "tool_calls": calls}
+
+
+def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
+    from tunemake.formats import FORMATS
+
+    rng = random.Random(7)
+    out = []
+    for i, row in enumerate(tool_rows_):
+        chat = FORMATS["xlam"](row, None)
+        answer = chat.messages[-1]
+        prompt = [{"role": "system", "content": TOOL_SYSTEM}, *chat.messages[:-1]]
+        rejected = near_miss(answer["tool_calls"], chat.tools, i % 4, rng)
+        out.append(
+            {"prompt": prompt, "tools": chat.tools, "chosen": [answer], "rejected": [rejected], "group": row["group"]}
+        )
+    for row in qa_rows_:
+        chat = FORMATS["qa"](row, None)
+        answer = chat.messages[-1]["content"]
+        sentences = answer.split(". ")
+        worse = ". ".join(sentences[:-1]) + "." if len(sentences) > 1 else "It depends; you may want to ask an expert."
+        prompt = [{"role": "system", "content": QA_SYSTEM}, *chat.messages[:-1]]
+        out.append({"prompt": prompt, "chosen": answer, "rejected": worse, "topic": row["topic"]})
+    return out
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("tool_calls.jsonl", tool_rows()), ("practical_qa.jsonl", qa_rows())):
+    tools, qa = tool_rows(), qa_rows()
+    for name, rows in (
+        ("tool_calls.jsonl", tools),
+        ("practical_qa.jsonl", qa),
+        ("preferences.jsonl", preference_rows(tools, qa)),
+    ):
         with open(OUT / name, "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")

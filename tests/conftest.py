@@ -19,9 +19,11 @@ STEPS = [
     "base",
     "replay",
     "prepare",
+    "pairs",
     "tokenize",
     "train",
     "merge",
+    "align",
     "converter",
     "gguf",
     "suite",
@@ -134,6 +136,8 @@ def workspace(tmp_path, tiny_llama_dir) -> Path:
     params["tokenize"]["max_length"] = 512
     params["train"].update(max_steps=2, batch_size=4, eval_steps=2, checkpoint_steps=2)
     params["eval"].update(limit=4, max_new_tokens=8, speed_rows=2)
+    # One quant: each GGUF costs every pipeline run a conversion and an evaluation; test_frontdoors runs the default set
+    params["gguf"].update(quants=["Q5_0"], imatrix_quants=[])
     params["suite"].update(limit=4, max_new_tokens=8)
     params["replay"].update(limit=8, max_new_tokens=16)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -44,7 +44,7 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     assert stages_run(more_tokens) == {"evaluate", "report", "gate"}
     # A LoRA rank retrains, and everything after train follows; the data and tokens are reused.
     rank = run(["dvc", "exp", "run", "--name", "rank4", "-S", "train.lora.r=4"], workspace).stdout
-    assert stages_run(rank) == {"train", "merge", "gguf", "evaluate", "report", "gate"}
+    assert stages_run(rank) == {"train", "merge", "align", "gguf", "evaluate", "report", "gate"}
 
     # After DVC's runs, Snakemake still holds its own view: sync brings it level without running anything.
     run(["tunemake", "sync"], workspace)

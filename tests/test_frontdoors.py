@@ -20,9 +20,12 @@ def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
     assert set(stages) == set(STEPS)
     assert stages["train"]["cmd"].startswith("tunemake train ")  # DVC runs the step itself, not the launcher
     assert stages["report"]["deps"][0] == "params.yaml" and "params" not in stages["report"]
-    assert {"results/train/metrics.json", "results/eval/metrics.json", "results/gate.json"} == set(
-        yaml.safe_load(compiled)["metrics"]
-    )
+    assert {
+        "results/train/metrics.json",
+        "results/align/metrics.json",
+        "results/eval/metrics.json",
+        "results/gate.json",
+    } == set(yaml.safe_load(compiled)["metrics"])
 
 
 def test_every_rules_code_inputs_are_its_modules_import_closure():
@@ -76,19 +79,32 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
 
 @pytest.mark.slow
 def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
+    """With alignment on (DPO after SFT, two steps; the DVC and default-pipeline tests run it off) and the default
+    quants, the importance matrix and its comparison file included."""
+    edit_params(workspace, align={"enabled": True, "max_steps": 2, "batch_size": 2, "checkpoint_steps": 2})
+    edit_params(workspace, gguf=yaml.safe_load((REPO / "params.yaml").read_text())["gguf"])
     run(["snakemake", "--profile", "local"], workspace)
     for split in ("train", "val", "test"):
         assert (workspace / "results" / "data" / f"{split}.jsonl").stat().st_size > 0
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
     assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
     assert (workspace / "results" / "merged" / "model.safetensors").is_file()
-    for step in ("tokenize", "train", "merge", "gguf", "evaluate", "report", "gate"):
+    for step in ("tokenize", "train", "merge", "pairs", "align", "gguf", "evaluate", "report", "gate"):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
+    assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
     assert (
-        set(metrics["models"]) == {"base", "tuned", "gguf-F16", "gguf-Q5_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
+        set(metrics["models"])
+        == {"base", "sft", "tuned", "gguf-F16", "gguf-Q5_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
         and metrics["test_rows"] == 4
     )
+    # The SFT model alone is scored beside the aligned one; every transformers model scores the held-out pairs
+    assert metrics["aligned"] and metrics["preference_pairs"] == 4
+    for name in ("base", "sft", "tuned"):
+        preference = metrics["models"][name]["preference"]
+        assert (
+            preference["pairs"] == 4 and 0 <= preference["accuracy"] <= 100 and len(preference["ci95"]["margin"]) == 2
+        )
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
     # No model answers twice: the tuned model's answers are its F16 GGUF's; transformers answers the 2 timed rows,
@@ -103,6 +119,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     gate = json.loads((workspace / "results" / "gate.json").read_text())
     assert gate["verdict"] == "abort"  # 2 steps of a random model learn nothing
     assert "gain over base: 0 [95% interval 0 to 0] (needs >= 10, interval above 0) FAILED" in gate["reasons"]
+    assert any(c["check"].startswith("alignment drop: sft minus tuned") for c in gate["checks"])
     assert [c["check"] for c in gate["checks"] if c.get("regression")] == [
         "degenerate general answers, Q5_0 minus base",
         "checkable general answers, base minus Q5_0",
@@ -110,6 +127,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     ]
     page = (workspace / "results" / "report" / "index.html").read_text()
     assert f"{gate['verdict'].upper()}</span>" in page and "gguf-F16, its unquantized GGUF" in page
+    assert "Alignment (DPO)" in page and "prefers the chosen answer (%)" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 
@@ -118,7 +136,10 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
 
     # Each parameter re-runs its step and what follows, nothing before it: an export or eval setting never retrains.
     after_merge = {"gguf", "evaluate", "report", "gate"}
-    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge"} | after_merge
+    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge", "align"} | after_merge
+    # An alignment setting or preference pair re-runs DPO and what follows, never SFT
+    assert planned_jobs(workspace, align={"beta": 0.2}) == {"align"} | after_merge
+    assert planned_after_editing(workspace, "data/raw/preferences.jsonl") == {"pairs", "align"} | after_merge
     assert planned_jobs(workspace, gguf={"quants": ["Q8_0"], "imatrix_quants": []}) == after_merge
     assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
@@ -127,16 +148,18 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "evaluate", "report", "gate"}
     assert (
         planned_jobs(workspace, replay={"max_new_tokens": 4})
-        == {"replay", "prepare", "tokenize", "train", "merge"} | after_merge
+        == {"replay", "prepare", "pairs", "tokenize", "train", "merge", "align"} | after_merge
     )
-    assert planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge"} | after_merge
+    assert (
+        planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge", "align"} | after_merge
+    )
 
     # Code inputs are each step's import closure: a help text in cli.py re-runs nothing; split.py (which prepare and
     # tokenize import) re-runs both and what follows.
     assert planned_after_editing(workspace, "src/tunemake/cli.py") == set()
     assert (
         planned_after_editing(workspace, "src/tunemake/split.py")
-        == {"prepare", "tokenize", "train", "merge"} | after_merge
+        == {"prepare", "pairs", "tokenize", "train", "merge", "align"} | after_merge
     )
 
 
@@ -225,6 +248,9 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, eval={"max_new_tokens": 4})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"evaluate", "report"}
+    (workspace / "params.yaml").write_text(original)
+    edit_params(workspace, align={"beta": 0.2})  # alignment is off here: DVC re-runs only align, never SFT
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"align", "report"}
 
 
 @pytest.mark.slow

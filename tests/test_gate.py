@@ -175,3 +175,26 @@ def test_intervals_are_in_points_seeded_and_paired_ones_are_tighter():
     assert paired == [0.0, 9.4] and paired[1] - paired[0] < separate[0] - separate[1]
     with pytest.raises(ValueError, match="the same rows"):
         paired_interval(tuned, quant[:-1])
+
+
+def with_sft(metrics: dict, samples: list[dict], sft_right: int) -> None:
+    """Add the SFT-only model's row (align ran): it gets its first sft_right rows right."""
+    for i, sample in enumerate(samples):
+        sample["scores"]["sft"] = {"tool_calls": {"exact_match": float(i < sft_right)}}
+    metrics["models"]["sft"] = {"tool_calls": {"exact_match": round(100 * sft_right / ROWS, 1)}}
+
+
+@pytest.mark.parametrize(
+    ("sft_right", "status", "decision"),
+    [
+        (28, "pass", "deploy"),  # DPO kept every row SFT had
+        (29, "within noise", "deploy"),  # one row lost (3.1 > 2): the interval reaches 0, so it does not block
+        (32, "fail", "iterate"),  # four rows lost (12.5 points, interval above 2): alignment undid SFT
+    ],
+)
+def test_alignment_may_not_cost_the_task_score_beyond_noise(sft_right, status, decision):
+    metrics, samples, general = evaluation(0, 28, 28, 28)
+    with_sft(metrics, samples, min(sft_right, ROWS))
+    result = gate.verdict(metrics, samples, general, SIZES, GateParams())
+    check = next(c for c in result["checks"] if c["check"].startswith("alignment drop"))
+    assert check["status"] == status and result["verdict"] == decision

@@ -22,7 +22,7 @@ def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
     with pytest.raises(ParamsError) as err:
         load(path)
     assert (
-        "trian: unknown section; valid here: base, suite, replay, prepare, tokenize, train, merge, gguf, eval, gate"
+        "trian: unknown section; valid here: base, suite, replay, prepare, pairs, tokenize, train, merge, align, gguf, eval, gate"
         in str(err.value)
     )
 
@@ -39,17 +39,18 @@ def test_a_misspelt_key_is_named_with_the_valid_keys_of_its_section(tmp_path):
         load(path)
 
 
-def test_every_train_field_names_what_it_sets_or_says_it_is_tunemakes_own():
-    from tunemake.params import TrainParams
+def test_every_train_and_align_field_names_what_it_sets_or_says_it_is_tunemakes_own():
+    from tunemake.params import AlignParams, TrainParams
 
-    for name, field in TrainParams.model_fields.items():
-        if name in {"method", "lora", "qlora", "freeze", "keep_best", "keep_checkpoints"}:
-            continue  # registries and sub-sections, and tunemake's own output choices
-        assert field.description and (
-            "->" in field.description
-            or "tunemake's own" in field.description
-            or "EarlyStoppingCallback" in field.description
-        ), name
+    for section in (TrainParams, AlignParams):
+        for name, field in section.model_fields.items():
+            if name in {"method", "lora", "qlora", "freeze", "keep_best"}:
+                continue  # registries and sub-sections, and tunemake's own output choices
+            assert field.description and (
+                "->" in field.description
+                or "tunemake's own" in field.description
+                or "EarlyStoppingCallback" in field.description
+            ), f"{section.__name__}.{name}"
 
 
 def test_a_misspelt_section_stops_both_front_doors_before_any_job(workspace):

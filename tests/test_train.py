@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import BIN, REPO, run
-from tunemake import train as train_mod
+from tunemake import trainer
 from tunemake.loss import assistant_loss
 from tunemake.weights import load as base_load
 
@@ -269,8 +269,8 @@ def test_a_checkpoint_cut_short_by_a_kill_is_skipped(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    assert train_mod.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
-    assert train_mod.last_complete_checkpoint(tmp_path / "missing") is None
+    assert trainer.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert trainer.last_complete_checkpoint(tmp_path / "missing") is None
 
 
 def test_changed_parameters_do_not_resume_from_old_checkpoints(inputs, tmp_path):

@@ -23,6 +23,8 @@ log = logging.getLogger("tunemake.train")
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "grad_norm", "learning_rate", "tokens_seen", "tokens_per_second"]
 EVAL_COLUMNS = ["step", "epoch", "val_loss"]
+# What TRL's DPOTrainer logs besides the loss (align): implicit rewards beta * log(policy / reference) per answer
+PREFERENCE = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
 
 
 def history(log_history: list[dict]) -> dict[str, list[dict]]:
@@ -38,10 +40,18 @@ def history(log_history: list[dict]) -> dict[str, list[dict]]:
                 "learning_rate": entry.get("learning_rate"),
                 "tokens_seen": entry.get("num_input_tokens_seen"),
                 "tokens_per_second": entry.get("tokens_per_second"),
+                **{key: entry[key] for key in PREFERENCE if key in entry},
             }
             train.append(row)
         elif "eval_loss" in entry:
-            evals.append({"step": entry["step"], "epoch": entry.get("epoch"), "val_loss": entry["eval_loss"]})
+            evals.append(
+                {
+                    "step": entry["step"],
+                    "epoch": entry.get("epoch"),
+                    "val_loss": entry["eval_loss"],
+                    **{key: entry[f"eval_{key}"] for key in PREFERENCE if f"eval_{key}" in entry},
+                }
+            )
     return {"train": train, "eval": evals}
 
 
@@ -49,6 +59,7 @@ def write_plots(rows: dict[str, list[dict]], folder: Path) -> None:
     """train.tsv and eval.tsv: files `dvc plots show` draws (x: step)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, columns in (("train", TRAIN_COLUMNS), ("eval", EVAL_COLUMNS)):
+        columns = columns + [key for key in PREFERENCE if rows[name] and key in rows[name][0]]
         with open(folder / f"{name}.tsv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t")
             writer.writeheader()
@@ -58,8 +69,8 @@ def write_plots(rows: dict[str, list[dict]], folder: Path) -> None:
 class Progress(TrainerCallback):
     """A progress bar line (step, loss, tokens/s, ETA) in the log at every logging step, and live metric files."""
 
-    def __init__(self, live_dir: Path):
-        self.live_dir = live_dir
+    def __init__(self, live_dir: Path, step: str = "train"):
+        self.live_dir, self.step = live_dir, step
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
@@ -89,11 +100,14 @@ class Progress(TrainerCallback):
                 initial=self.first_step,
                 unit="step",
                 ncols=100,
-                postfix=f"loss={logs['loss']:.4f}, {rate:.0f} tok/s",
+                postfix=f"loss={logs['loss']:.4f}, "
+                + (f"margin={logs['rewards/margins']:.3f}, " if "rewards/margins" in logs else "")
+                + f"{rate:.0f} tok/s",
             )
-            log.info("train %s", bar)
+            log.info("%s %s", self.step, bar)
         elif "eval_loss" in logs:
-            log.info("train step %d: val loss %.4f", state.global_step, logs["eval_loss"])
+            margin = f", margin {logs['eval_rewards/margins']:.3f}" if "eval_rewards/margins" in logs else ""
+            log.info("%s step %d: val loss %.4f%s", self.step, state.global_step, logs["eval_loss"], margin)
         write_plots(history(state.log_history), self.live_dir)
 
 

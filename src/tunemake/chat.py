@@ -200,6 +200,26 @@ class Renderer:
         return full, spans
 
 
+def encode_pair(renderer: Renderer, pair: dict) -> dict[str, list[int]]:
+    """A preference pair as TRL's DPO collator reads it: prompt_ids, chosen_ids, rejected_ids. Each answer is
+    rendered after the prompt exactly as tokenize renders a training row, and cut where its first assistant turn
+    starts (the turn header stays with the prompt, as a generation prompt) and its last one ends (end-of-turn token
+    included). An answer of several turns keeps the tool results between them."""
+    out = {}
+    asked = sum(m["role"] == "assistant" for m in pair["prompt"])  # assistant turns before the answer
+    for side in ("chosen", "rejected"):
+        text, spans = renderer.assistant_spans(*renderer.prepare(pair["prompt"] + pair[side], pair.get("tools", [])))
+        encoding = renderer.tokenizer._tokenizer.encode(text, add_special_tokens=False)
+        (start, _), end = spans[asked], spans[-1][1]
+        first = encoding.char_to_token(start)
+        first += encoding.token_to_chars(first)[0] < start  # a token that starts before the answer is the prompt's
+        last = encoding.char_to_token(end - 1)
+        if out and encoding.ids[:first] != out["prompt_ids"]:
+            raise StepError(f"pair {pair['id']}: the prompt renders differently before its two answers")
+        out["prompt_ids"], out[f"{side}_ids"] = encoding.ids[:first], encoding.ids[first : last + 1]
+    return out
+
+
 def trl_training_template(renderer: Renderer) -> tuple[str | None, str]:
     """TRL's prefix-preserving training template for this family, if it has one and it renders the probe's
     generation prompt exactly as the model's own template does; else (None, why)."""

@@ -1,4 +1,9 @@
-"""evaluate: the base model, the tuned (merged) model and every GGUF file on the held-out test split.
+"""evaluate: the base model, the tuned model and every GGUF file on the held-out test split.
+
+The tuned model is the one the pipeline ships: the merged SFT model, or the align step's DPO model when align ran;
+then the SFT model is scored too (row "sft", its answers from transformers), so the report and the gate show what
+alignment changed. Every transformers model also scores the held-out preference pairs (results/pairs): the share
+whose chosen answer it finds more likely than the rejected one, and the mean log-likelihood margin.
 
 For each model: teacher-forced loss and perplexity on the assistant tokens (transformers models), greedy answers
 scored against the reference (exact match, ROUGE-L, and the schema-aware tool-call scores of tunemake.scoring),
@@ -31,7 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tunemake import degenerate, general
-from tunemake.chat import Renderer, with_fallback
+from tunemake.chat import Renderer, encode_pair, with_fallback
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
@@ -39,6 +44,7 @@ from tunemake.params import load as load_params
 from tunemake.runtime import peak_rss_mb
 from tunemake.scoring import text_scores, tool_scores
 from tunemake.stats import interval, paired_interval
+from tunemake.weights import final_model
 
 log = logging.getLogger("tunemake")
 
@@ -79,11 +85,18 @@ class FirstTokenTimer:
 
 
 def hf_model(
-    model_dir: str, tokenized: str, answer_all: bool, rows: list[dict], params: dict, suite: dict | None
+    model_dir: str,
+    tokenized: str,
+    answer_all: bool,
+    pairs: list[dict],
+    rows: list[dict],
+    params: dict,
+    suite: dict | None,
 ) -> dict:
-    """Loss, answers and speed of a transformers model, and its loss on the base's general answers when given the
-    suite (runs in its own process). With answer_all false it answers only the timed rows: the tuned model's
-    answers come from its unquantized GGUF, and the timed rows check that both engines agree."""
+    """Loss, answers, preference-pair log-probabilities and speed of a transformers model, and its loss on the base's
+    general answers when given the suite (runs in its own process). With answer_all false it answers only the timed
+    rows: the tuned model's answers come from its unquantized GGUF, and the timed rows check that both engines
+    agree."""
     import torch
 
     params = EvalParams(**params)
@@ -95,6 +108,7 @@ def hf_model(
         result["loss"] = held_out_loss(
             model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
         )
+        result["pairs"] = pair_logps(model, renderer, pairs, params.batch_size)
         if answer_all:
             result["answers"], result["stopped"] = general.hf_greedy(
                 model, tokenizer, prompts, generate, params.batch_size
@@ -133,6 +147,41 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
         loss, _ = assistant_loss(model, batch, n)
         total, count = total + loss.item() * n, count + n
     return total / max(count, 1)
+
+
+def pair_logps(model, renderer: Renderer, pairs: list[dict], batch_size: int) -> list[tuple[float, float]]:
+    """Each pair's summed log-probability of its chosen and of its rejected answer after the prompt, teacher forced
+    with the training template, as DPO scores them (tunemake.chat.encode_pair)."""
+    import torch
+
+    sequences = []  # (token ids, where the answer starts)
+    for pair in pairs:
+        ids = encode_pair(renderer, pair)
+        sequences += [
+            (ids["prompt_ids"] + ids[f"{side}_ids"], len(ids["prompt_ids"])) for side in ("chosen", "rejected")
+        ]
+    sums = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
+        logps = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+        token_logps = logps.gather(2, ids[:, 1:, None]).squeeze(2)
+        sums += [token_logps[row, head - 1 : len(tokens) - 1].sum().item() for row, (tokens, head) in enumerate(chunk)]
+    return list(zip(sums[0::2], sums[1::2]))
+
+
+def preference_summary(logps: list[tuple[float, float]]) -> dict:
+    """How often the chosen answer is the likelier one (points) and the mean margin in nats, with 95% intervals."""
+    wins = [float(chosen > rejected) for chosen, rejected in logps]
+    margins = [chosen - rejected for chosen, rejected in logps]
+    return {
+        "accuracy": round(100 * statistics.mean(wins), 1),
+        "margin": round(statistics.mean(margins), 3),
+        "ci95": {"accuracy": interval(wins), "margin": interval(margins, scale=1)},
+        "pairs": len(logps),
+    }
 
 
 def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]:
@@ -296,6 +345,8 @@ def general_summary(suite: list[dict], scores: list[dict]) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--align", type=Path, help="the align step's output: its model is the tuned one when it ran")
+    parser.add_argument("--pairs", type=Path, help="the pairs step's output: its test pairs are scored")
     for name, what in (
         ("base", "base"),
         ("merged", "merge"),
@@ -313,8 +364,10 @@ def main(args: argparse.Namespace) -> None:
         load_params(args.params).eval,
         args.base,
         args.merged,
+        args.align,
         args.gguf,
         args.data,
+        args.pairs,
         args.tokenized,
         args.suite,
         args.out,
@@ -322,9 +375,21 @@ def main(args: argparse.Namespace) -> None:
 
 
 def run(
-    params: EvalParams, base: Path, merged: Path, gguf: Path, data: Path, tokenized: Path, suite_dir: Path, out: Path
+    params: EvalParams,
+    base: Path,
+    merged: Path,
+    align: Path | None,
+    gguf: Path,
+    data: Path,
+    pairs_dir: Path | None,
+    tokenized: Path,
+    suite_dir: Path,
+    out: Path,
 ) -> dict:
     rows = examples(data / "test.jsonl", params.limit)
+    pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
+    pairs = [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
+    tuned_dir = final_model(merged, align)
     suite = read_jsonl(suite_dir / "suite.jsonl")
     settings = json.loads((suite_dir / "manifest.json").read_text())
     asked = {
@@ -340,15 +405,17 @@ def run(
     # The tuned model's answers are its unquantized GGUF's (llama.cpp is several times faster than transformers
     # here); transformers answers only the timed rows, which check that both engines agree.
     models = {
-        "base": (hf_model, str(base), str(tokenized), True),
-        "tuned": (hf_model, str(merged), str(tokenized), False),
+        "base": (hf_model, str(base), str(tokenized), True, pairs),
+        **({"sft": (hf_model, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
+        "tuned": (hf_model, str(tuned_dir), str(tokenized), False, pairs),
         **{
-            f"gguf-{name}": (gguf_model, str(gguf / sizes["files"][name]["file"]), str(merged))
+            f"gguf-{name}": (gguf_model, str(gguf / sizes["files"][name]["file"]), str(tuned_dir))
             for name in sizes["order"]
         },
     }
     # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the tuned model gives its drift.
-    asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else set(models) - {"base"})
+    ggufs = {name for name in models if name.startswith("gguf-")}
+    asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else ggufs)
     results = {}
     for name, (function, *where) in models.items():
         started = time.perf_counter()
@@ -360,6 +427,8 @@ def run(
         "test_rows": len(rows),
         "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
         "tuned_answers_from": unquantized,
+        "aligned": tuned_dir != merged,
+        "preference_pairs": len(pairs),
         "engine_check": engine_check(rows, tuned, unquantized),
         "models": {},
     }
@@ -384,15 +453,18 @@ def run(
             summary["general"] = drift_summary(suite, tuned_losses)
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
+        if result.get("pairs"):
+            summary["preference"] = preference_summary(result["pairs"])
         summary["speed"] = speed(result["timings"], result["peak_rss_mb"])
         metrics["models"][name] = summary
         answers[name] = result["answers"]
         log.info(
-            "evaluate: %s: exact match %s, ROUGE-L %s, tool-call exact match %s, %s gen tok/s",
+            "evaluate: %s: exact match %s, ROUGE-L %s, tool-call exact match %s, prefers chosen %s, %s gen tok/s",
             name,
             summary["exact_match"],
             summary["rouge_l"],
             summary.get("tool_calls", {}).get("exact_match"),
+            summary.get("preference", {}).get("accuracy"),
             summary["speed"].get("generation_tokens_per_second"),
         )
     with atomic_dir(out) as tmp:

@@ -13,7 +13,8 @@ past the limit.
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
 (try more epochs, another learning rate, more data, replay); `regressions` names the failed regression checks.
 The quant check compares the shipped quant with our own F16 GGUF of the same model, never with another model:
-perplexity and scores only compare within one model.
+perplexity and scores only compare within one model. When align ran, the aligned model's score against the SFT
+model's (gate.max_align_drop) is a harm check too.
 """
 
 from __future__ import annotations
@@ -161,6 +162,17 @@ def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict
                 params.max_quant_drop,
                 at_least=False,
                 ci=paired(samples, unquantized, shipped, metric),
+                burden="harm",
+            )
+        )
+    if "sft" in metrics["models"]:  # align ran: DPO must not cost the task what SFT taught
+        checks.append(
+            check(
+                f"alignment drop: sft minus tuned {metric}",
+                score(metrics, "sft", metric) - tuned,
+                params.max_align_drop,
+                at_least=False,
+                ci=paired(samples, "sft", "tuned", metric),
                 burden="harm",
             )
         )

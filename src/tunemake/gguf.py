@@ -1,4 +1,5 @@
-"""gguf: the merged model as GGUF files (F16 plus each quant in params), load-checked, with an Ollama Modelfile.
+"""gguf: the shipped model (merged, or aligned when align ran) as GGUF files (F16 plus each quant in params), load-checked,
+with an Ollama Modelfile.
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
 llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
@@ -30,6 +31,7 @@ from tunemake.llamacpp import file_template, load
 from tunemake.params import GgufParams
 from tunemake.params import load as load_params
 from tunemake.runtime import threads
+from tunemake.weights import final_model
 
 log = logging.getLogger("tunemake")
 
@@ -156,13 +158,14 @@ def modelfile(gguf_name: str, tokenizer, params: GgufParams) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merged", type=Path, required=True, help="the merge step's output")
+    parser.add_argument("--align", type=Path, help="the align step's output: its model is converted when it ran")
     parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
     parser.add_argument("--data", type=Path, required=True, help="the tokenize step's output (imatrix calibration)")
     parser.add_argument("--out", type=Path, required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).gguf, args.merged, args.converter, args.data, args.out)
+    run(load_params(args.params).gguf, final_model(args.merged, args.align), args.converter, args.data, args.out)
 
 
 def run(params: GgufParams, merged: Path, converter: Path, data: Path, out: Path) -> dict:

@@ -94,6 +94,31 @@ class PrepareParams(Strict):
         0.25, ge=0, description="replay rows (the base's own answers, tunemake.replay) per task training row; 0 = off"
     )
 
+    @model_validator(mode="after")
+    def _conversations_only(self) -> "PrepareParams":
+        for i, source in enumerate(self.sources):
+            if source.format == "preference":
+                raise ValueError(
+                    f"sources[{i}] ({source.path}) has format preference: list preference sources under pairs.sources"
+                )
+        return self
+
+
+class PairsParams(Strict):
+    """Preference pairs for the align step, read, deduplicated and split with prepare's settings (tunemake.pairs)."""
+
+    sources: list[SourceParams] = Field(default_factory=list, description="files in the preference format")
+
+    @model_validator(mode="after")
+    def _preference_only(self) -> "PairsParams":
+        for i, source in enumerate(self.sources):
+            if source.format != "preference":
+                raise ValueError(
+                    f"sources[{i}] ({source.path}) has format {source.format}: pairs.sources take format: preference "
+                    "(conversations go under prepare.sources)"
+                )
+        return self
+
 
 class SuiteParams(Strict):
     prompts: str | None = Field(None, description="your own JSONL of prompts that must keep working (tunemake.general)")
@@ -144,13 +169,9 @@ class FreezeParams(Strict):
     lm_head: bool = Field(True, description="also train the output head (with tied weights: the embeddings too)")
 
 
-class TrainParams(Strict):
-    # Each field names the TRL SFTConfig / transformers TrainingArguments (or PEFT) argument it sets, so a user who
-    # knows those finds the same knob here.
-    method: Method = Field("lora", description="a module in tunemake/methods/: lora, qlora, full, freeze")
-    lora: LoraParams = LoraParams()
-    qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
-    freeze: FreezeParams = FreezeParams()
+class Optimisation(Strict):
+    """What every trainer step shares (train, align). Each field names the TRL / transformers TrainingArguments
+    argument it sets, so a user who knows those finds the same knob here."""
 
     epochs: float = Field(1, gt=0, description="-> num_train_epochs")
     max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
@@ -178,6 +199,16 @@ class TrainParams(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="-> bf16 / fp16; auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
     )
+    log_steps: int = Field(1, gt=0, description="-> logging_steps")
+    checkpoint_steps: int = Field(10, gt=0, description="-> save_steps: a resumable checkpoint every N steps")
+    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (tunemake's own)")
+
+
+class TrainParams(Optimisation):
+    method: Method = Field("lora", description="a module in tunemake/methods/: lora, qlora, full, freeze")
+    lora: LoraParams = LoraParams()
+    qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
+    freeze: FreezeParams = FreezeParams()
     padding_free: bool = Field(
         False,
         description="-> padding_free: concatenate each batch without pad tokens (position ids keep sequences "
@@ -186,8 +217,6 @@ class TrainParams(Strict):
     group_by_length: bool = Field(
         True, description="-> train_sampling_strategy='group_by_length': batch similar lengths, so little is padded"
     )
-
-    log_steps: int = Field(1, gt=0, description="-> logging_steps")
     eval_steps: int | None = Field(
         None, gt=0, description="-> eval_steps (eval_strategy='steps'); null = eval_strategy='epoch'"
     )
@@ -197,8 +226,40 @@ class TrainParams(Strict):
         gt=0,
         description="stop after N evaluations without a lower val loss (as EarlyStoppingCallback); null = never",
     )
-    checkpoint_steps: int = Field(10, gt=0, description="-> save_steps: a resumable checkpoint every N steps")
-    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run")
+
+
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "sft")  # TRL DPOConfig.loss_type values offered here
+
+
+class AlignParams(Optimisation):
+    """DPO on the merged SFT model with a fresh LoRA (tunemake.align); its reference is that model, adapters off."""
+
+    enabled: bool = Field(False, description="run DPO after SFT (tunemake's own); false: the pipeline ships SFT alone")
+    loss: list[Literal[DPO_LOSSES]] = Field(  # type: ignore[valid-type]
+        ["sigmoid"],
+        min_length=1,
+        description="-> loss_type: sigmoid (DPO), ipo, hinge, robust; add sft ([sigmoid, sft]) to keep the chosen "
+        "answers likely (RPO)",
+    )
+    loss_weights: list[float] | None = Field(None, description="-> loss_weights, one per loss; null = all 1")
+    beta: float = Field(0.1, gt=0, description="-> beta: higher keeps the model closer to the SFT model")
+    lora: LoraParams = LoraParams(r=8, alpha=16, dropout=0.0)
+    max_length: int = Field(1024, gt=8, description="-> max_length: prompt + answer tokens, longer pairs are cut")
+    precompute_ref: bool = Field(
+        False,
+        description="-> precompute_ref_log_probs: score the pairs with the reference once before training (pays "
+        "with more than one epoch)",
+    )
+    epochs: float = Field(1, gt=0, description="-> num_train_epochs")
+    batch_size: int = Field(2, gt=0, description="-> per_device_train_batch_size (pairs; each is two sequences)")
+    gradient_accumulation: int = Field(4, gt=0, description="-> gradient_accumulation_steps")
+    learning_rate: float = Field(1e-4, gt=0, description="-> learning_rate, for one process; see lr_scaling")
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> "AlignParams":  # also checked by TRL, but only once training starts
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss):
+            raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss)} losses")
+        return self
 
 
 class MergeParams(Strict):
@@ -280,6 +341,9 @@ class GateParams(Strict):
     min_score: float = Field(40, description="the tuned model must score at least this")
     min_gain: float = Field(10, description="...and beat the base model by at least this many points")
     max_quant_drop: float = Field(5, ge=0, description="points the shipped quant may lose against our own F16 GGUF")
+    max_align_drop: float = Field(
+        2, ge=0, description="points the aligned model may lose against the SFT model alone (when align ran)"
+    )
     max_degenerate_increase: float = Field(
         0, ge=0, description="points of degenerate general answers the shipped model may add over the base's"
     )
@@ -299,9 +363,11 @@ class Params(Strict):
     suite: SuiteParams = SuiteParams()
     replay: ReplayParams = ReplayParams()
     prepare: PrepareParams
+    pairs: PairsParams = PairsParams()
     tokenize: TokenizeParams = TokenizeParams()
     train: TrainParams = TrainParams()
     merge: MergeParams = MergeParams()
+    align: AlignParams = AlignParams()
     gguf: GgufParams = GgufParams()
     eval: EvalParams = EvalParams()
     gate: GateParams = GateParams()

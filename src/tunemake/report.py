@@ -39,9 +39,28 @@ def plot_losses(history: dict):
     return figure
 
 
+def plot_alignment(history: dict):
+    """DPO's implicit rewards of the chosen and rejected answers, and their margin, per step (val as points)."""
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    for key, label in (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"), ("rewards/margins", "margin")):
+        axes.plot([r["step"] for r in history["train"]], [r.get(key) for r in history["train"]], label=label, lw=1)
+    axes.plot(
+        [r["step"] for r in history["eval"]],
+        [r.get("rewards/margins") for r in history["eval"]],
+        "o",
+        label="val margin",
+    )
+    axes.set(xlabel="optimizer step", ylabel="beta x log(policy / SFT)", title="Alignment (DPO)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return figure
+
+
 def model_order(metrics: dict, sizes: dict) -> list[str]:
-    """base, tuned, then the GGUF files as the gguf step made them (the JSON files store keys sorted)."""
-    return ["base", "tuned", *(f"gguf-{name}" for name in sizes["order"])]
+    """base, sft (when align ran), tuned, then the GGUF files as the gguf step made them (JSON keys are sorted)."""
+    return ["base", *(["sft"] if "sft" in metrics["models"] else []), "tuned", *(f"gguf-{n}" for n in sizes["order"])]
 
 
 def plot_scores(metrics: dict, names: list[str]):
@@ -88,7 +107,32 @@ def span(interval: list[float] | None) -> str | None:
     return f"{interval[0]:g} to {interval[1]:g}" if interval else None
 
 
-def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict) -> dict[str, tuple[list, list]]:
+def alignment_rows(aligned: dict) -> list[list]:
+    """The align step's summary as (name, value) rows; empty when it did not run."""
+    if not aligned.get("enabled"):
+        return []
+    first, last, val = aligned["first"], aligned["last"], aligned["val_end"] or {}
+    return [
+        [k, v]
+        for k, v in {
+            "loss": f"{' + '.join(aligned['loss'])}, beta {aligned['beta']:g}",
+            "reference": aligned["reference"],
+            "pairs (train / val)": f"{aligned['pairs']['train']} / {aligned['pairs']['val']}",
+            "trainable parameters": f"{aligned['parameters']['trainable']:,}",
+            "steps": aligned["steps"],
+            "first / last train loss": f"{first.get('loss', 0):.4f} / {last.get('loss', 0):.4f}",
+            "first / last train margin": f"{first.get('rewards/margins', 0):.3f} / {last.get('rewards/margins', 0):.3f}",
+            "val margin / reward accuracy at the end": f"{val.get('rewards/margins', 0):.3f} / "
+            f"{100 * val.get('rewards/accuracies', 0):.0f}%",
+            "wall time": f"{aligned['wall_seconds']:.0f} s",
+            "peak memory": f"{aligned['peak_memory_mb']['rss']:.0f} MB",
+        }.items()
+    ]
+
+
+def tables(
+    stats: dict, summary: dict, aligned: dict, metrics: dict, sizes: dict, result: dict
+) -> dict[str, tuple[list, list]]:
     """Each table as (headers, rows), shared by the HTML and the Markdown."""
     quality, speed = [], []
     for name in model_order(metrics, sizes):
@@ -107,6 +151,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
                 tool.get("exact_match"),
                 span(m.get("ci95", {}).get(result["metric"])),
                 m.get("degenerate_rate"),
+                m.get("preference", {}).get("accuracy"),
+                span(m.get("preference", {}).get("ci95", {}).get("accuracy")),
             ]
         )
         s = m["speed"]
@@ -183,6 +229,8 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
                 "tool-call exact match",
                 f"{result['metric']}: 95% interval",
                 "degenerate answers (%)",
+                "prefers the chosen answer (%)",
+                "95% interval",
             ],
             quality,
         ),
@@ -216,6 +264,7 @@ def tables(stats: dict, summary: dict, metrics: dict, sizes: dict, result: dict)
         ),
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
+        "alignment": (["", ""], alignment_rows(aligned)),
         "gate": (
             ["check", "value", "95% interval", "limit", "status"],
             [[c["check"], c["value"], span(c["ci95"]), c["limit"], c["status"]] for c in result["checks"]],
@@ -305,6 +354,11 @@ def markdown(
         "",
         "![losses](losses.png)",
         "",
+        *(
+            ["## Alignment (DPO)", "", md("alignment"), "", "![alignment](alignment.png)", ""]
+            if tabs["alignment"][1]
+            else []
+        ),
         "## Data",
         "",
         md("data"),
@@ -340,6 +394,7 @@ def markdown(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--align", type=Path, help="the align step's output (its table and curves, when it ran)")
     for name, what in (("data", "prepare"), ("trained", "train"), ("gguf", "gguf"), ("eval", "evaluate")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
@@ -347,27 +402,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(args.params, args.data, args.trained, args.gguf, args.eval, args.gate, args.out)
+    run(args.params, args.data, args.trained, args.align, args.gguf, args.eval, args.gate, args.out)
 
 
-def run(params_file: Path, data: Path, trained: Path, gguf: Path, evaluation: Path, gate: Path, out: Path) -> dict:
+def run(
+    params_file: Path,
+    data: Path,
+    trained: Path,
+    align: Path | None,
+    gguf: Path,
+    evaluation: Path,
+    gate: Path,
+    out: Path,
+) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     stats = json.loads((data / "stats.json").read_text())
     history = json.loads((trained / "history.json").read_text())
     summary = json.loads((trained / "summary.json").read_text())
+    aligned = json.loads((align / "summary.json").read_text()) if align else {"enabled": False}
     metrics = json.loads((evaluation / "metrics.json").read_text())
     sizes = json.loads((gguf / "sizes.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
     result = json.loads(gate.read_text())
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
-    tabs = tables(stats, summary, metrics, sizes, result)
+    tabs = tables(stats, summary, aligned, metrics, sizes, result)
     params_text = yaml.safe_dump(yaml.safe_load(params_file.read_text()), sort_keys=False)
     with atomic_dir(out) as tmp:
         plots = {
             "losses": save(plot_losses(history), tmp / "losses.png"),
             "scores": save(plot_scores(metrics, model_order(metrics, sizes)), tmp / "scores.png"),
         }
+        if aligned.get("enabled"):
+            history_file = align / "history.json"
+            plots["alignment"] = save(plot_alignment(json.loads(history_file.read_text())), tmp / "alignment.png")
         environment = Environment(loader=PackageLoader("tunemake"), autoescape=select_autoescape())
         html = environment.get_template("report.html").render(
             result=result,

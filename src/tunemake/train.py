@@ -23,17 +23,22 @@ from pathlib import Path
 import torch
 
 from tunemake.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
-from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
 from tunemake.params import TrainParams
 from tunemake.params import load as load_params
 from tunemake.runtime import cpu_features, git_commit, package_versions, peak_memory_mb
+from tunemake.trainer import (
+    arguments,
+    optimizer_name,
+    parameter_counts,
+    precision,
+    resume_checkpoint,
+    run_trainer,
+)
 
 log = logging.getLogger(__name__)
-
-LR_SCALING = {"none": lambda n: 1.0, "linear": lambda n: float(n), "sqrt": lambda n: n**0.5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +57,6 @@ def main(args: argparse.Namespace) -> None:
     run(load_params(args.params).train, args.base, args.data, args.out, args.checkpoints)
 
 
-class Interrupted(StepError):
-    """Stopped by a signal after saving a checkpoint; exits 128 + the signal number, as a killed process would."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
 def trainer_class():
     from trl import SFTTrainer
 
@@ -75,37 +72,11 @@ def trainer_class():
     return AssistantLossTrainer
 
 
-def precision(name: str) -> str:
-    if name != "auto":
-        if name != "fp32" and not torch.cuda.is_available():
-            raise StepError(f"train.precision is {name} but there is no GPU here; use auto or fp32")
-        return name
-    if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 def fingerprint(params: TrainParams, base: Path, data: Path, world_size: int) -> str:
     """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
     parts = [params.model_dump_json(), str(world_size)]
     parts += [(base / "manifest.json").read_text(), (data / "token_stats.json").read_text()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def reset_if_stale(checkpoints: Path, print_: str) -> None:
-    stamp = checkpoints / "fingerprint.txt"
-    if checkpoints.exists() and (not stamp.exists() or stamp.read_text() != print_):
-        log.warning("train: %s holds checkpoints of other parameters or data; starting over", checkpoints)
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(print_)
-
-
-def last_complete_checkpoint(checkpoints: Path) -> str | None:
-    """The newest checkpoint that was fully written: the Trainer writes trainer_state.json last, so a process
-    killed while saving leaves a folder without it, which is skipped (and later replaced)."""
-    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
 
 
 def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
@@ -116,7 +87,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     resume_from = resume_point(config, params, base, data, checkpoints, world_size)
     model, tokenizer = build(params, base, world_size)
     trainer, best = setup_trainer(config, params, model, tokenizer, data, checkpoints)
-    train(trainer, resume_from, checkpoints)
+    run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
     summary = write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started)
@@ -128,55 +99,20 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
 def sft_config(params: TrainParams, checkpoints: Path, world_size: int):
     from trl import SFTConfig
 
-    mode = precision(params.precision)
     return SFTConfig(
-        output_dir=str(checkpoints),
-        num_train_epochs=params.epochs,
-        max_steps=params.max_steps or -1,
-        per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation,
-        learning_rate=params.learning_rate * LR_SCALING[params.lr_scaling](world_size),
-        lr_scheduler_type=params.lr_scheduler,
-        optim=params.optimizer,
-        warmup_steps=params.warmup_ratio,  # a float below 1 is a fraction of the total steps
-        weight_decay=params.weight_decay,
-        max_grad_norm=params.max_grad_norm,
-        seed=params.seed,
-        data_seed=params.seed,
-        gradient_checkpointing=params.gradient_checkpointing,
-        bf16=mode == "bf16",
-        fp16=mode == "fp16",
-        use_cpu=not torch.cuda.is_available(),
+        **arguments(params, checkpoints, world_size),
         padding_free=params.padding_free,
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         max_length=None,  # tokenize already applied tokenize.max_length
         eval_strategy="steps" if params.eval_steps else "epoch",
         eval_steps=params.eval_steps,
-        eval_on_start=True,  # the val loss before training: the first point of the curve
-        prediction_loss_only=True,  # evaluation needs the loss only; do not collect logits
-        save_strategy="steps",
-        save_steps=params.checkpoint_steps,
-        save_total_limit=2,
-        logging_steps=params.log_steps,
-        logging_first_step=True,
         # Padding-free batches hold no pad tokens; padded ones are counted through their attention mask.
         include_num_input_tokens_seen="all" if params.padding_free else "non_padding",
-        report_to="none",
-        disable_tqdm=True,  # Progress logs a bar line per logging step instead, which reads well in a log file
-        ddp_find_unused_parameters=False,
     )
 
 
 def resume_point(config, params: TrainParams, base: Path, data: Path, checkpoints: Path, world_size: int) -> str | None:
-    """The newest complete checkpoint of this very run, after clearing checkpoints of other parameters or data."""
-    with config.main_process_first(local=False, desc="checkpoint check"):
-        if config.process_index == 0:
-            reset_if_stale(checkpoints, fingerprint(params, base, data, world_size))
-    resume_from = last_complete_checkpoint(checkpoints)
-    if resume_from:
-        log.info("train: resuming from %s", resume_from)
-    return resume_from
+    return resume_checkpoint(config, checkpoints, fingerprint(params, base, data, world_size))
 
 
 def build(params: TrainParams, base: Path, world_size: int):
@@ -217,17 +153,6 @@ def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, che
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, best
-
-
-def train(trainer, resume_from: str | None, checkpoints: Path) -> None:
-    stop = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StopOnSignal))
-    trainer.train(resume_from_checkpoint=resume_from)
-    if stop.received:
-        raise Interrupted(
-            f"stopped by signal {stop.received} at step {trainer.state.global_step}; the checkpoint is in "
-            f"{checkpoints}. Run the same command again to resume.",
-            stop.received,
-        )
 
 
 def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started) -> dict:
@@ -303,16 +228,6 @@ def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, 
         summary["peak_memory_mb"]["rss"],
     )
     return summary
-
-
-def optimizer_name(optimizer) -> str:
-    """The class that stepped, past accelerate's wrapper: e.g. bitsandbytes.optim.adamw.AdamW for adamw_8bit."""
-    inner = type(getattr(optimizer, "optimizer", optimizer))
-    return f"{inner.__module__}.{inner.__qualname__}"
-
-
-def parameter_counts(model) -> tuple[int, int]:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
 def quantization(model) -> dict | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunemake.cache import cache_root
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir
+from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ def locate(model_dir: Path) -> Path:
             "now has other contents. Rerun the base step (and what follows) to use the new file."
         )
     return materialise(source, manifest["dtype"], manifest["trust_remote_code"])
+
+
+def final_model(merged: Path, align: Path | None) -> Path:
+    """The model the pipeline ships: the align step's DPO model when it ran (align.enabled), else the SFT one."""
+    aligned = Path(align or merged) / "model"
+    return aligned if aligned.is_dir() else Path(merged)
 
 
 def load(model_dir: Path, **kwargs):
@@ -162,3 +168,48 @@ def _dequantised(sha256: str, dtype: str) -> Path:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def save_merged(base: Path, weights: Path, out: Path, dtype_name: str = "auto") -> dict:
+    """The adapter (or full weights) in `weights` folded into the float `base` and saved to `out` as a standalone
+    model in dtype_name ("auto": the base's), with the tokenizer and the template's stop tokens (see tunemake.merge)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from tunemake.chat import stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    dtype = getattr(
+        torch, dtype_name if dtype_name != "auto" else json.loads((base / "manifest.json").read_text())["dtype"]
+    )
+    adapter = (weights / "adapter_config.json").exists()
+    if adapter:
+        model = load(base, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, weights).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, use_safetensors=True)
+    model = model.to(dtype or torch.float32)
+
+    stops = stop_token_ids(tokenizer)
+    generation = (
+        GenerationConfig.from_pretrained(base) if (base / "generation_config.json").exists() else GenerationConfig()
+    )
+    generation.eos_token_id = stops
+    generation.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = generation
+
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        manifest = {
+            "from": "adapter merged into the float base" if adapter else "full weights re-saved",
+            "dtype": str(model.dtype).removeprefix("torch."),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "stop_token_ids": stops,
+            "stop_tokens": tokenizer.convert_ids_to_tokens(stops),
+            "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    log.info("merge: %s -> %s (%s, stops %s)", weights, out, manifest["from"], manifest["stop_tokens"])
+    return manifest

@@ -4,15 +4,15 @@
     tools:    [{"type": "function", "function": {"name", "description", "parameters": JSON schema}}]
 
 A converter raises RowError for a row it cannot use; prepare counts it, writes it to rejects.jsonl and goes on.
-To add a format: write one module here with a `convert(row, source) -> Chat` function; its file name is the name
+To add a format: write one module here with a `convert(row, source) -> Chat` (or `Pair`, preference) function; its file name is the name
 params.yaml uses (tunemake.registry).
 """
 
 from importlib import import_module
 
-from tunemake.formats.common import Chat, RowError
+from tunemake.formats.common import Chat, Pair, RowError
 from tunemake.registry import names
 
 FORMATS = {name: import_module(f"tunemake.formats.{name}").convert for name in names("formats")}
 
-__all__ = ["FORMATS", "Chat", "RowError"]
+__all__ = ["FORMATS", "Chat", "Pair", "RowError"]

@@ -23,6 +23,18 @@ class Chat:
     consumed: tuple[str, ...] = ()
 
 
+@dataclass
+class Pair:
+    """A preference pair: the conversation so far, then the answer to prefer and the answer to avoid (each a list
+    of messages starting with the assistant's turn)."""
+
+    prompt: list[dict[str, Any]]
+    chosen: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    consumed: tuple[str, ...] = ()
+
+
 def text_field(row: dict, key: str, *, required: bool = True) -> str:
     value = row.get(key)
     if value is None:

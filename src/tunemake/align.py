@@ -1,0 +1,205 @@
+"""align: preference optimisation (DPO) of the merged SFT model with a fresh LoRA, then merged like an SFT adapter.
+
+Runs TRL's DPOTrainer on the pairs step's train split (val for the curves). The policy is results/merged with a new
+adapter (align.lora); the reference is the same model with the adapter disabled, i.e. the SFT model itself, never the
+pre-SFT base (the trap of continuing an SFT adapter into DPO: LLaMA-Factory #8459). At step 0 the two are equal, so the
+first margins are 0. Pairs are tokenized here with the training template exactly as tokenize renders rows
+(tunemake.chat.encode_pair), and TRL's own tokenization is skipped. Checkpoints, resume after a kill, SIGTERM and
+torchrun DDP behave as in train (tunemake.trainer).
+
+With align.enabled false the output holds only summary.json and metrics.json saying so, and later steps use
+results/merged (tunemake.weights.final_model): the pipeline is the SFT one.
+
+Output: model/ (the merged aligned model, what gguf and evaluate use), adapter/, history.json with the rewards of
+chosen and rejected answers, their margins and accuracies per step, plots/{train,eval}.tsv, summary.json, metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
+from tunemake.chat import Renderer, encode_pair, fast_tokenizer
+from tunemake.errors import StepError
+from tunemake.jsonl import atomic_dir, read_jsonl, write_json
+from tunemake.methods.lora import lora_config
+from tunemake.params import AlignParams, Params
+from tunemake.params import load as load_params
+from tunemake.runtime import git_commit, package_versions, peak_memory_mb
+from tunemake.trainer import arguments, optimizer_name, parameter_counts, precision, resume_checkpoint, run_trainer
+from tunemake.weights import load, save_merged
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--merged", type=Path, required=True, help="the merge step's output: the SFT model")
+    parser.add_argument("--pairs", type=Path, required=True, help="the pairs step's output")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True, help="resumable checkpoints, outside --out")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(load_params(args.params), args.merged, args.pairs, args.out, args.checkpoints)
+
+
+def trainer_class():
+    from trl import DPOTrainer
+
+    class PretokenizedDPOTrainer(DPOTrainer):
+        """DPOTrainer on pairs already tokenized by encode_pair (TRL would render them with the model's own
+        template, not the training one, and without tunemake's tool-call fallback)."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    return PretokenizedDPOTrainer
+
+
+def dpo_config(params: AlignParams, checkpoints: Path, world_size: int):
+    from trl import DPOConfig
+
+    return DPOConfig(
+        **arguments(params, checkpoints, world_size),
+        beta=params.beta,
+        loss_type=params.loss,
+        loss_weights=params.loss_weights,
+        max_length=params.max_length,
+        precompute_ref_log_probs=params.precompute_ref,
+        eval_strategy="epoch",
+        include_num_input_tokens_seen="non_padding",
+    )
+
+
+def pair_dataset(renderer: Renderer, path: Path, folder: Path):
+    """The split's pairs as token ids, saved to `folder` (TRL caches precomputed reference log-probs beside it)."""
+    from datasets import Dataset, load_from_disk
+
+    rows = [encode_pair(renderer, pair) for pair in read_jsonl(path)]
+    if folder.exists():
+        shutil.rmtree(folder)
+    Dataset.from_list(rows).save_to_disk(str(folder))
+    return load_from_disk(str(folder))
+
+
+def fingerprint(params: AlignParams, merged: Path, pairs: Path, world_size: int) -> str:
+    """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
+    parts = [params.model_dump_json(), str(world_size), (merged / "manifest.json").read_text()]
+    parts += [(pairs / f"{name}.jsonl").read_text() for name in ("train", "val")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
+    align = params.align
+    if not align.enabled:
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "summary.json", {"enabled": False})
+            write_json(tmp / "metrics.json", {"enabled": False})
+        log.info("align: off (align.enabled: false); later steps use %s", merged)
+        return None
+    if not read_jsonl(pairs / "train.jsonl"):
+        raise StepError(
+            f"align.enabled is true but {pairs / 'train.jsonl'} has no pairs: list preference files under "
+            "pairs.sources in params.yaml (format: preference), or set align.enabled: false"
+        )
+    started = time.perf_counter()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    config = dpo_config(align, checkpoints, world_size)
+    resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))
+    renderer = Renderer(fast_tokenizer(merged))
+    data = {
+        name: pair_dataset(renderer, pairs / f"{name}.jsonl", checkpoints / "pairs" / name) for name in ("train", "val")
+    }
+
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    set_seed(align.seed)  # the adapter's initialisation draws random numbers before the Trainer seeds anything
+    trainer = trainer_class()(
+        model=load(merged, dtype=torch.float32),
+        args=config,
+        train_dataset=data["train"],
+        eval_dataset=data["val"] if len(data["val"]) else None,
+        processing_class=renderer.tokenizer,
+        peft_config=lora_config(align.lora),
+        callbacks=[Progress(checkpoints / "live", "align"), StopOnSignal()],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainable, total = parameter_counts(trainer.model)
+    log.info(
+        "align: DPO (%s, beta %g) on %d pairs, %s trainable of %s parameters, %s, %d process(es)",
+        "+".join(align.loss),
+        align.beta,
+        len(data["train"]),
+        f"{trainable:,}",
+        f"{total:,}",
+        precision(align.precision),
+        world_size,
+    )
+    run_trainer(trainer, resume_from, checkpoints)
+    if not trainer.is_world_process_zero():
+        return None
+    rows = history(trainer.state.log_history)
+    with atomic_dir(out) as tmp:
+        trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        renderer.tokenizer.save_pretrained(tmp / "adapter")
+        save_merged(merged, tmp / "adapter", tmp / "model", params.merge.dtype)
+        write_json(tmp / "history.json", rows)
+        write_plots(rows, tmp / "plots")
+        first, last = (rows["train"][i] if rows["train"] else {} for i in (0, -1))
+        evals = rows["eval"]
+        summary = {
+            "enabled": True,
+            "loss": align.loss,
+            "beta": align.beta,
+            "reference": f"{merged} with the adapter disabled (the SFT model)",
+            "pairs": {name: len(split) for name, split in data.items()},
+            "parameters": {"trainable": trainable, "total": total},
+            "precision": precision(align.precision),
+            "optimizer": optimizer_name(trainer.optimizer),
+            "processes": world_size,
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
+            "first": first,
+            "last": last,
+            "val_start": evals[0] if evals else None,
+            "val_end": evals[-1] if evals else None,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "peak_memory_mb": peak_memory_mb(),
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+            "config": align.model_dump(),
+        }
+        write_json(tmp / "summary.json", summary)
+        write_json(
+            tmp / "metrics.json",
+            {
+                "enabled": True,
+                "val_margin": evals[-1].get("rewards/margins") if evals else None,
+                "val_accuracy": evals[-1].get("rewards/accuracies") if evals else None,
+                "steps": summary["steps"],
+                "wall_seconds": summary["wall_seconds"],
+            },
+        )
+    if not align.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    log.info(
+        "align: %d steps, loss %s -> %s, margin %s -> %s, %.0fs, peak memory %.0f MB",
+        summary["steps"],
+        first.get("loss"),
+        last.get("loss"),
+        first.get("rewards/margins"),
+        last.get("rewards/margins"),
+        summary["wall_seconds"],
+        summary["peak_memory_mb"]["rss"],
+    )
+    return summary

@@ -1,0 +1,203 @@
+"""Reading source files into canonical records, for prepare (conversations) and pairs (preference pairs).
+
+Each row goes through its format's converter and the checks every row shares (non-empty turns, the source's system
+prompt, a usable turn order); a row that fails is kept as a reject with its file, line, reason, the fix and the raw
+line, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from tunemake.errors import StepError
+from tunemake.formats import FORMATS, Pair, RowError
+from tunemake.jsonl import ReadCounts, dotted, read_lines
+from tunemake.params import PrepareParams, SourceParams
+
+# Reasons that are the user's own choice, not a data defect: they never fail a strict run.
+CHOSEN = {"filtered_out", "duplicate"}
+
+
+def read_sources(sources: list[SourceParams], params: PrepareParams) -> tuple[list[dict], list[dict], dict]:
+    """Every source's canonical records (deduplicated across sources), its rejects and its counts; with
+    prepare.strict a defective row stops the step, naming each one."""
+    records: list[dict] = []
+    rejects: list[dict] = []
+    seen: dict[str, str] = {}  # conversation -> the id that had it first, across sources
+    stats: dict = {"sources": {}}
+    for source in sources:
+        kept, rejected, stats["sources"][source.label] = read_source(source, params, seen)
+        records += kept
+        rejects += rejected
+    defects = [r for r in rejects if r["reason"] not in CHOSEN]
+    if params.strict and defects:
+        shown = "\n".join(
+            f"  {r['file']}:{r['line']}: {r['reason']}: {r['detail']} -> {r['fix']}" for r in defects[:20]
+        )
+        more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
+        raise StepError(
+            f"{len(defects)} row(s) rejected and prepare.strict is true:\n{shown}{more}\n"
+            "Fix these rows, or set prepare.strict: false in params.yaml to skip them (they are then listed in rejects.jsonl)."
+        )
+    return records, rejects, stats
+
+
+def read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tuple[list[dict], list[dict], dict]:
+    """One source's canonical records, its rejects (file, line, reason, fix, raw line) and its counts."""
+    path = Path(source.path)
+    if not path.is_file():
+        raise StepError(
+            f"{path}: source file not found. Fix prepare.sources[].path in params.yaml or remove the source."
+        )
+    convert = FORMATS[source.format]
+    records: list[dict] = []
+    rejects: list[dict] = []
+    read = ReadCounts()
+    repaired: Counter = Counter()
+    reasons: Counter = Counter()
+    kept = lines = 0
+
+    for line in read_lines(path, read):
+        lines += 1
+
+        def reject(reason: str, detail: str, fix: str) -> None:
+            reasons[reason] += 1
+            rejects.append(
+                {
+                    "file": str(path),
+                    "line": line.number,
+                    "source": source.label,
+                    "reason": reason,
+                    "detail": detail,
+                    "fix": fix,
+                    "raw": line.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"),
+                }
+            )
+
+        if line.problem:
+            reject(*line.problem)
+            continue
+        unmatched = _unmatched_filter(line.row, source.where)
+        if unmatched:
+            reject("filtered_out", unmatched, "expected: this source's 'where' filter excludes the row")
+            continue
+        try:
+            chat = convert(line.row, source)
+            row_repairs: Counter = Counter()
+            if isinstance(chat, Pair):
+                content = _normalise_pair(chat, source.system, row_repairs)
+            else:
+                content = {"messages": _normalise(chat.messages, source.system, row_repairs)}
+        except RowError as err:
+            reject(err.reason, err.detail, err.fix)
+            continue
+        record_id = f"{source.label}:{line.number}"
+        if params.dedup:
+            key = json.dumps([content, chat.tools], sort_keys=True)
+            if key in seen:
+                reject("duplicate", f"same conversation as {seen[key]}", "remove one copy, or set prepare.dedup: false")
+                continue
+            seen[key] = record_id
+        meta = {k: v for k, v in line.row.items() if k not in chat.consumed and isinstance(v, (str, int, float, bool))}
+        meta.update(source=source.label, file=str(path), line=line.number, format=source.format)
+        record = {"id": record_id, **content, "meta": meta}
+        if chat.tools:
+            record["tools"] = chat.tools
+        records.append(record)
+        repaired.update(row_repairs)
+        kept += 1
+
+    if kept == 0:
+        top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3)) or "the file has no non-blank lines"
+        first = (
+            f"\nFirst: {path}:{rejects[0]['line']}: {rejects[0]['detail']} -> {rejects[0]['fix']}" if rejects else ""
+        )
+        raise StepError(
+            f"{path}: yielded no usable rows ({top}). Check that format: {source.format} matches the file "
+            f"and that its 'where' filter can match.{first}"
+        )
+    counts = {
+        "file": str(path),
+        "format": source.format,
+        "lines": lines,
+        "kept": kept,
+        "rejected": dict(reasons),
+        "repaired": {**{k: v for k, v in vars(read).items() if v}, **repaired},
+    }
+    return records, rejects, counts
+
+
+def _unmatched_filter(row: dict, where: dict) -> str:
+    for field, wanted in where.items():
+        value = dotted(row, field)
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if value not in allowed:
+            return f"{field} is {value!r}, the filter wants {wanted!r}"
+    return ""
+
+
+def _non_empty(messages: list[dict], repaired: Counter) -> list[dict]:
+    kept = [m for m in messages if m["content"].strip() or m.get("tool_calls")]
+    if len(kept) < len(messages):
+        repaired["empty_turns_dropped"] += len(messages) - len(kept)
+    return kept
+
+
+def _with_system(messages: list[dict], system: str | None, repaired: Counter) -> list[dict]:
+    """The source's system prompt added to a conversation that has none; a system turn must come first."""
+    if any(m["role"] == "system" for m in messages[1:]):
+        raise RowError(
+            "misplaced_system", "a system message appears after the first turn", "put the system prompt first, once"
+        )
+    if system and not (messages and messages[0]["role"] == "system"):
+        repaired["system_added"] += 1
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _normalise_pair(pair: Pair, system: str | None, repaired: Counter) -> dict:
+    """A pair's prompt ends with a user (or tool) turn; both answers start with the assistant, differ and are
+    non-empty."""
+    prompt = _with_system(_non_empty(pair.prompt, repaired), system, repaired)
+    turns = [m for m in prompt if m["role"] != "system"]
+    if not turns or turns[0]["role"] != "user" or turns[-1]["role"] == "assistant":
+        raise RowError(
+            "bad_turn_order",
+            "the prompt must start with a user turn and end before an answer",
+            "end the prompt with the user's (or a tool's) turn; the answers follow it",
+        )
+    sides = {}
+    for side in ("chosen", "rejected"):
+        answer = _non_empty(getattr(pair, side), repaired)
+        if not answer:
+            raise RowError("empty_answer", f"the {side} answer is empty", f"give the {side} answer some text")
+        if answer[0]["role"] != "assistant" or any(m["role"] == "system" for m in answer):
+            raise RowError(
+                "bad_turn_order",
+                f"the {side} answer starts with {answer[0]['role']!r}, not 'assistant'",
+                "start each answer with the assistant's turn; earlier turns belong in the prompt",
+            )
+        sides[side] = answer
+    if sides["chosen"] == sides["rejected"]:
+        raise RowError(
+            "identical_answers", "chosen and rejected are the same answer", "give the pair a worse rejected answer"
+        )
+    return {"prompt": prompt, **sides}
+
+
+def _normalise(messages: list[dict], system: str | None, repaired: Counter) -> list[dict]:
+    """Shared checks for every format: drop empty turns, add the source's system prompt, enforce a usable shape."""
+    kept = _with_system(_non_empty(messages, repaired), system, repaired)
+    if not any(m["role"] == "assistant" for m in kept):
+        raise RowError("missing_roles", "no non-empty assistant turn", "give the row an assistant answer to train on")
+    while kept[-1]["role"] != "assistant":
+        kept.pop()
+        repaired["trailing_turns_trimmed"] += 1
+    turns = [m for m in kept if m["role"] != "system"]
+    if turns[0]["role"] != "user":
+        raise RowError(
+            "bad_turn_order", f"the conversation starts with {turns[0]['role']!r}, not 'user'", "start with a user turn"
+        )
+    return kept

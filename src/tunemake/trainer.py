@@ -1,0 +1,120 @@
+"""What the trainer steps (train, align) share: TrainingArguments from their params, resuming from the newest
+complete checkpoint of the same run, stopping on a signal, and the facts their summaries record.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from tunemake.callbacks import StopOnSignal
+from tunemake.errors import StepError
+from tunemake.params import Optimisation
+
+log = logging.getLogger("tunemake.train")
+
+LR_SCALING = {"none": lambda n: 1.0, "linear": lambda n: float(n), "sqrt": lambda n: n**0.5}
+
+
+class Interrupted(StepError):
+    """Stopped by a signal after saving a checkpoint; exits 128 + the signal number, as a killed process would."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def precision(name: str) -> str:
+    if name != "auto":
+        if name != "fp32" and not torch.cuda.is_available():
+            raise StepError(f"precision is {name} but there is no GPU here; use auto or fp32")
+        return name
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
+    """The TrainingArguments both trainers take from the params they share (see tunemake.params.Optimisation)."""
+    mode = precision(params.precision)
+    return dict(
+        output_dir=str(checkpoints),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps or -1,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation,
+        learning_rate=params.learning_rate * LR_SCALING[params.lr_scaling](world_size),
+        lr_scheduler_type=params.lr_scheduler,
+        optim=params.optimizer,
+        warmup_steps=params.warmup_ratio,  # a float below 1 is a fraction of the total steps
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        seed=params.seed,
+        data_seed=params.seed,
+        gradient_checkpointing=params.gradient_checkpointing,
+        bf16=mode == "bf16",  # explicit: TRL's DPOConfig defaults bf16 to true
+        fp16=mode == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        eval_on_start=True,  # the val loss before training: the first point of the curve
+        prediction_loss_only=True,  # evaluation needs the loss only; do not collect logits
+        save_strategy="steps",
+        save_steps=params.checkpoint_steps,
+        save_total_limit=2,
+        logging_steps=params.log_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,  # Progress logs a bar line per logging step instead, which reads well in a log file
+        ddp_find_unused_parameters=False,
+    )
+
+
+def reset_if_stale(checkpoints: Path, print_: str) -> None:
+    stamp = checkpoints / "fingerprint.txt"
+    if checkpoints.exists() and (not stamp.exists() or stamp.read_text() != print_):
+        log.warning("%s holds checkpoints of other parameters or data; starting over", checkpoints)
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(print_)
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint that was fully written: the Trainer writes trainer_state.json last, so a process
+    killed while saving leaves a folder without it, which is skipped (and later replaced)."""
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def resume_checkpoint(config, checkpoints: Path, print_: str) -> str | None:
+    """The newest complete checkpoint of this very run, after clearing checkpoints of other parameters or data."""
+    with config.main_process_first(local=False, desc="checkpoint check"):
+        if config.process_index == 0:
+            reset_if_stale(checkpoints, print_)
+    resume_from = last_complete_checkpoint(checkpoints)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    return resume_from
+
+
+def run_trainer(trainer, resume_from: str | None, checkpoints: Path) -> None:
+    stop = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StopOnSignal))
+    trainer.train(resume_from_checkpoint=resume_from)
+    if stop.received:
+        raise Interrupted(
+            f"stopped by signal {stop.received} at step {trainer.state.global_step}; the checkpoint is in "
+            f"{checkpoints}. Run the same command again to resume.",
+            stop.received,
+        )
+
+
+def optimizer_name(optimizer) -> str:
+    """The class that stepped, past accelerate's wrapper: e.g. bitsandbytes.optim.adamw.AdamW for adamw_8bit."""
+    inner = type(getattr(optimizer, "optimizer", optimizer))
+    return f"{inner.__module__}.{inner.__qualname__}"
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())

@@ -1,0 +1,129 @@
+"""align (DPO) on the tiny model, from the real merged SFT model: its outputs, a reference that is the SFT model,
+resume after kill -9, and the pipeline unchanged when it is off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, REPO, run
+from tunemake.weights import final_model
+
+# Seconds per run; long enough to checkpoint and resume mid-run.
+QUICK = {"enabled": True, "max_steps": 6, "batch_size": 2, "gradient_accumulation": 1, "checkpoint_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory, tiny_llama_dir) -> Path:
+    """results/merged (2 LoRA steps on the tiny Llama) and results/pairs, made by the real steps on a data slice."""
+    root = tmp_path_factory.mktemp("align_inputs")
+    (root / "data" / "raw").mkdir(parents=True)
+    for name, keep in (("tool_calls.jsonl", range(48)), ("practical_qa.jsonl", range(12))):
+        lines = (REPO / "data" / "raw" / name).read_text().splitlines(keepends=True)
+        (root / "data" / "raw" / name).write_text("".join(lines[i] for i in keep))
+    pairs = (REPO / "data" / "raw" / "preferences.jsonl").read_text().splitlines(keepends=True)
+    (root / "data" / "raw" / "preferences.jsonl").write_text("".join(pairs[:48] + pairs[336:348]))  # the same rows
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_llama_dir)
+    params["tokenize"]["max_length"] = 512
+    params["prepare"]["replay"] = 0
+    params["train"].update(max_steps=2, batch_size=4, learning_rate=5e-3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for step in (
+        ["base", "--out", "results/base"],
+        ["prepare", "--out", "results/data"],
+        ["pairs", "--data", "results/data", "--out", "results/pairs"],
+        ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
+        ["train", "--base", "results/base", "--data", "results/tokenized", "--out", "results/train"]
+        + ["--checkpoints", "checkpoints/train"],
+        ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
+    ):
+        run(["tunemake", *step], root)
+    return root
+
+
+def align_cmd(sft: Path, folder: Path, **overrides) -> list[str]:
+    params = yaml.safe_load((sft / "params.yaml").read_text())
+    params["align"] = {**QUICK, **overrides}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return ["tunemake", "align", "--params", str(folder / "params.yaml"), "--merged", str(sft / "results/merged")] + [
+        "--pairs",
+        str(sft / "results/pairs"),
+        "--out",
+        str(folder / "out"),
+        "--checkpoints",
+        str(folder / "checkpoints"),
+        "--log-file",
+        str(folder / "align.log"),
+    ]
+
+
+def losses(folder: Path) -> list[float]:
+    return [row["loss"] for row in json.loads((folder / "out" / "history.json").read_text())["train"]]
+
+
+@pytest.fixture(scope="module")
+def aligned(sft, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("aligned")
+    run(align_cmd(sft, folder), sft)
+    return folder
+
+
+def test_align_writes_the_merged_dpo_model_its_adapter_and_reward_curves(sft, aligned):
+    out = aligned / "out"
+    assert (out / "model" / "model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    assert final_model(sft / "results/merged", out) == out / "model"
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["train"]) == 6
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert all(key in row for row in history["train"] + history["eval"]), key
+    header = (out / "plots" / "train.tsv").read_text().splitlines()[0].split("\t")
+    assert "rewards/margins" in header
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["enabled"] and summary["steps"] == 6 and summary["pairs"]["train"] > 0
+    assert "(the SFT model)" in summary["reference"]
+    assert "margin=" in (aligned / "align.log").read_text()  # the progress line
+    assert not (aligned / "checkpoints").exists()
+
+
+def test_at_step_0_the_reference_is_the_sft_model_itself(aligned):
+    """The val pass before training: policy (the SFT model + a zero-initialised adapter) and reference give equal
+    log-probs, so every reward and margin is exactly 0 and the loss is log 2. Had the reference been the pre-SFT base
+    (LLaMA-Factory #8459), they would differ: the SFT model here is 2 steps at lr 5e-3 away from it."""
+    start = json.loads((aligned / "out" / "history.json").read_text())["eval"][0]
+    assert start["step"] == 0
+    assert start["rewards/chosen"] == 0 and start["rewards/rejected"] == 0 and start["rewards/margins"] == 0
+    assert start["val_loss"] == pytest.approx(0.693147, abs=1e-5)
+    end = json.loads((aligned / "out" / "history.json").read_text())["eval"][-1]
+    assert end["rewards/margins"] != 0  # and training moved away from it
+
+
+def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(sft, aligned, tmp_path):
+    cmd = align_cmd(sft, tmp_path)
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(cmd, cwd=sft, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, f"align ended before its first checkpoint:\n{process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "out").exists()
+    run(cmd, sft)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert 2 <= summary["resumed_from_step"] < 6
+    assert losses(tmp_path) == pytest.approx(losses(aligned), abs=1e-4)
+
+
+def test_align_off_says_so_and_the_pipeline_ships_the_sft_model(sft, tmp_path):
+    run(align_cmd(sft, tmp_path, enabled=False), sft)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"enabled": False}
+    assert not (tmp_path / "out" / "model").exists()
+    assert final_model(sft / "results/merged", tmp_path / "out") == sft / "results/merged"
