@@ -232,6 +232,33 @@ def test_where_filter_and_field_mapping_for_logs(tmp_path):
     prepare.run(params_for(source, strict=True), tmp_path / "strict")
 
 
+def test_system_prompt_chosen_by_a_field_per_row(tmp_path):
+    """Seed 001's per-agent system prompts: the agent field picks the prompt; an agent it does not list is a
+    counted reject naming the fix, unless the source has a fallback `system`."""
+    agents = ["coder", "tester", "planner", "coder"] * 10
+    logs = write_jsonl(
+        tmp_path / "agents.jsonl",
+        [{"task": f"task {i}", "output": f"done {i}", "agent": agent} for i, agent in enumerate(agents)],
+    )
+    source = {
+        "path": str(logs),
+        "format": "fields",
+        "fields": {"prompt": "task", "response": "output"},
+        "system_by": {"field": "agent", "prompts": {"coder": "You write code.", "tester": "You write tests."}},
+    }
+    stats = prepare.run(params_for(source), tmp_path / "out")
+    assert stats["rows"]["kept"] == 30 and stats["rejects"] == {"no_system_prompt": 10}
+    reject = read_jsonl(tmp_path / "out" / "rejects.jsonl")[0]
+    assert reject["line"] == 3 and "'planner'" in reject["detail"] and "system_by.prompts" in reject["fix"]
+    rows = [r for name in ("train", "val", "test") for r in read_jsonl(tmp_path / "out" / f"{name}.jsonl")]
+    assert {(r["meta"]["agent"], r["messages"][0]["content"]) for r in rows} == {
+        ("coder", "You write code."),
+        ("tester", "You write tests."),
+    }
+    fallback = prepare.run(params_for({**source, "system": "You plan."}), tmp_path / "fallback")
+    assert fallback["rows"]["kept"] == 40
+
+
 def test_cli_reports_bad_params_and_bad_data_without_traceback(tmp_path, bad_sources):
     messages, _ = bad_sources
     params = tmp_path / "params.yaml"

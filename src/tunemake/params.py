@@ -50,11 +50,21 @@ class BaseParams(Strict):
     )
 
 
+class SystemBy(Strict):
+    field: str = Field(description="the row field (dotted paths allowed) whose value picks the system prompt")
+    prompts: dict[str, str] = Field(min_length=1, description="field value -> system prompt")
+
+
 class SourceParams(Strict):
     path: str
     format: Format = Field(description="a module in tunemake/formats/: messages, sharegpt, alpaca, qa, xlam, fields")
     name: str | None = Field(None, description="label used in stats and ids; defaults to the file's stem")
     system: str | None = Field(None, description="system prompt added to rows that have none")
+    system_by: SystemBy | None = Field(
+        None,
+        description="a system prompt per value of a row field, e.g. {field: agent, prompts: {coder: ..., tester: "
+        "...}}, for rows that have none; a value it does not list falls back to `system`, or is a reject",
+    )
     where: dict[str, Any] = Field(
         default_factory=dict,
         description="keep only rows whose field equals the value (or is in the list), e.g. {success: true}",

@@ -86,10 +86,11 @@ def read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tupl
         try:
             chat = convert(line.row, source)
             row_repairs: Counter = Counter()
+            system = _system_for(line.row, source)
             if isinstance(chat, Pair):
-                content = _normalise_pair(chat, source.system, row_repairs)
+                content = _normalise_pair(chat, system, row_repairs)
             else:
-                content = {"messages": _normalise(chat.messages, source.system, row_repairs)}
+                content = {"messages": _normalise(chat.messages, system, row_repairs)}
         except RowError as err:
             reject(err.reason, err.detail, err.fix)
             continue
@@ -136,6 +137,21 @@ def _unmatched_filter(row: dict, where: dict) -> str:
         if value not in allowed:
             return f"{field} is {value!r}, the filter wants {wanted!r}"
     return ""
+
+
+def _system_for(row: dict, source: SourceParams) -> str | None:
+    """The system prompt for a row without one: by its field's value (system_by), else the source's."""
+    if source.system_by is None:
+        return source.system
+    value = dotted(row, source.system_by.field)
+    prompt = source.system_by.prompts.get(str(value)) if value is not None else None
+    if prompt is None and source.system is None:
+        raise RowError(
+            "no_system_prompt",
+            f"{source.system_by.field} is {value!r}, which system_by.prompts does not list",
+            f"add {value!r} to system_by.prompts in params.yaml, or give the source a fallback `system`",
+        )
+    return prompt or source.system
 
 
 def _non_empty(messages: list[dict], repaired: Counter) -> list[dict]:
