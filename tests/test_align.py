@@ -108,13 +108,15 @@ def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     cmd = align_cmd(sft, tmp_path)
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(cmd, cwd=sft, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("checkpoints/checkpoint-*/trainer_state.json")):
-        assert process.poll() is None, f"align ended before its first checkpoint:\n{process.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("checkpoints/checkpoint-*/trainer_state.json")):
+            assert process.poll() is None, f"align ended before its first checkpoint:\n{process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+    finally:
+        process.kill()  # SIGKILL: no chance to clean up (and no run left behind when the wait fails)
+        process.wait()
     assert not (tmp_path / "out").exists()
     run(cmd, sft)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

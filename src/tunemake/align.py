@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,15 +52,39 @@ def main(args: argparse.Namespace) -> None:
     run(load_params(args.params), args.merged, args.pairs, args.out, args.checkpoints)
 
 
+@contextmanager
+def answer_tokens_only():
+    """TRL's fused LM head scores only the answer tokens on a GPU, but every position without Triton (its "compact"
+    switch, meant to spare Neuron recompilations): on CPU that pushes the prompts too (about 85% of the tokens here)
+    through the 49k-word head. Flip the switch for the duration of a loss computation; the kernel itself still picks
+    its torch path on CPU. TRL is pinned (envs/requirements.lock), and a change of the name fails loudly here."""
+    import trl.trainer.utils as fused
+
+    original = fused._use_triton
+    fused._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        fused._use_triton = original
+
+
 def trainer_class():
     from trl import DPOTrainer
 
     class PretokenizedDPOTrainer(DPOTrainer):
         """DPOTrainer on pairs already tokenized by encode_pair (TRL would render them with the model's own
-        template, not the training one, and without tunemake's tool-call fallback)."""
+        template, not the training one, and without tunemake's tool-call fallback), scoring answer tokens only."""
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            with answer_tokens_only():
+                return super()._compute_loss(model, inputs, return_outputs)
+
+        def compute_ref_log_probs(self, model, inputs):
+            with answer_tokens_only():
+                return super().compute_ref_log_probs(model, inputs)
 
     return PretokenizedDPOTrainer
 
@@ -79,15 +104,18 @@ def dpo_config(params: AlignParams, checkpoints: Path, world_size: int):
     )
 
 
-def pair_dataset(renderer: Renderer, path: Path, folder: Path):
-    """The split's pairs as token ids, saved to `folder` (TRL caches precomputed reference log-probs beside it)."""
+def pair_datasets(config, renderer: Renderer, pairs: Path, folder: Path) -> dict:
+    """The train and val pairs as token ids, saved under `folder` by the main process (TRL caches precomputed
+    reference log-probs beside them) and loaded by every process."""
     from datasets import Dataset, load_from_disk
 
-    rows = [encode_pair(renderer, pair) for pair in read_jsonl(path)]
-    if folder.exists():
-        shutil.rmtree(folder)
-    Dataset.from_list(rows).save_to_disk(str(folder))
-    return load_from_disk(str(folder))
+    with config.main_process_first(local=False, desc="pair tokenization"):
+        if config.process_index == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            for name in ("train", "val"):
+                rows = [encode_pair(renderer, pair) for pair in read_jsonl(pairs / f"{name}.jsonl")]
+                Dataset.from_list(rows).save_to_disk(str(folder / name))
+    return {name: load_from_disk(str(folder / name)) for name in ("train", "val")}
 
 
 def fingerprint(params: AlignParams, merged: Path, pairs: Path, world_size: int) -> str:
@@ -115,9 +143,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
     config = dpo_config(align, checkpoints, world_size)
     resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))
     renderer = Renderer(fast_tokenizer(merged))
-    data = {
-        name: pair_dataset(renderer, pairs / f"{name}.jsonl", checkpoints / "pairs" / name) for name in ("train", "val")
-    }
+    data = pair_datasets(config, renderer, pairs, checkpoints / "pairs")
 
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
