@@ -15,7 +15,7 @@ from conftest import BIN, REPO, run
 from tunemake.weights import final_model
 
 # Seconds per run; long enough to checkpoint and resume mid-run.
-QUICK = {"enabled": True, "max_steps": 6, "batch_size": 2, "gradient_accumulation": 1, "checkpoint_steps": 2}
+QUICK = {"enabled": True, "max_steps": 4, "batch_size": 2, "gradient_accumulation": 1, "checkpoint_steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +80,13 @@ def test_align_writes_the_merged_dpo_model_its_adapter_and_reward_curves(sft, al
     assert (out / "model" / "model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
     assert final_model(sft / "results/merged", out) == out / "model"
     history = json.loads((out / "history.json").read_text())
-    assert len(history["train"]) == 6
+    assert len(history["train"]) == 4
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
         assert all(key in row for row in history["train"] + history["eval"]), key
     header = (out / "plots" / "train.tsv").read_text().splitlines()[0].split("\t")
     assert "rewards/margins" in header
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["enabled"] and summary["steps"] == 6 and summary["pairs"]["train"] > 0
+    assert summary["enabled"] and summary["steps"] == 4 and summary["pairs"]["train"] > 0
     assert "(the SFT model)" in summary["reference"]
     assert "margin=" in (aligned / "align.log").read_text()  # the progress line
     assert not (aligned / "checkpoints").exists()
@@ -120,7 +120,7 @@ def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert not (tmp_path / "out").exists()
     run(cmd, sft)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert 2 <= summary["resumed_from_step"] < 6
+    assert 2 <= summary["resumed_from_step"] < 4
     assert losses(tmp_path) == pytest.approx(losses(aligned), abs=1e-4)
 
 

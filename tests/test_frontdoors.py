@@ -105,6 +105,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         assert (
             preference["pairs"] == 4 and 0 <= preference["accuracy"] <= 100 and len(preference["ci95"]["margin"]) == 2
         )
+    per_pair = [json.loads(line) for line in (workspace / "results" / "eval" / "pairs.jsonl").read_text().splitlines()]
+    assert len(per_pair) == 4 and all({"base", "sft", "tuned"} <= set(p) for p in per_pair)
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
     # No model answers twice: the tuned model's answers are its F16 GGUF's; transformers answers the 2 timed rows,

@@ -482,6 +482,20 @@ def run(
                 for i, row in enumerate(rows)
             ),
         )
+        write_jsonl(  # each held-out pair's log-likelihoods per model, to see which pairs a model gets wrong
+            tmp / "pairs.jsonl",
+            (
+                {
+                    "id": pair["id"],
+                    **{
+                        name: dict(zip(("chosen", "rejected"), results[name]["pairs"][i]))
+                        for name in results
+                        if results[name].get("pairs")
+                    },
+                }
+                for i, pair in enumerate(pairs)
+            ),
+        )
         write_jsonl(
             tmp / "general_samples.jsonl",
             (
