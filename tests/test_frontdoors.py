@@ -129,8 +129,9 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     ]
     page = (workspace / "results" / "report" / "index.html").read_text()
     assert f"{gate['verdict'].upper()}</span>" in page and "gguf-F16, its unquantized GGUF" in page
-    assert "Alignment (DPO)" in page and "prefers the chosen answer (%)" in page
+    assert "prefers the chosen answer (%)" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
+    assert "DPO rewards and margins" in page
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 
     again = run(["snakemake", "--profile", "local", "-n"], workspace)
@@ -191,9 +192,11 @@ def assert_opens_offline_with_plots(html: Path) -> None:
         headings = page.eval_on_selector_all("h2", "all => all.map(h => h.textContent)")
         browser.close()
     assert outside == []
-    assert [alt for alt, _, _ in images] == ["scores by model", "training and validation loss"]
+    plots = ["scores by model", "training and validation loss", "DPO rewards and margins"]  # the last when align ran
+    assert [alt for alt, _, _ in images] == plots[: len(images)] and len(images) >= 2
     assert all(complete and width > 300 for _, complete, width in images), images
     assert any(h.startswith("Held-out scores") for h in headings) and "Sample answers" in headings
+    assert ("Alignment (DPO)" in headings) == (len(images) == 3)
     assert "What the fine-tune broke: general prompts no training row shares" in headings
 
 
@@ -246,7 +249,8 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     # prints every parameter, so params.yaml is one of its inputs.)
     original = (workspace / "params.yaml").read_text()
     edit_params(workspace, merge={"dtype": "bfloat16"})
-    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"merge", "report"}
+    # (align merges its adapter in merge.dtype too)
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"merge", "align", "report"}
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, eval={"max_new_tokens": 4})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"evaluate", "report"}
