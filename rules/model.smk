@@ -55,7 +55,8 @@ rule merge:
         "tunemake merge --params params.yaml --base {input.base} --trained {input.trained} --out {output} --log-file {log}"
 
 
-# DPO on the merged SFT model (align.enabled); when off it only says so, and gguf and evaluate use results/merged.
+# DPO on the merged SFT model (align.enabled); when off it only writes a note (here, not as a cluster job), and gguf
+# and evaluate use results/merged.
 rule align:
     input:
         merged="results/merged",
@@ -65,6 +66,7 @@ rule align:
         directory("results/align"),
     log:
         "logs/align.log",
+    localrule: not config["align"]["enabled"]
     conda:
         TUNEMAKE_ENV
     resources:
