@@ -133,17 +133,17 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
             write_json(tmp / "metrics.json", {"enabled": False})
         log.info("align: off (align.enabled: false); later steps use %s", merged)
         return None
-    if not read_jsonl(pairs / "train.jsonl"):
-        raise StepError(
-            f"align.enabled is true but {pairs / 'train.jsonl'} has no pairs: list preference files under "
-            "pairs.sources in params.yaml (format: preference), or set align.enabled: false"
-        )
     started = time.perf_counter()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = dpo_config(align, checkpoints, world_size)
     resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))
     renderer = Renderer(fast_tokenizer(merged))
     data = pair_datasets(config, renderer, pairs, checkpoints / "pairs")
+    if not len(data["train"]):
+        raise StepError(
+            f"align.enabled is true but {pairs / 'train.jsonl'} has no pairs: list preference files under "
+            "pairs.sources in params.yaml (format: preference), or set align.enabled: false"
+        )
 
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback

@@ -208,14 +208,23 @@ def encode_pair(renderer: Renderer, pair: dict) -> dict[str, list[int]]:
     out = {}
     asked = sum(m["role"] == "assistant" for m in pair["prompt"])  # assistant turns before the answer
     for side in ("chosen", "rejected"):
-        text, spans = renderer.assistant_spans(*renderer.prepare(pair["prompt"] + pair[side], pair.get("tools", [])))
+        try:
+            text, spans = renderer.assistant_spans(
+                *renderer.prepare(pair["prompt"] + pair[side], pair.get("tools", []))
+            )
+        except ValueError as err:
+            raise StepError(f"pair {pair['id']}: {err}") from None
         encoding = renderer.tokenizer._tokenizer.encode(text, add_special_tokens=False)
         (start, _), end = spans[asked], spans[-1][1]
         first = encoding.char_to_token(start)
         first += encoding.token_to_chars(first)[0] < start  # a token that starts before the answer is the prompt's
         last = encoding.char_to_token(end - 1)
         if out and encoding.ids[:first] != out["prompt_ids"]:
-            raise StepError(f"pair {pair['id']}: the prompt renders differently before its two answers")
+            raise StepError(
+                f"pair {pair['id']}: the chat template renders the prompt differently before its two answers, so the "
+                "answers cannot be compared on one prompt; use a template without answer-dependent rewriting "
+                "(base.chat_template in params.yaml)"
+            )
         out["prompt_ids"], out[f"{side}_ids"] = encoding.ids[:first], encoding.ids[first : last + 1]
     return out
 

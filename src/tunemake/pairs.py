@@ -16,10 +16,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunemake.jsonl import read_jsonl
 from tunemake.params import Params
 from tunemake.params import load as load_params
-from tunemake.sources import read_sources
+from tunemake.sources import read_sources, write_splits
 from tunemake.split import SPLITS, split_records
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,7 @@ def run(params: Params, data: Path, out: Path) -> dict:
         },
         following_a_row=len(pairs) - len(rest),
     )
-    with atomic_dir(out) as tmp:
-        for name, rows in splits.items():
-            write_jsonl(tmp / f"{name}.jsonl", rows)
-        write_jsonl(tmp / "rejects.jsonl", rejects)
-        write_json(tmp / "stats.json", stats)
+    write_splits(out, splits, rejects, stats)
     log.info(
         "pairs: kept %d (%s; %d in the split of the row with their prompt), rejected %d %s",
         len(pairs),

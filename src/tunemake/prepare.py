@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
+from tunemake.jsonl import read_jsonl
 from tunemake.params import PrepareParams
 from tunemake.params import load as load_params
-from tunemake.sources import read_sources
+from tunemake.sources import read_sources, write_splits
 from tunemake.split import SPLITS, split_records
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
         },
         length_chars={"bins": [str(b) for b in LENGTH_BINS], "counts": counts.tolist()},
     )
-    with atomic_dir(out) as tmp:
-        for name, rows in splits.items():
-            write_jsonl(tmp / f"{name}.jsonl", rows)
-        write_jsonl(tmp / "rejects.jsonl", rejects)
-        write_json(tmp / "stats.json", stats)
+    write_splits(out, splits, rejects, stats)
     log.info(
         "prepare: kept %d rows (%s), rejected %d %s",
         len(records),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tunemake.errors import StepError
 from tunemake.formats import FORMATS, Pair, RowError
-from tunemake.jsonl import ReadCounts, dotted, read_lines
+from tunemake.jsonl import ReadCounts, atomic_dir, dotted, read_lines, write_json, write_jsonl
 from tunemake.params import PrepareParams, SourceParams
 
 # Reasons that are the user's own choice, not a data defect: they never fail a strict run.
@@ -217,3 +217,12 @@ def _normalise(messages: list[dict], system: str | None, repaired: Counter) -> l
             "bad_turn_order", f"the conversation starts with {turns[0]['role']!r}, not 'user'", "start with a user turn"
         )
     return kept
+
+
+def write_splits(out: Path, splits: dict[str, list[dict]], rejects: list[dict], stats: dict) -> None:
+    """A reading step's output, atomically: <split>.jsonl per split, rejects.jsonl and stats.json."""
+    with atomic_dir(out) as tmp:
+        for name, rows in splits.items():
+            write_jsonl(tmp / f"{name}.jsonl", rows)
+        write_jsonl(tmp / "rejects.jsonl", rejects)
+        write_json(tmp / "stats.json", stats)

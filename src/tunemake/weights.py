@@ -58,8 +58,8 @@ def locate(model_dir: Path) -> Path:
 
 def final_model(merged: Path, align: Path | None) -> Path:
     """The model the pipeline ships: the align step's DPO model when it ran (align.enabled), else the SFT one."""
-    aligned = Path(align or merged) / "model"
-    return aligned if aligned.is_dir() else Path(merged)
+    aligned = Path(align) / "model" if align else None
+    return aligned if aligned and aligned.is_dir() else Path(merged)
 
 
 def load(model_dir: Path, **kwargs):
