@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tunemake import show_tokens, tokenize
+from tunemake import chat, show_tokens, tokenize
 from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import write_jsonl
@@ -67,7 +67,7 @@ def trained_text(renderer, labels) -> str:
 
 
 def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
-    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
     assert len(ids) == len(labels)
     assert trained_text(renderer, labels) == "Oslo.<|im_end|>Lima.<|im_end|>"
     # every label is either masked or equal to its input token (causal shift happens in the model)
@@ -76,7 +76,7 @@ def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
 
 def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
     assert not renderer.support.tools and not renderer.support.tool_calls
-    ids, labels = tokenize.encode(renderer, TOOL_RECORD)
+    [(ids, labels)] = tokenize.encode(renderer, TOOL_RECORD)
     text = renderer.tokenizer.decode(ids)
     assert '<tools>\n{"name": "get_weather"' in text and "<|im_start|>user\nWeather in Oslo?" in text
     assert (
@@ -90,20 +90,44 @@ def test_a_template_with_native_tool_support_is_used_natively(smol_tokenizer_dir
     (tmp_path / "tok" / "chat_template.jinja").write_text(NATIVE_TOOLS_TEMPLATE)
     native = Renderer(fast_tokenizer(tmp_path / "tok"))
     assert native.support.native
-    ids, labels = tokenize.encode(native, TOOL_RECORD)
+    [(ids, labels)] = tokenize.encode(native, TOOL_RECORD)
     assert "TOOLS [" in native.tokenizer.decode(ids)
     assert trained_text(native, labels) == 'CALL get_weather {"city": "Oslo"}<|im_end|>'
 
 
-def test_a_template_that_rewrites_history_is_reported(smol_tokenizer_dir, tmp_path):
+def test_a_template_that_rewrites_history_trains_each_turn_as_its_own_text(smol_tokenizer_dir, tmp_path):
     shutil.copytree(smol_tokenizer_dir, tmp_path / "tok")
     # renders earlier assistant turns differently from the last one, as reasoning templates that strip thoughts do
     (tmp_path / "tok" / "chat_template.jinja").write_text(
-        "{% for m in messages %}{{ m.role }}: {% if m.role == 'assistant' and not loop.last %}[old]{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant: {% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and not loop.last %}[old]"
+        "{% else %}{{ m.content }}{% endif %}<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    with pytest.raises(StepError, match="row m:1: the chat template does not render turn 2 as a continuation"):
-        tokenize.encode(Renderer(fast_tokenizer(tmp_path / "tok")), MULTI_TURN)
+    renderer = Renderer(fast_tokenizer(tmp_path / "tok"))
+    assert "one text per assistant turn" in renderer.training_template
+    (ids1, labels1), (ids2, labels2) = tokenize.encode(renderer, MULTI_TURN)
+    assert trained_text(renderer, labels1) == "Oslo.<|im_end|>" and trained_text(renderer, labels2) == "Lima.<|im_end|>"
+    # the second text is the conversation as the model sees it at turn 2: the template's own history, untrained
+    assert "assistant\n[old]<|im_end|><|im_start|>user\nAnd of Peru?" in renderer.tokenizer.decode(ids2)
+
+
+def test_a_template_that_writes_the_end_of_turn_only_between_turns_gets_it_after_the_last(smol_tokenizer_dir):
+    """Apertus writes <|assistant_end|> only when another turn follows; without it the model never learns to stop."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|assistant_end|>"]}, replace_extra_special_tokens=False
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>{{ m.content }}{% if not loop.last %}"
+        "<|assistant_end|>{% endif %}{% else %}<|im_start|>{{ m.role }} {{ m.content }}<|im_end|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>{% endif %}"
+    )
+    renderer = Renderer(tokenizer)
+    assert renderer.turn_end == "<|assistant_end|>"
+    assert tokenizer.convert_tokens_to_ids("<|assistant_end|>") in chat.stop_token_ids(tokenizer)
+    [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
+    assert trained_text(renderer, labels) == "Oslo.<|assistant_end|>Lima.<|assistant_end|>"
 
 
 @pytest.mark.parametrize(
@@ -121,7 +145,7 @@ def test_families_whose_templates_rewrite_history_are_labelled_right(family, tem
     tokenizer.chat_template = getattr(trl_templates, f"{family}_chat_template")
     renderer = Renderer(tokenizer)
     assert renderer.training_template.startswith(template) and (renderer.training is not None) == (template == "TRL's")
-    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
     trained = trained_text(renderer, labels)
     end = {"phi3_5": "<|end|>"}.get(family, "<|im_end|>")
     assert trained.replace("<think>\n\n</think>\n\n", "").startswith(f"Oslo.{end}"), trained
@@ -148,7 +172,7 @@ def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_us
     tokenizer.chat_template = NO_SYSTEM_TEMPLATE
     renderer = Renderer(tokenizer)
     assert renderer.fold_system and renderer.no_tools is None
-    ids, labels = tokenize.encode(renderer, MULTI_TURN)
+    [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
     assert "<start_of_turn>user\nBe brief.\n\nCapital of Norway?<end_of_turn>" in tokenizer.decode(ids)
     trained = trained_text(renderer, labels)
     assert trained == "Oslo.<end_of_turn>Lima.<end_of_turn>", trained
@@ -161,7 +185,7 @@ def test_a_template_that_loops_over_tools_unguarded_gets_an_empty_list(smol_toke
     tokenizer.chat_template = TOOLS_LOOP_TEMPLATE
     renderer = Renderer(tokenizer)
     assert renderer.no_tools == [] and not renderer.fold_system
-    assert trained_text(renderer, tokenize.encode(renderer, MULTI_TURN)[1]) == "Oslo.<|im_end|>Lima.<|im_end|>"
+    assert trained_text(renderer, tokenize.encode(renderer, MULTI_TURN)[0][1]) == "Oslo.<|im_end|>Lima.<|im_end|>"
 
 
 def splits(tmp_path, rows):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from tunemake.errors import StepError
 
 SENTINEL = "tunemake_sentinel_fn"
+OTHER_ANSWER = "\u00a7tunemake\u00a7"  # an answer no row starts with: where it departs from a real one, that one starts
 FALLBACK_PREAMBLE = (
     "You may call one or more functions to answer the user. For each call, reply with a JSON object "
     'with "name" and "arguments" inside <tool_call></tool_call> tags. The functions:'
@@ -118,6 +119,7 @@ def fast_tokenizer(folder):
     return tokenizer
 
 
+PER_TURN = "one text per assistant turn where it rewrites earlier turns"
 PROBE = [  # two turns: a template that rewrites earlier turns (reasoning models drop old thoughts) shows here
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Capital of Norway?"},
@@ -131,10 +133,11 @@ class Renderer:
     """Renders canonical records with one tokenizer's template, natively or through the fallback.
 
     Training finds the assistant tokens by rendering growing prefixes of each conversation. A family whose own
-    template rewrites earlier turns (Qwen3, Phi-3.5, DeepSeek-R1 distills...) cannot be read that way; for those,
-    TRL ships a training template that renders history as it was generated (trl.chat_template_utils), used here
-    for training only, and only when it renders the generation prompt exactly as the model's own template does
-    (`training_template` says which was used). Prompts for inference always use the model's own template.
+    template rewrites earlier turns (Qwen3, DeepSeek-R1 distills, Mistral-Nemo...) cannot be read that way; for
+    those, TRL ships a training template that renders history as it was generated (trl.chat_template_utils), used
+    here for training only, and only when it renders the generation prompt exactly as the model's own template
+    does. Without one, each assistant turn is trained as its own text (`sequences`). `training_template` says which
+    was used. Prompts for inference always use the model's own template.
     """
 
     def __init__(self, tokenizer):
@@ -149,10 +152,13 @@ class Renderer:
             lambda: self.render(PROBE[1:], None)
         )
         self.support = tool_support(tokenizer)
+        self.stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
+        self.turn_end = turn_end(tokenizer)
+        self.specials = sorted(map(tokenizer.convert_ids_to_tokens, _special_ids(tokenizer)), key=len, reverse=True)
         self.training = None  # a chat template used for training instead of the model's own
         self.training_template = "the model's own"
         try:
-            self.assistant_spans(*self.prepare(PROBE, []))
+            self.prefix_spans(*self.prepare(PROBE, []))
         except ValueError:
             self.training, self.training_template = trl_training_template(self)
 
@@ -174,12 +180,26 @@ class Renderer:
             chat_template=template,
         )
 
-    def assistant_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
-        """The full text and the character spans of each assistant turn (its end-of-turn token included).
+    def sequences(self, messages: list[dict], tools: list[dict] | None) -> list[tuple[str, list[tuple[int, int]]]]:
+        """The texts to train on and the character spans of their assistant turns (end-of-turn token included).
 
-        Found by rendering growing prefixes of the conversation, which works for any template that renders a
-        conversation's prefix as a prefix of its text; one that does not is reported, never guessed at.
+        One text when the template renders each prefix of the conversation as a prefix of its text (found by
+        rendering growing prefixes). A template that rewrites earlier turns (drops old thoughts, moves the system
+        prompt to the last user turn, opens a thinking block in the generation prompt) gives one text per assistant
+        turn instead: the history as the template renders it, the generation prompt the model gets at inference,
+        and the answer as the template writes it, so every turn is trained in the context it is used in.
         """
+        try:
+            return [self.prefix_spans(messages, tools)]
+        except ValueError:
+            return [
+                self.turn_sequence(messages[: i + 1], tools) for i, m in enumerate(messages) if m["role"] == "assistant"
+            ]
+
+    def prefix_spans(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
+        """The full text and every assistant turn's span, if the template renders prefixes as prefixes; else
+        ValueError. Each span runs through its end-of-turn token (turn_end, added after the last answer where the
+        template writes it only between turns)."""
         full = self.render(messages, tools, template=self.training)
         spans = []
         for i, message in enumerate(messages):
@@ -191,13 +211,40 @@ class Renderer:
             if eos and not full.startswith(through) and through.rstrip().endswith(eos):
                 through = through.rstrip()[: -len(eos)]  # Phi-3.5 ends the conversation, not the turn, with eos
             if not (through.startswith(before) and full.startswith(through)):
-                raise ValueError(
-                    f"the chat template does not render turn {i} as a continuation of the turns before it, so the "
-                    "assistant tokens cannot be located, and TRL has no training template for it; use a template "
-                    "without history-dependent rewriting (base.chat_template in params.yaml)"
-                )
+                raise ValueError(f"the chat template does not render turn {i} as a continuation of the turns before it")
             spans.append((len(before), len(through.rstrip())))
-        return full, spans
+        if self.turn_end and messages[-1]["role"] == "assistant":
+            full = full.rstrip() + self.turn_end
+        return full, [(start, self._through_turn_end(full, end)) for start, end in spans]
+
+    def _through_turn_end(self, text: str, end: int) -> int:
+        """A turn that does not end with a special token ends with the one the template writes next (Apertus'
+        <|assistant_end|>, GLM's <|user|> or <|observation|>)."""
+        if not self.turn_end or any(text[:end].endswith(token) for token in self.specials):
+            return end
+        rest = text[end:].lstrip()
+        token = next((t for t in self.specials if rest.startswith(t)), "")
+        return end + len(text) - end - len(rest) + len(token) if token else end
+
+    def turn_sequence(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
+        """The generation prompt for the last (assistant) message, then that answer as the template renders it, up to
+        its end-of-turn token (some templates render more after it: Command-R's tool instructions)."""
+        prompt = self.render(messages[:-1], tools, add_generation_prompt=True)
+        through = self.render(messages, tools)
+        if through.startswith(prompt):
+            answer = through[len(prompt) :]
+        else:  # the answer starts where the rendering of a different answer departs from this one
+            other = self.render([*messages[:-1], {"role": "assistant", "content": OTHER_ANSWER}], tools)
+            start = next((k for k, (a, b) in enumerate(zip(through, other)) if a != b), None)
+            if start is None or not through[start:].strip():
+                raise ValueError(
+                    f"the chat template does not render turn {len(messages) - 1} (an assistant answer), so its tokens "
+                    "cannot be located; use a template that renders assistant turns (base.chat_template in params.yaml)"
+                )
+            answer = through[start:]
+        ends = [k + len(stop) for stop in self.stops if (k := answer.find(stop, 1)) > 0]
+        answer = answer[: min(ends)] if ends else answer.rstrip() + self.turn_end
+        return prompt + answer, [(len(prompt), len(prompt) + len(answer))]
 
 
 def encode_pair(renderer: Renderer, pair: dict) -> dict[str, list[int]]:
@@ -209,13 +256,17 @@ def encode_pair(renderer: Renderer, pair: dict) -> dict[str, list[int]]:
     asked = sum(m["role"] == "assistant" for m in pair["prompt"])  # assistant turns before the answer
     for side in ("chosen", "rejected"):
         try:
-            text, spans = renderer.assistant_spans(
-                *renderer.prepare(pair["prompt"] + pair[side], pair.get("tools", []))
-            )
+            sequences = renderer.sequences(*renderer.prepare(pair["prompt"] + pair[side], pair.get("tools", [])))
         except ValueError as err:
             raise StepError(f"pair {pair['id']}: {err}") from None
+        if len(sequences) > 1 and sum(m["role"] == "assistant" for m in pair[side]) > 1:
+            raise StepError(
+                f"pair {pair['id']}: the chat template rewrites earlier turns, so an answer of several assistant turns "
+                "cannot be scored as one text; keep each answer to one assistant turn"
+            )
+        text, spans = sequences[-1]
         encoding = renderer.tokenizer._tokenizer.encode(text, add_special_tokens=False)
-        (start, _), end = spans[asked], spans[-1][1]
+        (start, _), end = spans[asked if len(sequences) == 1 else 0], spans[-1][1]
         first = encoding.char_to_token(start)
         first += encoding.token_to_chars(first)[0] < start  # a token that starts before the answer is the prompt's
         last = encoding.char_to_token(end - 1)
@@ -236,34 +287,70 @@ def trl_training_template(renderer: Renderer) -> tuple[str | None, str]:
 
     try:
         template = get_training_chat_template(renderer.tokenizer)
-    except ValueError:
-        return None, "the model's own (TRL has no training template for it)"
+    except (
+        Exception
+    ):  # ValueError for an unknown family; TRL's probes render without tools, which some templates reject
+        return None, f"the model's own, {PER_TURN} (TRL has no training template for it)"
     if template is None:
-        return None, "the model's own"
+        return None, f"the model's own, {PER_TURN}"
     # The first turn's prompt: later ones differ by design (the model's own template drops earlier thoughts)
     prompt = PROBE[:2]
     if renderer.render(prompt, None, add_generation_prompt=True, template=template) != renderer.render(
         prompt, None, add_generation_prompt=True
     ):
-        return None, "the model's own (TRL's training template renders a different generation prompt)"
+        return None, f"the model's own, {PER_TURN} (TRL's training template renders a different generation prompt)"
     return template, "TRL's training template for this family (the model's own rewrites earlier turns)"
+
+
+def _tails(tokenizer) -> tuple[str, str]:
+    """What the template writes after a one-word answer: when the conversation ends there, and when a user turn
+    follows (up to that turn's text). tools=[] for templates that loop over `tools` unguarded (Hermes tool_use,
+    Command-R); the same text otherwise."""
+    question, answer, again = (
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Ok"},
+        {"role": "user", "content": "Hi again"},
+    )
+    last = tokenizer.apply_chat_template([question, answer], tools=[], tokenize=False)
+    more = tokenizer.apply_chat_template([question, answer, again], tools=[], tokenize=False)
+    follows = more.rfind("Hi again")
+    answer = more.rfind("Ok", 0, follows)  # -1 where the template rewrites earlier answers: no tail to read there
+    return last[last.rfind("Ok") + 2 :], more[answer + 2 : follows] if answer >= 0 else ""
+
+
+def _special_ids(tokenizer) -> set[int]:
+    # Added tokens count only when marked special: Gemma's tokenizer also adds whitespace runs ("\n"), and a stop
+    # token "\n" would cut every answer at its first line break.
+    added = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special and token.content.strip()}
+    return set(tokenizer.all_special_ids) | added
+
+
+def _specials(tokenizer, text: str) -> list[int]:
+    special = _special_ids(tokenizer)
+    return [t for t in tokenizer(text, add_special_tokens=False)["input_ids"] if t in special]
+
+
+def turn_end(tokenizer) -> str:
+    """The end-of-turn token to add after a conversation's last answer, for templates that write nothing after it
+    and their end of turn only when another turn follows (Apertus: <|assistant_end|>; GLM ends a turn with the next
+    role, <|user|>), else the eos token; "" when the template ends the last answer itself. Without it the model
+    would never learn to stop."""
+    last, follows = _tails(tokenizer)
+    if last.strip():
+        return ""
+    first = _specials(tokenizer, follows)[:1]
+    return tokenizer.convert_ids_to_tokens(first[0]) if first else tokenizer.eos_token or ""
 
 
 def stop_token_ids(tokenizer) -> list[int]:
     """The tokens that end an assistant turn in this template (for ChatML, <|im_end|>), plus the eos token.
 
-    Found by rendering a one-word answer and reading the special tokens the template puts after it; generation
-    configs, GGUF metadata and Modelfiles take their stop tokens from here so they match the training template.
+    Found by rendering a one-word answer and reading the special tokens the template puts after it (or, when it
+    puts none, the one after it when another turn follows: turn_end); generation configs, GGUF metadata and
+    Modelfiles take their stop tokens from here so they match the training template.
     """
-    question = [{"role": "user", "content": "Hi"}]
-    before = tokenizer.apply_chat_template(question, tokenize=False, add_generation_prompt=True)
-    through = tokenizer.apply_chat_template([*question, {"role": "assistant", "content": "Ok"}], tokenize=False)
-    tail = through[len(before) :].split("Ok", 1)[-1]
-    # Added tokens count only when marked special: Gemma's tokenizer also adds whitespace runs ("\n"), and a stop
-    # token "\n" would cut every answer at its first line break.
-    added = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special and token.content.strip()}
-    special = set(tokenizer.all_special_ids) | added
-    stops = [t for t in tokenizer(tail, add_special_tokens=False)["input_ids"] if t in special]
+    last, follows = _tails(tokenizer)
+    stops = _specials(tokenizer, last) or _specials(tokenizer, follows)[:1]
     if tokenizer.eos_token_id is not None:
         stops.append(tokenizer.eos_token_id)
     return sorted(set(stops))

@@ -24,13 +24,14 @@ from tunemake.jsonl import atomic_dir, write_json
 
 log = logging.getLogger("tunemake")
 PACKAGE = "llama-cpp-python"
-NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")  # under vendor/llama.cpp/ in the sdist
+TEMPLATES = "models/templates/"  # the real chat templates llama.cpp tests with: tests/test_templates.py reads them
+NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", TEMPLATES)  # under vendor/llama.cpp/ in the sdist
 
 
 def fetch(pinned: str) -> Path:
     """The extracted converter for llama-cpp-python==pinned, downloading the sdist on first use."""
     target = cache_root() / f"llama.cpp-converter-{pinned}"
-    if (target / "convert_hf_to_gguf.py").is_file():
+    if all((target / name).exists() for name in NEEDED):
         return target
     log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
     with tempfile.TemporaryDirectory() as download, atomic_dir(target) as staging:
@@ -80,7 +81,8 @@ def run(out: Path) -> dict:
     pinned = version(PACKAGE)
     source = fetch(pinned)
     with atomic_dir(out) as tmp:
-        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        ignore = shutil.ignore_patterns("__pycache__", TEMPLATES.split("/")[0])  # the gguf step needs no templates
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=ignore)
         manifest = {"package": PACKAGE, "version": pinned, "script": "convert_hf_to_gguf.py", "gguf_py": "gguf-py"}
         write_json(tmp / "manifest.json", manifest)
     log.info("converter: llama.cpp converter of %s %s -> %s", PACKAGE, pinned, out)

@@ -136,7 +136,9 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
     from tunemake.loss import IGNORE, assistant_loss
 
     datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
-    test = datasets.load_from_disk(str(tokenized / "dataset"))["test"].filter(lambda r: r["id"] in ids)
+    # a row tokenized as one text per assistant turn has ids row#1, row#2...
+    test = datasets.load_from_disk(str(tokenized / "dataset"))["test"]
+    test = test.filter(lambda r: r["id"] in ids or r["id"].rpartition("#")[0] in ids)
     test = test.remove_columns("id")
     collate = DataCollatorForLanguageModeling(pad_token_id=pad)
     total, count = 0.0, 0

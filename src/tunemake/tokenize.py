@@ -1,8 +1,9 @@
 """tokenize: canonical splits -> a `datasets` Arrow DatasetDict with labels only on assistant tokens.
 
-Each conversation is rendered once with the base model's chat template and tokenized with character offsets;
-tokens inside assistant turns (end-of-turn token included) keep their id as label, all others get -100, so the
-loss never trains on prompts, system text or tool specs. Rows longer than tokenize.max_length follow
+Each conversation is rendered once with the base model's chat template (once per assistant turn where the
+template rewrites earlier turns: tunemake.chat.Renderer.sequences) and tokenized with character offsets; tokens
+inside assistant turns (end-of-turn token included) keep their id as label, all others get -100, so the loss never
+trains on prompts, system text or tool specs. Rows longer than tokenize.max_length follow
 tokenize.overlong: drop, truncate (rows left with no trainable token are dropped) or error. All counted.
 
 Rows stream from the JSONL into Arrow files in batches (datasets.map), so memory does not grow with the data, on
@@ -47,7 +48,9 @@ def _features():
             "id": Value("string"),
             "input_ids": Sequence(Value("int32")),
             "labels": Sequence(Value("int64")),  # IGNORE and token ids, as the collator expects
-            "fate": Sequence(Value("string")),  # overlong, truncated, dropped_overlong, dropped_no_trainable_tokens
+            "fate": Sequence(
+                Value("string")
+            ),  # turn_text, overlong, truncated, dropped_overlong, dropped_no_trainable_tokens
             "kept": Value("bool"),
             "length": Value("int64"),
             "trainable": Value("int64"),
@@ -105,21 +108,27 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
     return stats
 
 
-def encode(renderer: Renderer, record: dict) -> tuple[list[int], list[int]]:
+def encode(renderer: Renderer, record: dict) -> list[tuple[list[int], list[int]]]:
     return encode_batch(renderer, [record])[0]
 
 
-def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = None) -> list[tuple[list, list]]:
-    """Each record's token ids and labels: the token's id inside an assistant span, IGNORE elsewhere."""
+def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = None) -> list[list[tuple[list, list]]]:
+    """Each record's texts (one, or one per assistant turn: Renderer.sequences) as token ids and labels: the token's
+    id inside an assistant span, IGNORE elsewhere."""
     rendered = []
     for record in records:
         try:
-            rendered.append(renderer.assistant_spans(*renderer.prepare(record["messages"], record.get("tools", []))))
+            rendered.append(renderer.sequences(*renderer.prepare(record["messages"], record.get("tools", []))))
         except ValueError as err:
             raise StepError(f"{path or 'split'} row {record['id']}: {err}") from None
     # One call for the batch: the Rust tokenizer is many times faster than a Python loop over rows or tokens.
-    encodings = renderer.tokenizer._tokenizer.encode_batch([text for text, _ in rendered], add_special_tokens=False)
-    return [(encoding.ids, labels(encoding, spans)) for encoding, (_, spans) in zip(encodings, rendered)]
+    texts = [text for sequences in rendered for text, _ in sequences]
+    encodings = iter(renderer.tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False))
+    # zip reads the sequences first: reading the shared iterator first would lose one encoding per record
+    return [
+        [(encoding.ids, labels(encoding, spans)) for (_, spans), encoding in zip(sequences, encodings)]
+        for sequences in rendered
+    ]
 
 
 def labels(encoding, spans: list[tuple[int, int]]) -> list[int]:
@@ -143,28 +152,41 @@ def _encode_lines(batch: dict, renderer: Renderer, params: TokenizeParams, path:
     """datasets.map over a batch of JSONL lines: the kept rows' columns, and each row's fate for the stats."""
     records = [json.loads(line) for line in batch["text"]]
     columns: dict[str, list] = {name: [] for name in COLUMNS}
-    for record, (ids, labels) in zip(records, encode_batch(renderer, records, path)):
-        fate = []
-        if len(ids) > params.max_length:
-            fate.append("overlong")
-            if params.overlong == "error":
-                raise StepError(
-                    f"row {record['id']} ({record['meta']['file']}:{record['meta']['line']}) has {len(ids)} tokens, "
-                    f"over tokenize.max_length={params.max_length}. Raise max_length or set tokenize.overlong to drop "
-                    "or truncate."
-                )
-            if params.overlong == "drop":
-                fate.append("dropped_overlong")
-            else:
-                ids, labels = ids[: params.max_length], labels[: params.max_length]
-                fate.append("truncated")
-        trainable = sum(label != IGNORE for label in labels)
-        if "dropped_overlong" not in fate and not trainable:
-            fate.append("dropped_no_trainable_tokens")
-        kept = not any(f.startswith("dropped") for f in fate)
-        for name, value in zip(COLUMNS, (record["id"], ids, labels, fate, kept, len(ids), trainable)):
-            columns[name].append(value)
+    for record, sequences in zip(records, encode_batch(renderer, records, path)):
+        for turn, (ids, labels) in enumerate(sequences):
+            _add_row(
+                columns,
+                record,
+                f"{record['id']}#{turn + 1}" if len(sequences) > 1 else record["id"],
+                ids,
+                labels,
+                params,
+            )
     return columns
+
+
+def _add_row(columns: dict, record: dict, row_id: str, ids: list[int], labels: list[int], params: TokenizeParams):
+    """One text's columns; a row of one text per assistant turn has ids id#1, id#2... (fate turn_text)."""
+    fate = ["turn_text"] if row_id != record["id"] else []
+    if len(ids) > params.max_length:
+        fate.append("overlong")
+        if params.overlong == "error":
+            raise StepError(
+                f"row {record['id']} ({record['meta']['file']}:{record['meta']['line']}) has {len(ids)} tokens, "
+                f"over tokenize.max_length={params.max_length}. Raise max_length or set tokenize.overlong to drop "
+                "or truncate."
+            )
+        if params.overlong == "drop":
+            fate.append("dropped_overlong")
+        else:
+            ids, labels = ids[: params.max_length], labels[: params.max_length]
+            fate.append("truncated")
+    trainable = sum(label != IGNORE for label in labels)
+    if "dropped_overlong" not in fate and not trainable:
+        fate.append("dropped_no_trainable_tokens")
+    kept = not any(f.startswith("dropped") for f in fate)
+    for name, value in zip(COLUMNS, (row_id, ids, labels, fate, kept, len(ids), trainable)):
+        columns[name].append(value)
 
 
 def tokenize_split(renderer: Renderer, path: Path, params: TokenizeParams, cache: Path):
