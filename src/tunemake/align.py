@@ -36,7 +36,7 @@ from tunemake.params import AlignParams, Params
 from tunemake.params import load as load_params
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb
 from tunemake.trainer import arguments, optimizer_name, parameter_counts, precision, resume_checkpoint, run_trainer
-from tunemake.weights import load, save_merged
+from tunemake.weights import load, save_merged, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
     rows = history(trainer.state.log_history)
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        renderer.tokenizer.save_pretrained(tmp / "adapter")
+        save_tokenizer(renderer.tokenizer, tmp / "adapter", merged)
         save_merged(merged, tmp / "adapter", tmp / "model", params.merge.dtype)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")

@@ -19,7 +19,7 @@ from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
 from tunemake.params import load as load_params
-from tunemake.weights import materialise, resolve
+from tunemake.weights import materialise, resolve, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def run(params: BaseParams, out: Path) -> dict:
     dtype = str(config.dtype or "float32").removeprefix("torch.") if params.dtype == "auto" else params.dtype
 
     with atomic_dir(out) as tmp:
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp, folder)
         config.save_pretrained(tmp)
         if (folder / "generation_config.json").exists():
             GenerationConfig.from_pretrained(folder).save_pretrained(tmp)

@@ -37,6 +37,7 @@ from tunemake.trainer import (
     resume_checkpoint,
     run_trainer,
 )
+from tunemake.weights import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
-    summary = write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started)
+    summary = write_outputs(trainer, best, params, config, base, out, checkpoints, resume_from, world_size, started)
     if not params.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
@@ -155,7 +156,7 @@ def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, che
     return trainer, best
 
 
-def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, world_size, started) -> dict:
+def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_from, world_size, started) -> dict:
     """model/ (best or last weights), history.json, plots/, summary.json and metrics.json, atomically."""
     rows = history(trainer.state.log_history)
     best_weights = checkpoints / "best"
@@ -166,7 +167,7 @@ def write_outputs(trainer, best, params, config, out, checkpoints, resume_from, 
             shutil.copytree(best_weights, tmp / "model", ignore=shutil.ignore_patterns("best.json"))
         else:
             trainer.model.save_pretrained(tmp / "model", safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp / "model")
+        save_tokenizer(trainer.processing_class, tmp / "model", base)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
         summary = {

@@ -27,6 +27,24 @@ BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 
 
+def save_tokenizer(tokenizer, out: Path, source: Path) -> None:
+    """save_pretrained, keeping what llama.cpp's converter reads from the source's tokenizer files and transformers
+    does not write back: the SentencePiece tokenizer.model (Phi-3, Gemma, Mistral) and the tokenizer_config's
+    tokenizer_class (Phi-4-mini's GPT2Tokenizer picks the converter's BPE path; re-saved it would read
+    TokenizersBackend)."""
+    import shutil
+
+    tokenizer.save_pretrained(out)
+    if (source / "tokenizer.model").is_file() and not (out / "tokenizer.model").exists():
+        shutil.copy2(source / "tokenizer.model", out / "tokenizer.model")
+    original, saved = source / "tokenizer_config.json", out / "tokenizer_config.json"
+    if original.is_file() and saved.is_file():
+        kind = json.loads(original.read_text(encoding="utf-8")).get("tokenizer_class")
+        settings = json.loads(saved.read_text(encoding="utf-8"))
+        if kind and settings.get("tokenizer_class") != kind:
+            saved.write_text(json.dumps({**settings, "tokenizer_class": kind}, indent=2, ensure_ascii=False) + "\n")
+
+
 def locate(model_dir: Path) -> Path:
     """The safetensors folder to load: model_dir itself when it holds weights (a merged model), else the pinned base."""
     model_dir = Path(model_dir)
@@ -201,7 +219,7 @@ def save_merged(base: Path, weights: Path, out: Path, dtype_name: str = "auto") 
 
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp, weights)
         manifest = {
             "from": "adapter merged into the float base" if adapter else "full weights re-saved",
             "dtype": str(model.dtype).removeprefix("torch."),
