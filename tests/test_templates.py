@@ -57,21 +57,13 @@ CONVERSATIONS = {  # name -> (messages, tools, what each assistant turn's labels
     ),
 }
 PROMPT_TEXT = ("Norway", "Peru", "Be brief", "temp")
-# Each case the matrix cannot pass, and why. Anything else failing, or any of these passing, fails the test.
+# The cases the template itself cannot render, and the error it raises. Anything else failing, any of these passing
+# or failing otherwise, fails the test.
 EXPECTED_FAILURES = {
-    **{
-        ("fireworks-ai-llama-3-firefunction-v2", name): "reads a `functions` variable of its own, never `tools`"
-        for name in CONVERSATIONS
-    },
-    ("unsloth-Apriel-1.5", "tool"): "needs an `id` on each tool call; the rows' calls carry none",
-    (
-        "llama-cpp-rwkv-world",
-        "two",
-    ): "ends turns with plain text (a blank line), no token: earlier turns' ends unlearnt",
-    (
-        "llama-cpp-rwkv-world",
-        "tool",
-    ): "ends turns with plain text (a blank line), no token: earlier turns' ends unlearnt",
+    # reads a `functions` variable of its own, never `tools`
+    **{("fireworks-ai-llama-3-firefunction-v2", name): "'functions' is undefined" for name in CONVERSATIONS},
+    # needs an `id` on each tool call; the rows' calls carry none
+    ("unsloth-Apriel-1.5", "tool"): "has no attribute 'id'",
 }
 MARKER = re.compile(r"<[^<>\s'\"{}]{1,60}>|\[/?[A-Z_]+\]|\[e~\[|\]~b\]|\]~!b\[|\]<\]minimax\[>\[")
 
@@ -151,7 +143,7 @@ def test_every_real_template_labels_each_answer_and_its_end_of_turn(templates, s
                 failures[(path.stem, name)] = problem
     cases = 3 * len(templates)
     print(f"template matrix: {cases - len(failures)} of {cases} cases pass")
-    unexpected = {case: why for case, why in failures.items() if case not in EXPECTED_FAILURES}
+    unexpected = {case: why for case, why in failures.items() if EXPECTED_FAILURES.get(case, "\0") not in why}
     fixed = set(EXPECTED_FAILURES) - set(failures)
     assert not unexpected, "\n\n".join(f"{t} / {c}:\n{why}" for (t, c), why in unexpected.items())
     assert not fixed, f"these now pass: take them out of EXPECTED_FAILURES: {sorted(fixed)}"

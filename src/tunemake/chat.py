@@ -215,16 +215,19 @@ class Renderer:
             spans.append((len(before), len(through.rstrip())))
         if self.turn_end and messages[-1]["role"] == "assistant":
             full = full.rstrip() + self.turn_end
-        return full, [(start, self._through_turn_end(full, end)) for start, end in spans]
+        ends = [self._through_turn_end(full, end) for _, end in spans]
+        if None in ends:  # RWKV World ends turns with a blank line: each turn its own text, ending with turn_end
+            raise ValueError("the chat template ends an assistant turn with no token")
+        return full, [(start, end) for (start, _), end in zip(spans, ends)]
 
-    def _through_turn_end(self, text: str, end: int) -> int:
+    def _through_turn_end(self, text: str, end: int) -> int | None:
         """A turn that does not end with a special token ends with the one the template writes next (Apertus'
-        <|assistant_end|>, GLM's <|user|> or <|observation|>)."""
+        <|assistant_end|>, GLM's <|user|> or <|observation|>); None if the template writes none."""
         if not self.turn_end or any(text[:end].endswith(token) for token in self.specials):
             return end
         rest = text[end:].lstrip()
-        token = next((t for t in self.specials if rest.startswith(t)), "")
-        return end + len(text) - end - len(rest) + len(token) if token else end
+        token = next((t for t in self.specials if rest.startswith(t)), None)
+        return end + len(text) - end - len(rest) + len(token) if token else None
 
     def turn_sequence(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
         """The generation prompt for the last (assistant) message, then that answer as the template renders it, up to
