@@ -52,14 +52,15 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
-    """A 2-layer random Llama `width` wide with SmolLM2's tokenizer, saved as a local Hugging Face directory."""
+def tiny_model(out: Path, tokenizer, width: int, config_class: str = "LlamaConfig", **extra) -> Path:
+    """A 2-layer random model `width` wide of any architecture transformers has a config for, with `tokenizer`,
+    saved as a local Hugging Face directory."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = getattr(transformers, config_class)(
         vocab_size=len(tokenizer),
         hidden_size=width,
         intermediate_size=2 * width,
@@ -71,10 +72,18 @@ def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        **extra,
     )
-    LlamaForCausalLM(config).save_pretrained(out)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
+    """A 2-layer random Llama `width` wide with SmolLM2's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return tiny_model(out, AutoTokenizer.from_pretrained(tokenizer_dir), width)
 
 
 @pytest.fixture(scope="session")

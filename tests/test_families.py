@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, write_jsonl
+from conftest import REPO, tiny_model, write_jsonl
 from tunemake import base, chat, gguf, merge, tokenize, train
 from tunemake.params import Params
 
@@ -80,33 +80,14 @@ def template(name: str) -> str:
 
 
 def tiny_family_model(out: Path, tokenizer_dir: Path, family: str) -> Path:
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     config_class, extra, template_name, specials, eos, _ = FAMILIES[family]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
     tokenizer.eos_token = eos
     tokenizer.chat_template = template(template_name)
-    torch.manual_seed(0)
-    config = getattr(transformers, config_class)(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        **extra,
-    )
-    config.architectures = [config_class.replace("TextConfig", "ForCausalLM").replace("Config", "ForCausalLM")]
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    tiny_model(out, tokenizer, 64, config_class, **extra)
     if family == "phi3":  # the converter reads a BPE vocabulary for Phi3 models as Phi-4-mini's (GPT2Tokenizer)
         settings = json.loads((out / "tokenizer_config.json").read_text())
         (out / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": "GPT2Tokenizer"}))
