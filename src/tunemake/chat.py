@@ -227,7 +227,7 @@ class Renderer:
             return end
         rest = text[end:].lstrip()
         token = next((t for t in self.specials if rest.startswith(t)), None)
-        return end + len(text) - end - len(rest) + len(token) if token else None
+        return len(text) - len(rest) + len(token) if token else None
 
     def turn_sequence(self, messages: list[dict], tools: list[dict] | None) -> tuple[str, list[tuple[int, int]]]:
         """The generation prompt for the last (assistant) message, then that answer as the template renders it, up to
@@ -288,11 +288,10 @@ def trl_training_template(renderer: Renderer) -> tuple[str | None, str]:
     generation prompt exactly as the model's own template does; else (None, why)."""
     from trl.chat_template_utils import get_training_chat_template
 
+    # ValueError for an unknown family; TRL's probes render without tools, which some templates reject
     try:
         template = get_training_chat_template(renderer.tokenizer)
-    except (
-        Exception
-    ):  # ValueError for an unknown family; TRL's probes render without tools, which some templates reject
+    except Exception:
         return None, f"the model's own, {PER_TURN} (TRL has no training template for it)"
     if template is None:
         return None, f"the model's own, {PER_TURN}"
