@@ -148,6 +148,11 @@ class ReplayParams(Strict):
     max_new_tokens: int = Field(160, gt=0, description="longer base answers are left out, never cut")
     batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
     limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
+    temperature: float = Field(
+        0.0, ge=0, description="0: the base's greedy answers; above 0: sampled (transformers do_sample, top_p)"
+    )
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling when temperature > 0")
+    seed: int = Field(0, description="torch seed for sampled answers")
 
 
 class TokenizeParams(Strict):

@@ -6,7 +6,8 @@ base on everything else. The prompts (tunemake/prompts/replay.jsonl) never overl
 (tests/test_general.py), or the suite would measure recall instead of generalisation. Each prompt is asked under
 one system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the
 contexts the task rows lack. Answers that did not end their turn within `replay.max_new_tokens`, or are
-degenerate, are left out: replay must never teach truncation or loops.
+degenerate, are left out: replay must never teach truncation or loops. `replay.temperature` above 0 samples the
+answers (seeded) instead of taking the greedy ones.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
             {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
         )
     model, tokenizer, generate = general.load_model(base, params.max_new_tokens)
+    if params.temperature > 0:  # greedy answers sharpen the tuned model toward the base's greedy path (README)
+        generate.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        torch.manual_seed(params.seed)
     with torch.inference_mode():
         answers, stopped = general.hf_greedy(
             model, tokenizer, general.render(tokenizer, conversations), generate, params.batch_size
@@ -72,7 +76,13 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
             rows.append(
                 {"id": f"replay:{index + 1}", "messages": messages, "meta": {"source": "replay", "line": index + 1}}
             )
-    stats = {"prompts": len(prompts), "rows": len(rows), "dropped": dropped, "max_new_tokens": params.max_new_tokens}
+    stats = {
+        "prompts": len(prompts),
+        "rows": len(rows),
+        "dropped": dropped,
+        "max_new_tokens": params.max_new_tokens,
+        "temperature": params.temperature,
+    }
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "rows.jsonl", rows)
         write_json(tmp / "stats.json", stats)
