@@ -48,9 +48,8 @@ def _features():
             "id": Value("string"),
             "input_ids": Sequence(Value("int32")),
             "labels": Sequence(Value("int64")),  # IGNORE and token ids, as the collator expects
-            "fate": Sequence(
-                Value("string")
-            ),  # turn_text, overlong, truncated, dropped_overlong, dropped_no_trainable_tokens
+            # turn_text, overlong, truncated, dropped_overlong, dropped_no_trainable_tokens
+            "fate": Sequence(Value("string")),
             "kept": Value("bool"),
             "length": Value("int64"),
             "trainable": Value("int64"),
