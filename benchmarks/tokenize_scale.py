@@ -47,19 +47,22 @@ def step(name: str, *args: str) -> dict:
     """Run one tunemake step in its own process: wall seconds, and the peak of its process tree's memory sampled
     every 0.2 s, as PSS (each shared page split between the processes sharing it: tokenize's workers are forked
     and share most pages with their parent, so adding up their RSS would count those pages twice) and the largest
-    single process's RSS. File pages read from the memory-mapped Arrow files count in both."""
+    single process's RSS. File pages read from the memory-mapped Arrow files count in both; peak_anon_mb leaves them
+    out: the heap and stacks of the tree (resident minus file-backed and shared pages, summed: a page a forked
+    worker still shares with its parent counts twice, so it errs high)."""
     started = time.perf_counter()
     process = psutil.Popen([sys.executable, "-m", "tunemake.cli", name, *args], stdout=DEVNULL, stderr=PIPE)
-    peak_pss = peak_rss = 0
+    peak_pss = peak_rss = peak_anon = 0
     while process.poll() is None:
-        pss = 0
+        pss = anon = 0
         for member in [process, *process.children(recursive=True)]:
             try:
                 memory = member.memory_full_info()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             pss, peak_rss = pss + memory.pss, max(peak_rss, memory.rss)
-        peak_pss = max(peak_pss, pss)
+            anon += memory.rss - memory.shared
+        peak_pss, peak_anon = max(peak_pss, pss), max(peak_anon, anon)
         time.sleep(0.2)
     if process.returncode != 0:
         raise RuntimeError(f"tunemake {name} failed:\n{process.stderr.read().decode()[-3000:]}")
@@ -67,6 +70,7 @@ def step(name: str, *args: str) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "peak_pss_mb": round(peak_pss / 2**20),
         "peak_process_rss_mb": round(peak_rss / 2**20),
+        "peak_anon_mb": round(peak_anon / 2**20),
     }
 
 

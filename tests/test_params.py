@@ -79,3 +79,15 @@ def test_a_quant_that_needs_an_importance_matrix_is_refused_without_one(tmp_path
         tmp_path, lambda p: p["gguf"].update(quants=["Q8_0", "IQ2_M", "Q4_0"], imatrix_quants=["Q8_0", "IQ2_M", "Q4_0"])
     )
     assert load(path).gguf.compared() == ["Q4_0"]  # Q8_0 ignores the matrix; IQ2_M cannot be made without it
+
+
+def test_two_sources_with_one_label_are_refused_naming_both(tmp_path):
+    """Row ids are label:line; two files named train.jsonl in two folders would mix their rows' ids."""
+    path = write_params(
+        tmp_path,
+        lambda p: p["prepare"].update(
+            sources=[{"path": "a/train.jsonl", "format": "qa"}, {"path": "b/train.jsonl", "format": "qa"}]
+        ),
+    )
+    with pytest.raises(ParamsError, match=r"2 sources are labelled 'train' \(a/train.jsonl, b/train.jsonl\): give each"):
+        load(path)

@@ -7,6 +7,8 @@ Snakemake profiles, never here.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -74,7 +76,7 @@ class SourceParams(Strict):
         description="format 'fields': map prompt/response/system to row fields (dotted paths allowed)",
     )
 
-    @property
+    @cached_property  # read for every row
     def label(self) -> str:
         return self.name or Path(self.path).stem
 
@@ -92,6 +94,15 @@ class SplitRatios(Strict):
         return self
 
 
+def _unique_labels(sources: list[SourceParams]) -> None:
+    """A source's label makes its rows' ids (label:line): two sources with one label would mix their rows' ids."""
+    labels = Counter(source.label for source in sources)
+    for label, count in labels.items():
+        if count > 1:
+            paths = ", ".join(s.path for s in sources if s.label == label)
+            raise ValueError(f"{count} sources are labelled {label!r} ({paths}): give each a different `name`")
+
+
 class PrepareParams(Strict):
     sources: list[SourceParams] = Field(min_length=1)
     split: SplitRatios = SplitRatios()
@@ -106,6 +117,7 @@ class PrepareParams(Strict):
 
     @model_validator(mode="after")
     def _conversations_only(self) -> "PrepareParams":
+        _unique_labels(self.sources)
         for i, source in enumerate(self.sources):
             if source.format == "preference":
                 raise ValueError(
@@ -121,6 +133,7 @@ class PairsParams(Strict):
 
     @model_validator(mode="after")
     def _preference_only(self) -> "PairsParams":
+        _unique_labels(self.sources)
         for i, source in enumerate(self.sources):
             if source.format != "preference":
                 raise ValueError(

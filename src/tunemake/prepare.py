@@ -11,16 +11,17 @@ import argparse
 import json
 import logging
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from tunemake.errors import StepError
-from tunemake.jsonl import read_jsonl
+from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.params import PrepareParams
 from tunemake.params import load as load_params
-from tunemake.sources import read_sources, write_splits
-from tunemake.split import SPLITS, split_records
+from tunemake.sources import read_rows
+from tunemake.split import SPLITS, assign, split_key
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,65 @@ def main(args: argparse.Namespace) -> None:
 
 
 def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
-    records, rejects, stats = read_sources(params.sources, params)
-    splits = split_records(records, params.split.model_dump(), params.seed, params.stratify_by, params.group_by)
+    """Rows stream through: each source's records go to a scratch file as they are read and each to its split's
+    file once the split is known, so memory holds only what the split needs of a row (its group and stratum, the
+    dedup digest), never the rows."""
+    stats: dict = {"sources": {}}
+    keys: list[tuple[str, str]] = []  # per kept record, in reading order: (group, stratum)
+    lengths: list[int] = []
+    rejects: Counter = Counter()
+    with atomic_dir(out) as tmp:
+        scratch = {source.label: tmp / f".source-{i}.jsonl" for i, source in enumerate(params.sources)}
+        with ExitStack() as files:
+            rejected = files.enter_context(open(tmp / "rejects.jsonl", "w", encoding="utf-8"))
+            opened = {label: files.enter_context(open(path, "w", encoding="utf-8")) for label, path in scratch.items()}
+            for row in read_rows(params.sources, params, stats):
+                if "reason" in row:
+                    rejects[row["reason"]] += 1
+                    rejected.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    continue
+                opened[row["meta"]["source"]].write(json.dumps(row, ensure_ascii=False) + "\n")
+                keys.append(split_key(row, params.stratify_by, params.group_by))
+                lengths.append(sum(len(m["content"]) for m in row["messages"]) + len(json.dumps(row.get("tools", []))))
+        names = assign(keys, params.split.model_dump(), params.seed)
+        _check_not_empty(names, params)
+        by_source = {name: Counter() for name in SPLITS}
+        with ExitStack() as files:
+            outputs = {name: files.enter_context(open(tmp / f"{name}.jsonl", "w", encoding="utf-8")) for name in SPLITS}
+            # rows were read source by source in params order; each split lists them by (source, line)
+            starts = dict(zip(scratch, np.cumsum([0] + [stats["sources"][label]["kept"] for label in scratch])))
+            for label in sorted(scratch):
+                with open(scratch[label], encoding="utf-8") as handle:
+                    for line, name in zip(handle, names[starts[label] :]):
+                        outputs[name].write(line)
+                        by_source[name][label] += 1
+                scratch[label].unlink()
+            for row in _replay_rows(replay, params, names.count("train")):
+                outputs["train"].write(json.dumps(row, ensure_ascii=False) + "\n")
+                by_source["train"][row["meta"]["source"]] += 1
+        counts, _ = np.histogram(lengths, bins=LENGTH_BINS)
+        stats.update(
+            rows={"kept": len(keys), "rejected": rejects.total()},
+            rejects=dict(rejects),
+            splits={name: {"rows": by_source[name].total(), "by_source": dict(by_source[name])} for name in SPLITS},
+            length_chars={"bins": [str(b) for b in LENGTH_BINS], "counts": counts.tolist()},
+        )
+        write_json(tmp / "stats.json", stats)
+    log.info(
+        "prepare: kept %d rows (%s), rejected %d %s",
+        len(keys),
+        ", ".join(f"{n} {stats['splits'][n]['rows']}" for n in SPLITS),
+        rejects.total(),
+        dict(rejects),
+    )
+    return stats
+
+
+def _check_not_empty(names: list[str], params: PrepareParams) -> None:
     for name in SPLITS:
-        if not splits[name]:
+        if name not in names:
             raise StepError(
-                f"split {name!r} is empty ({len(records)} conversation rows kept in total). Add rows, raise "
+                f"split {name!r} is empty ({len(names)} conversation rows kept in total). Add rows, raise "
                 f"prepare.split.{name}, "
                 + (
                     "or use fewer, larger groups than prepare.group_by makes."
@@ -50,28 +104,6 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
                     else "or lower the other ratios."
                 )
             )
-
-    splits["train"] += _replay_rows(replay, params, len(splits["train"]))
-    lengths = [sum(len(m["content"]) for m in r["messages"]) + len(json.dumps(r.get("tools", []))) for r in records]
-    counts, _ = np.histogram(lengths, bins=LENGTH_BINS)
-    stats.update(
-        rows={"kept": len(records), "rejected": len(rejects)},
-        rejects=dict(Counter(r["reason"] for r in rejects)),
-        splits={
-            name: {"rows": len(rows), "by_source": dict(Counter(r["meta"]["source"] for r in rows))}
-            for name, rows in splits.items()
-        },
-        length_chars={"bins": [str(b) for b in LENGTH_BINS], "counts": counts.tolist()},
-    )
-    write_splits(out, splits, rejects, stats)
-    log.info(
-        "prepare: kept %d rows (%s), rejected %d %s",
-        len(records),
-        ", ".join(f"{n} {len(splits[n])}" for n in SPLITS),
-        len(rejects),
-        dict(Counter(r["reason"] for r in rejects)),
-    )
-    return stats
 
 
 def _replay_rows(replay: Path | None, params: PrepareParams, task_rows: int) -> list[dict]:

@@ -7,9 +7,11 @@ line, never silently dropped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from tunemake.errors import StepError
 from tunemake.formats import FORMATS, Pair, RowError
@@ -20,106 +22,75 @@ from tunemake.params import PrepareParams, SourceParams
 CHOSEN = {"filtered_out", "duplicate"}
 
 
-def read_sources(sources: list[SourceParams], params: PrepareParams) -> tuple[list[dict], list[dict], dict]:
-    """Every source's canonical records (deduplicated across sources), its rejects and its counts; with
-    prepare.strict a defective row stops the step, naming each one."""
-    records: list[dict] = []
-    rejects: list[dict] = []
-    seen: dict[str, str] = {}  # conversation -> the id that had it first, across sources
-    stats: dict = {"sources": {}}
+def read_rows(sources: list[SourceParams], params: PrepareParams, stats: dict) -> Iterator[dict]:
+    """Every source's rows in file order as they are read, so no step holds them all: canonical records, and
+    rejects (the rows with a "reason"), deduplicated across sources. Each source's counts land in stats["sources"]
+    once it is read. With prepare.strict a defective row stops the step once every row is read, naming them."""
+    seen: dict[bytes, str] = {}  # digest of a conversation -> the id that had it first, across sources
+    defects: list[dict] = []
+    count = 0
     for source in sources:
-        kept, rejected, stats["sources"][source.label] = read_source(source, params, seen)
-        records += kept
-        rejects += rejected
-    defects = [r for r in rejects if r["reason"] not in CHOSEN]
-    if params.strict and defects:
-        shown = "\n".join(
-            f"  {r['file']}:{r['line']}: {r['reason']}: {r['detail']} -> {r['fix']}" for r in defects[:20]
-        )
-        more = f"\n  ... and {len(defects) - 20} more" if len(defects) > 20 else ""
+        for row in read_source(source, params, seen, stats.setdefault("sources", {})):
+            if row.get("reason") not in (None, *CHOSEN):
+                count += 1
+                defects += [row] if len(defects) < 20 else []
+            yield row
+    if params.strict and count:
+        shown = "\n".join(f"  {r['file']}:{r['line']}: {r['reason']}: {r['detail']} -> {r['fix']}" for r in defects)
+        more = f"\n  ... and {count - len(defects)} more" if count > len(defects) else ""
         raise StepError(
-            f"{len(defects)} row(s) rejected and prepare.strict is true:\n{shown}{more}\n"
+            f"{count} row(s) rejected and prepare.strict is true:\n{shown}{more}\n"
             "Fix these rows, or set prepare.strict: false in params.yaml to skip them (they are then listed in rejects.jsonl)."
         )
+
+
+def read_sources(sources: list[SourceParams], params: PrepareParams) -> tuple[list[dict], list[dict], dict]:
+    """read_rows gathered into records, rejects and counts, for data small enough to hold (preference pairs)."""
+    records: list[dict] = []
+    rejects: list[dict] = []
+    stats: dict = {"sources": {}}
+    for row in read_rows(sources, params, stats):
+        (rejects if "reason" in row else records).append(row)
     return records, rejects, stats
 
 
-def read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tuple[list[dict], list[dict], dict]:
-    """One source's canonical records, its rejects (file, line, reason, fix, raw line) and its counts."""
+def read_source(source: SourceParams, params: PrepareParams, seen: dict, counts: dict) -> Iterator[dict]:
+    """One source's canonical records and rejects (file, line, reason, fix, raw line), in file order; its counts
+    go to counts[source.label] once it is read."""
     path = Path(source.path)
     if not path.is_file():
         raise StepError(
             f"{path}: source file not found. Fix prepare.sources[].path in params.yaml or remove the source."
         )
     convert = FORMATS[source.format]
-    records: list[dict] = []
-    rejects: list[dict] = []
     read = ReadCounts()
     repaired: Counter = Counter()
     reasons: Counter = Counter()
+    first_reject: dict | None = None
     kept = lines = 0
 
     for line in read_lines(path, read):
         lines += 1
-
-        def reject(reason: str, detail: str, fix: str) -> None:
-            reasons[reason] += 1
-            rejects.append(
-                {
-                    "file": str(path),
-                    "line": line.number,
-                    "source": source.label,
-                    "reason": reason,
-                    "detail": detail,
-                    "fix": fix,
-                    "raw": line.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"),
-                }
-            )
-
-        if line.problem:
-            reject(*line.problem)
-            continue
-        unmatched = _unmatched_filter(line.row, source.where)
-        if unmatched:
-            reject("filtered_out", unmatched, "expected: this source's 'where' filter excludes the row")
-            continue
-        try:
-            chat = convert(line.row, source)
-            row_repairs: Counter = Counter()
-            system = _system_for(line.row, source)
-            if isinstance(chat, Pair):
-                content = _normalise_pair(chat, system, row_repairs)
-            else:
-                content = {"messages": _normalise(chat.messages, system, row_repairs)}
-        except RowError as err:
-            reject(err.reason, err.detail, err.fix)
-            continue
-        record_id = f"{source.label}:{line.number}"
-        if params.dedup:
-            key = json.dumps([content, chat.tools], sort_keys=True)
-            if key in seen:
-                reject("duplicate", f"same conversation as {seen[key]}", "remove one copy, or set prepare.dedup: false")
-                continue
-            seen[key] = record_id
-        meta = {k: v for k, v in line.row.items() if k not in chat.consumed and isinstance(v, (str, int, float, bool))}
-        meta.update(source=source.label, file=str(path), line=line.number, format=source.format)
-        record = {"id": record_id, **content, "meta": meta}
-        if chat.tools:
-            record["tools"] = chat.tools
-        records.append(record)
-        repaired.update(row_repairs)
-        kept += 1
+        row = _read_row(line, source, str(path), convert, params.dedup, seen, repaired)
+        if "reason" in row:
+            reasons[row["reason"]] += 1
+            first_reject = first_reject or row
+        else:
+            kept += 1
+        yield row
 
     if kept == 0:
         top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(3)) or "the file has no non-blank lines"
         first = (
-            f"\nFirst: {path}:{rejects[0]['line']}: {rejects[0]['detail']} -> {rejects[0]['fix']}" if rejects else ""
+            f"\nFirst: {path}:{first_reject['line']}: {first_reject['detail']} -> {first_reject['fix']}"
+            if first_reject
+            else ""
         )
         raise StepError(
             f"{path}: yielded no usable rows ({top}). Check that format: {source.format} matches the file "
             f"and that its 'where' filter can match.{first}"
         )
-    counts = {
+    counts[source.label] = {
         "file": str(path),
         "format": source.format,
         "lines": lines,
@@ -127,7 +98,54 @@ def read_source(source: SourceParams, params: PrepareParams, seen: dict) -> tupl
         "rejected": dict(reasons),
         "repaired": {**{k: v for k, v in vars(read).items() if v}, **repaired},
     }
-    return records, rejects, counts
+
+
+def _read_row(line, source: SourceParams, file: str, convert, dedup: bool, seen: dict, repaired: Counter) -> dict:
+    """One line as a canonical record, or as a reject saying why and what to fix."""
+
+    def reject(reason: str, detail: str, fix: str) -> dict:
+        raw = line.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        return {
+            "file": file,
+            "line": line.number,
+            "source": source.label,
+            "reason": reason,
+            "detail": detail,
+            "fix": fix,
+            "raw": raw,
+        }
+
+    if line.problem:
+        return reject(*line.problem)
+    unmatched = _unmatched_filter(line.row, source.where)
+    if unmatched:
+        return reject("filtered_out", unmatched, "expected: this source's 'where' filter excludes the row")
+    try:
+        chat = convert(line.row, source)
+        row_repairs: Counter = Counter()
+        system = _system_for(line.row, source)
+        if isinstance(chat, Pair):
+            content = _normalise_pair(chat, system, row_repairs)
+        else:
+            content = {"messages": _normalise(chat.messages, system, row_repairs)}
+    except RowError as err:
+        return reject(err.reason, err.detail, err.fix)
+    record_id = f"{source.label}:{line.number}"
+    if dedup:
+        # a digest, not the conversation itself: memory per row stays small at millions of rows
+        key = hashlib.blake2b(json.dumps([content, chat.tools], sort_keys=True).encode(), digest_size=16).digest()
+        if key in seen:
+            return reject(
+                "duplicate", f"same conversation as {seen[key]}", "remove one copy, or set prepare.dedup: false"
+            )
+        seen[key] = record_id
+    meta = {k: v for k, v in line.row.items() if k not in chat.consumed and isinstance(v, (str, int, float, bool))}
+    meta.update(source=source.label, file=file, line=line.number, format=source.format)
+    record = {"id": record_id, **content, "meta": meta}
+    if chat.tools:
+        record["tools"] = chat.tools
+    repaired.update(row_repairs)
+    return record
 
 
 def _unmatched_filter(row: dict, where: dict) -> str:

@@ -38,6 +38,7 @@ ROWS_PER_PROCESS = 2000  # a worker process pays for itself from about this many
 
 
 COLUMNS = ("id", "input_ids", "labels", "fate", "kept", "length", "trainable")
+DTYPES = {"input_ids": np.int32, "labels": np.int64}  # as _features() declares them
 
 
 def _features():
@@ -108,12 +109,12 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
 
 
 def encode(renderer: Renderer, record: dict) -> list[tuple[list[int], list[int]]]:
-    return encode_batch(renderer, [record])[0]
+    return [(ids.tolist(), labels.tolist()) for ids, labels in encode_batch(renderer, [record])[0]]
 
 
-def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = None) -> list[list[tuple[list, list]]]:
-    """Each record's texts (one, or one per assistant turn: Renderer.sequences) as token ids and labels: the token's
-    id inside an assistant span, IGNORE elsewhere."""
+def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = None) -> list[list[tuple]]:
+    """Each record's texts (one, or one per assistant turn: Renderer.sequences) as token id and label arrays: the
+    token's id inside an assistant span, IGNORE elsewhere."""
     rendered = []
     for record in records:
         try:
@@ -124,16 +125,18 @@ def encode_batch(renderer: Renderer, records: list[dict], path: Path | None = No
     texts = [text for sequences in rendered for text, _ in sequences]
     encodings = iter(renderer.tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False))
     # zip reads the sequences first: reading the shared iterator first would lose one encoding per record
-    return [
-        [(encoding.ids, labels(encoding, spans)) for (_, spans), encoding in zip(sequences, encodings)]
-        for sequences in rendered
-    ]
+    out = []
+    for sequences in rendered:
+        out.append([])
+        for (_, spans), encoding in zip(sequences, encodings):
+            ids = np.asarray(encoding.ids, dtype=np.int32)
+            out[-1].append((ids, labels(encoding, ids, spans)))
+    return out
 
 
-def labels(encoding, spans: list[tuple[int, int]]) -> list[int]:
+def labels(encoding, ids: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
     """A token is trained when it starts inside an assistant span: each span's first and last token are found by
     asking the tokenizer where two characters fall, not by walking every token's offsets in Python."""
-    ids = np.asarray(encoding.ids)
     trained = np.zeros(len(ids), dtype=bool)
     for lo, hi in spans:
         first, last = encoding.char_to_token(lo), encoding.char_to_token(hi - 1)
@@ -144,11 +147,14 @@ def labels(encoding, spans: list[tuple[int, int]]) -> list[int]:
         if encoding.token_to_chars(first)[0] < lo:  # a token that starts before the span belongs to the prompt
             first += 1
         trained[first : last + 1] = True
-    return np.where(trained, ids, IGNORE).tolist()
+    return np.where(trained, ids, IGNORE).astype(np.int64)
 
 
-def _encode_lines(batch: dict, renderer: Renderer, params: TokenizeParams, path: Path) -> dict:
-    """datasets.map over a batch of JSONL lines: the kept rows' columns, and each row's fate for the stats."""
+def _encode_lines(batch: dict, renderer: Renderer, params: TokenizeParams, path: Path):
+    """datasets.map over a batch of JSONL lines: the kept rows' columns, and each row's fate for the stats, as an
+    Arrow table built from the token arrays (converting Python lists of ints cost as much as tokenizing)."""
+    import pyarrow as pa
+
     records = [json.loads(line) for line in batch["text"]]
     columns: dict[str, list] = {name: [] for name in COLUMNS}
     for record, sequences in zip(records, encode_batch(renderer, records, path)):
@@ -161,10 +167,15 @@ def _encode_lines(batch: dict, renderer: Renderer, params: TokenizeParams, path:
                 labels,
                 params,
             )
-    return columns
+    schema = _features().arrow_schema
+    arrays = {name: pa.array(columns[name], type=schema.field(name).type) for name in COLUMNS if name not in DTYPES}
+    for name, dtype in DTYPES.items():
+        offsets = np.cumsum([0, *map(len, columns[name])], dtype=np.int32)
+        arrays[name] = pa.ListArray.from_arrays(offsets, np.concatenate([np.zeros(0, dtype), *columns[name]]))
+    return pa.table([arrays[name] for name in COLUMNS], schema=schema)
 
 
-def _add_row(columns: dict, record: dict, row_id: str, ids: list[int], labels: list[int], params: TokenizeParams):
+def _add_row(columns: dict, record: dict, row_id: str, ids, labels, params: TokenizeParams):
     """One text's columns; a row of one text per assistant turn has ids id#1, id#2... (fate turn_text)."""
     fate = ["turn_text"] if row_id != record["id"] else []
     if len(ids) > params.max_length:
@@ -180,7 +191,7 @@ def _add_row(columns: dict, record: dict, row_id: str, ids: list[int], labels: l
         else:
             ids, labels = ids[: params.max_length], labels[: params.max_length]
             fate.append("truncated")
-    trainable = sum(label != IGNORE for label in labels)
+    trainable = int(np.count_nonzero(labels != IGNORE))
     if "dropped_overlong" not in fate and not trainable:
         fate.append("dropped_no_trainable_tokens")
     kept = not any(f.startswith("dropped") for f in fate)
