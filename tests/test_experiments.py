@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, STEPS, run
 
@@ -37,6 +38,10 @@ def files(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_them(workspace):
+    # with dvclive on (train.report_to), its curves are in each experiment too
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["report_to"] = ["dvclive"]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
     assert stages_run(baseline) == set(STEPS)
     # An eval setting never retrains: evaluate, the report and the gate that reads the report.
@@ -64,6 +69,9 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
         metrics = data["metrics"]["results/eval/metrics.json"]["data"]
         assert set(metrics["models"]) >= {"base", "tuned"} and metrics["test_rows"] == 4
         assert data["metrics"]["results/gate.json"]["data"]["verdict"] == "abort"  # 2 steps of a random model
+        assert data["metrics"]["dvclive/train/metrics.json"]["data"]["eval"]["loss"] > 0
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], workspace).stdout)["data"]
+    assert "dvclive/train/plots/metrics/loss.tsv" in plots and "results/train/plots/train.tsv" in plots
 
     # The sweep plot reads the same table: one point per rank (the newest run of each), trainable parameters by rank.
     plot = run([sys.executable, str(REPO / "scripts" / "plot_sweep.py"), "--out", "sweep.png"], workspace)

@@ -89,5 +89,7 @@ def test_two_sources_with_one_label_are_refused_naming_both(tmp_path):
             sources=[{"path": "a/train.jsonl", "format": "qa"}, {"path": "b/train.jsonl", "format": "qa"}]
         ),
     )
-    with pytest.raises(ParamsError, match=r"2 sources are labelled 'train' \(a/train.jsonl, b/train.jsonl\): give each"):
+    with pytest.raises(
+        ParamsError, match=r"2 sources are labelled 'train' \(a/train.jsonl, b/train.jsonl\): give each"
+    ):
         load(path)

@@ -34,6 +34,7 @@ def test_recipes_keep_their_seed_jobs_knobs():
     ]
     qlora = load(REPO / "recipes/function-calling-qlora/params.yaml")
     assert (qlora.train.method, qlora.train.optimizer, qlora.train.precision) == ("qlora", "paged_adamw_8bit", "fp16")
+    assert qlora.train.report_to == ["wandb"]  # the seed logs to Weights & Biases (WANDB_* from the environment)
     course = load(REPO / "recipes/lora-course-dpo/params.yaml")
     assert course.train.lora.use_dora and course.train.lora.use_rslora and course.align.enabled
     qa = load(REPO / "recipes/practical-qa-multigpu/params.yaml")

@@ -155,15 +155,31 @@ def test_each_method_trains_and_saves_what_merge_needs(inputs, inputs_64, tmp_pa
     assert (merged / "model.safetensors").is_file()
 
 
-def test_dora_rslora_and_an_8bit_optimizer_train_and_merge_exactly(inputs, tmp_path):
-    """Seed 003's optimizer (bitsandbytes' paged 8-bit AdamW: unpaged on CPU) and seed 004's DoRA and rsLoRA reach
-    TRL and PEFT, and the merged DoRA model gives the adapted model's logits."""
+def test_dora_rslora_an_8bit_optimizer_and_trackers_train_and_merge_exactly(inputs, tmp_path, monkeypatch):
+    """Seed 003's optimizer (bitsandbytes' paged 8-bit AdamW: unpaged on CPU) and wandb, seed 004's DoRA and rsLoRA
+    reach TRL and PEFT, and the merged DoRA model gives the adapted model's logits. The trackers write into the
+    output, and the wandb key planted in the environment appears in no file the run writes."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    secret = "planted-wandb-key-7f3c9a1e5b2d"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("WANDB_MODE", "offline")
     lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "use_dora": True, "use_rslora": True}
-    summary = train(inputs, tmp_path, max_steps=2, eval_steps=2, optimizer="paged_adamw_8bit", lora=lora)
+    trackers = ["dvclive", "tensorboard", "wandb"]
+    summary = train(
+        inputs, tmp_path, max_steps=2, eval_steps=2, optimizer="paged_adamw_8bit", lora=lora, report_to=trackers
+    )
     assert summary["optimizer"] == "bitsandbytes.optim.adamw.AdamW" and summary["config"]["lora"] == lora
+    live = inputs / "dvclive"  # in the working directory, where DVC finds it (the step's output is git-ignored)
+    loss = (live / "train" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert loss[0] == "step\tloss" and len(loss) == 3  # steps 1 and 2
+    assert yaml.safe_load((live / "dvc.yaml").read_text())["metrics"] == ["train/metrics.json"]
+    tracking = tmp_path / "out" / "tracking"
+    assert list((tracking / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tracking / "wandb").glob("offline-run-*/run-*.wandb"))  # for `wandb sync`
+    written = [p for folder in (tmp_path, live) for p in folder.rglob("*") if p.is_file()]
+    assert len(written) > 20 and not [p for p in written if secret.encode() in p.read_bytes()]
     config = json.loads((tmp_path / "out" / "model" / "adapter_config.json").read_text())
     assert config["use_dora"] and config["use_rslora"] and config["r"] == 8
     cmd = ["tunemake", "merge", "--params", str(tmp_path / "params.yaml"), "--base", str(inputs / "results/base")]

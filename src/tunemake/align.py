@@ -35,7 +35,16 @@ from tunemake.methods.lora import lora_config
 from tunemake.params import AlignParams, Params
 from tunemake.params import load as load_params
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb
-from tunemake.trainer import arguments, optimizer_name, parameter_counts, precision, resume_checkpoint, run_trainer
+from tunemake.trainer import (
+    arguments,
+    optimizer_name,
+    parameter_counts,
+    precision,
+    resume_checkpoint,
+    run_trainer,
+    tracking_callbacks,
+    write_tracking,
+)
 from tunemake.weights import load, save_merged, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -156,7 +165,11 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         eval_dataset=data["val"] if len(data["val"]) else None,
         processing_class=renderer.tokenizer,
         peft_config=lora_config(align.lora),
-        callbacks=[Progress(checkpoints / "live", "align"), StopOnSignal()],
+        callbacks=[
+            Progress(checkpoints / "live", "align"),
+            StopOnSignal(),
+            *tracking_callbacks(align, checkpoints, bool(resume_from), "align"),
+        ],
     )
     trainer.remove_callback(PrinterCallback)
     trainable, total = parameter_counts(trainer.model)
@@ -178,6 +191,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
         save_tokenizer(renderer.tokenizer, tmp / "adapter", merged)
         save_merged(merged, tmp / "adapter", tmp / "model", params.merge.dtype)
+        write_tracking(checkpoints, tmp)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
         first, last = (rows["train"][i] if rows["train"] else {} for i in (0, -1))

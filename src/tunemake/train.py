@@ -36,6 +36,8 @@ from tunemake.trainer import (
     precision,
     resume_checkpoint,
     run_trainer,
+    tracking_callbacks,
+    write_tracking,
 )
 from tunemake.weights import save_tokenizer
 
@@ -87,7 +89,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     config = sft_config(params, checkpoints, world_size)
     resume_from = resume_point(config, params, base, data, checkpoints, world_size)
     model, tokenizer = build(params, base, world_size)
-    trainer, best = setup_trainer(config, params, model, tokenizer, data, checkpoints)
+    trainer, best = setup_trainer(config, params, model, tokenizer, data, checkpoints, bool(resume_from))
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
@@ -136,7 +138,7 @@ def build(params: TrainParams, base: Path, world_size: int):
     return model, AutoTokenizer.from_pretrained(base)
 
 
-def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, checkpoints: Path):
+def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, checkpoints: Path, resumed: bool):
     import datasets
     from transformers.trainer_callback import PrinterCallback
 
@@ -150,7 +152,12 @@ def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, che
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
-        callbacks=[Progress(checkpoints / "live"), best, StopOnSignal()],
+        callbacks=[
+            Progress(checkpoints / "live"),
+            best,
+            StopOnSignal(),
+            *tracking_callbacks(params, checkpoints, resumed, "train"),
+        ],
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, best
@@ -170,6 +177,7 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
         save_tokenizer(trainer.processing_class, tmp / "model", base)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
+        write_tracking(checkpoints, tmp)
         summary = {
             "method": params.method,
             "adapter": METHODS[params.method].ADAPTER,

@@ -66,10 +66,42 @@ def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
         save_total_limit=2,
         logging_steps=params.log_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=[t for t in params.report_to if t != "dvclive"] or "none",  # dvclive: tracking_callbacks
         disable_tqdm=True,  # Progress logs a bar line per logging step instead, which reads well in a log file
         ddp_find_unused_parameters=False,
     )
+
+
+def tracking_callbacks(params: Optimisation, checkpoints: Path, resumed: bool, step: str) -> list:
+    """Point tensorboard and wandb (params.report_to) at <checkpoints>/tracking, which write_tracking copies into the
+    step's output, and make dvclive's callback, which the Trainer cannot configure: its files go to dvclive/<step>/
+    in the working directory with their dvc.yaml beside them in dvclive/, where `dvc exp show` and `dvc plots show`
+    find them (not under results/, which DVC git-ignores; not the repository's own dvc.yaml, dvclive's default), and
+    it makes no DVC experiment of its own. Credentials (WANDB_API_KEY...) are read by each library from the
+    environment, never from params or into results."""
+    import os
+
+    folder = checkpoints / "tracking"
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder / "tensorboard"))
+    os.environ.setdefault("WANDB_DIR", str(folder))  # wandb writes <dir>/wandb/run-... (offline-run-... offline)
+    os.environ.setdefault("WANDB_PROJECT", "tunemake")
+    if "wandb" in params.report_to:
+        (folder / "wandb").mkdir(parents=True, exist_ok=True)
+    if "dvclive" not in params.report_to:
+        return []
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    live = None
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under DDP, as the Trainer's own trackers do
+        live = Live(dir=f"dvclive/{step}", resume=resumed, save_dvc_exp=False, dvcyaml="dvclive/dvc.yaml")
+    return [DVCLiveCallback(live=live)]
+
+
+def write_tracking(checkpoints: Path, out: Path) -> None:
+    """The tensorboard and wandb files (an offline run for `wandb sync`) into the step's output as tracking/."""
+    if (checkpoints / "tracking").is_dir():
+        shutil.copytree(checkpoints / "tracking", out / "tracking")
 
 
 def reset_if_stale(checkpoints: Path, print_: str) -> None:
