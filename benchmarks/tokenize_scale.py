@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from subprocess import DEVNULL, PIPE
+from subprocess import DEVNULL
 
 import psutil
 import yaml
@@ -43,7 +43,7 @@ def generate(rows: int, out: Path, seed: int = 0) -> int:
     return out.stat().st_size
 
 
-def step(name: str, *args: str) -> dict:
+def step(name: str, *args: str, log: Path) -> dict:
     """Run one tunemake step in its own process: wall seconds, and the peak of its process tree's memory sampled
     every 0.2 s, as PSS (each shared page split between the processes sharing it: tokenize's workers are forked
     and share most pages with their parent, so adding up their RSS would count those pages twice) and the largest
@@ -51,7 +51,9 @@ def step(name: str, *args: str) -> dict:
     out: the heap and stacks of the tree (resident minus file-backed and shared pages, summed: a page a forked
     worker still shares with its parent counts twice, so it errs high)."""
     started = time.perf_counter()
-    process = psutil.Popen([sys.executable, "-m", "tunemake.cli", name, *args], stdout=DEVNULL, stderr=PIPE)
+    # stderr to a file: a pipe nobody reads fills with progress bars and blocks the step
+    with open(log, "w") as stderr:
+        process = psutil.Popen([sys.executable, "-m", "tunemake.cli", name, *args], stdout=DEVNULL, stderr=stderr)
     peak_pss = peak_rss = peak_anon = 0
     while process.poll() is None:
         pss = anon = 0
@@ -65,7 +67,7 @@ def step(name: str, *args: str) -> dict:
         peak_pss, peak_anon = max(peak_pss, pss), max(peak_anon, anon)
         time.sleep(0.2)
     if process.returncode != 0:
-        raise RuntimeError(f"tunemake {name} failed:\n{process.stderr.read().decode()[-3000:]}")
+        raise RuntimeError(f"tunemake {name} failed:\n{log.read_text()[-3000:]}")
     return {
         "seconds": round(time.perf_counter() - started, 1),
         "peak_pss_mb": round(peak_pss / 2**20),
@@ -91,9 +93,17 @@ def main() -> None:
             )
             (tmp / "params.yaml").write_text(yaml.safe_dump(params))
             common = ["--params", str(tmp / "params.yaml")]
-            prepare = step("prepare", *common, "--out", str(tmp / "data"))
+            prepare = step("prepare", *common, "--out", str(tmp / "data"), log=tmp / "prepare.log")
             tokenize = step(
-                "tokenize", *common, "--base", str(args.base), "--data", str(tmp / "data"), "--out", str(tmp / "tok")
+                "tokenize",
+                *common,
+                "--base",
+                str(args.base),
+                "--data",
+                str(tmp / "data"),
+                "--out",
+                str(tmp / "tok"),
+                log=tmp / "tokenize.log",
             )
             stats = json.loads((tmp / "tok" / "token_stats.json").read_text())
             kept = sum(s["rows"] for s in stats["splits"].values())
