@@ -121,7 +121,7 @@ def test_each_recipe_trains_a_few_steps_on_the_tiny_model(name, tiny_llama_64_di
     if "dvclive" in recipe.report_to:
         assert Path("dvclive/train/metrics.json").is_file()
     if "wandb" in recipe.report_to or "tensorboard" in recipe.report_to:
-        assert any(Path("train/tracking").iterdir())
+        assert any(Path("tracking/train").iterdir())
     by_source = loaded.prepare.sources[0]
     if by_source.system_by:  # seed 001: each row's system prompt is its agent's
         for row in map(json.loads, Path("data/train.jsonl").read_text().splitlines()):

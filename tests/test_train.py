@@ -175,10 +175,10 @@ def test_dora_rslora_an_8bit_optimizer_and_trackers_train_and_merge_exactly(inpu
     loss = (live / "train" / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
     assert loss[0] == "step\tloss" and len(loss) == 3  # steps 1 and 2
     assert yaml.safe_load((live / "dvc.yaml").read_text())["metrics"] == ["train/metrics.json"]
-    tracking = tmp_path / "out" / "tracking"
+    tracking = inputs / "tracking" / "train"  # beside results/: event files and runs carry wall-clock times
     assert list((tracking / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tracking / "wandb").glob("offline-run-*/run-*.wandb"))  # for `wandb sync`
-    written = [p for folder in (tmp_path, live) for p in folder.rglob("*") if p.is_file()]
+    written = [p for folder in (tmp_path, live, tracking) for p in folder.rglob("*") if p.is_file()]
     assert len(written) > 20 and not [p for p in written if secret.encode() in p.read_bytes()]
     config = json.loads((tmp_path / "out" / "model" / "adapter_config.json").read_text())
     assert config["use_dora"] and config["use_rslora"] and config["r"] == 8

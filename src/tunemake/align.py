@@ -43,7 +43,6 @@ from tunemake.trainer import (
     resume_checkpoint,
     run_trainer,
     tracking_callbacks,
-    write_tracking,
 )
 from tunemake.weights import load, save_merged, save_tokenizer
 
@@ -168,7 +167,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         callbacks=[
             Progress(checkpoints / "live", "align"),
             StopOnSignal(),
-            *tracking_callbacks(align, checkpoints, bool(resume_from), "align"),
+            *tracking_callbacks(align, "align", bool(resume_from)),
         ],
     )
     trainer.remove_callback(PrinterCallback)
@@ -191,7 +190,6 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
         save_tokenizer(renderer.tokenizer, tmp / "adapter", merged)
         save_merged(merged, tmp / "adapter", tmp / "model", params.merge.dtype)
-        write_tracking(checkpoints, tmp)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
         first, last = (rows["train"][i] if rows["train"] else {} for i in (0, -1))

@@ -230,8 +230,9 @@ class Optimisation(Strict):
     log_steps: int = Field(1, gt=0, description="-> logging_steps")
     report_to: list[Literal["dvclive", "tensorboard", "wandb"]] = Field(
         [],
-        description="-> report_to: trackers that get the training curves, written to <output>/tracking/ (wandb also "
-        "online unless WANDB_MODE=offline); credentials come from the environment (WANDB_API_KEY...), never params",
+        description="-> report_to: trackers that get the training curves: dvclive (dvclive/<step>/, shown by dvc exp "
+        "show), tensorboard and wandb (tracking/<step>/; wandb online unless WANDB_MODE=offline); credentials come from "
+        "the environment (WANDB_API_KEY...), never params",
     )
     checkpoint_steps: int = Field(10, gt=0, description="-> save_steps: a resumable checkpoint every N steps")
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (tunemake's own)")

@@ -37,7 +37,6 @@ from tunemake.trainer import (
     resume_checkpoint,
     run_trainer,
     tracking_callbacks,
-    write_tracking,
 )
 from tunemake.weights import save_tokenizer
 
@@ -156,7 +155,7 @@ def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, che
             Progress(checkpoints / "live"),
             best,
             StopOnSignal(),
-            *tracking_callbacks(params, checkpoints, resumed, "train"),
+            *tracking_callbacks(params, "train", resumed),
         ],
     )
     trainer.remove_callback(PrinterCallback)
@@ -177,7 +176,6 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
         save_tokenizer(trainer.processing_class, tmp / "model", base)
         write_json(tmp / "history.json", rows)
         write_plots(rows, tmp / "plots")
-        write_tracking(checkpoints, tmp)
         summary = {
             "method": params.method,
             "adapter": METHODS[params.method].ADAPTER,

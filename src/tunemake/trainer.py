@@ -5,6 +5,7 @@ complete checkpoint of the same run, stopping on a signal, and the facts their s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -72,21 +73,27 @@ def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
     )
 
 
-def tracking_callbacks(params: Optimisation, checkpoints: Path, resumed: bool, step: str) -> list:
-    """Point tensorboard and wandb (params.report_to) at <checkpoints>/tracking, which write_tracking copies into the
-    step's output, and make dvclive's callback, which the Trainer cannot configure: its files go to dvclive/<step>/
-    in the working directory with their dvc.yaml beside them in dvclive/, where `dvc exp show` and `dvc plots show`
-    find them (not under results/, which DVC git-ignores; not the repository's own dvc.yaml, dvclive's default), and
-    it makes no DVC experiment of its own. Credentials (WANDB_API_KEY...) are read by each library from the
-    environment, never from params or into results."""
-    import os
+_SET_HERE: dict[str, str] = {}  # environment values tracking_callbacks set, which the next step may replace
 
-    folder = checkpoints / "tracking"
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder / "tensorboard"))
-    os.environ.setdefault("WANDB_DIR", str(folder))  # wandb writes <dir>/wandb/run-... (offline-run-... offline)
-    os.environ.setdefault("WANDB_PROJECT", "tunemake")
+
+def _default_env(name: str, value: str) -> None:
+    """Set `name` unless the user did: train then align in one process each get their own folder."""
+    if os.environ.get(name) in (None, _SET_HERE.get(name)):
+        os.environ[name] = _SET_HERE[name] = value
+
+
+def tracking_callbacks(params: Optimisation, step: str, resumed: bool) -> list:
+    """The trackers of params.report_to write beside results/, never into it (tensorboard's event files and wandb's
+    runs carry wall-clock times, so two identical runs would no longer give identical outputs): tensorboard and
+    wandb (an offline run for `wandb sync`) to tracking/<step>/, dvclive to dvclive/<step>/ with its dvc.yaml in
+    dvclive/, where `dvc exp show` and `dvc plots show` find it (not the repository's own dvc.yaml, dvclive's
+    default), making no DVC experiment of its own. Returns the callbacks the Trainer cannot make itself.
+    Credentials (WANDB_API_KEY...) are read by each library from the environment, never from params."""
+    _default_env("TENSORBOARD_LOGGING_DIR", f"tracking/{step}/tensorboard")
+    _default_env("WANDB_DIR", f"tracking/{step}")  # wandb writes <dir>/wandb/run-... (offline-run-...)
+    _default_env("WANDB_PROJECT", "tunemake")
     if "wandb" in params.report_to:
-        (folder / "wandb").mkdir(parents=True, exist_ok=True)
+        Path(os.environ["WANDB_DIR"], "wandb").mkdir(parents=True, exist_ok=True)
     if "dvclive" not in params.report_to:
         return []
     from dvclive import Live
@@ -96,12 +103,6 @@ def tracking_callbacks(params: Optimisation, checkpoints: Path, resumed: bool, s
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under DDP, as the Trainer's own trackers do
         live = Live(dir=f"dvclive/{step}", resume=resumed, save_dvc_exp=False, dvcyaml="dvclive/dvc.yaml")
     return [DVCLiveCallback(live=live)]
-
-
-def write_tracking(checkpoints: Path, out: Path) -> None:
-    """The tensorboard and wandb files (an offline run for `wandb sync`) into the step's output as tracking/."""
-    if (checkpoints / "tracking").is_dir():
-        shutil.copytree(checkpoints / "tracking", out / "tracking")
 
 
 def reset_if_stale(checkpoints: Path, print_: str) -> None:
