@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunemake.errors import StepError
 
@@ -110,13 +111,14 @@ def _raises(render, kind: type[Exception] = Exception) -> bool:
 
 
 def fast_tokenizer(folder):
-    """The tokenizer saved in `folder`; tokenize maps assistant text to tokens through a fast one's offsets."""
-    from transformers import AutoTokenizer
+    """The tokenizer saved in `folder` (its tokenizer.json, special tokens and chat template); tokenize maps assistant
+    text to tokens through its offsets. The generic fast class, not AutoTokenizer: that reads the model's config, which
+    imports torch (4 of tokenize's 7 s of start-up), and tokenize encodes without the class's special tokens anyway."""
+    from transformers import PreTrainedTokenizerFast
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not tokenizer.is_fast:
+    if not (Path(folder) / "tokenizer.json").is_file():
         raise StepError(f"{folder}: tokenize needs a fast tokenizer (tokenizer.json) to map assistant text to tokens")
-    return tokenizer
+    return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
 PER_TURN = "one text per assistant turn where it rewrites earlier turns"
