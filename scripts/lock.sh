@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
   echo "--no-binary llama-cpp-python"
   # Wheels installed from a file become name==version; torch without "+cpu": the same pin takes the CPU wheel here and the CUDA build on GPU nodes.
   .venv/bin/pip freeze --exclude-editable | grep -v "^tunemake" \
-    | sed -E 's/^([A-Za-z0-9_.-]+) @ file:.*\/[A-Za-z0-9_.]+-([0-9][A-Za-z0-9.]*)-py3.*/\1==\2/; s/^(torch==[0-9.]+)\+cpu$/\1/' \
+    | sed -E 's/^([A-Za-z0-9_.-]+) @ file:.*\/[A-Za-z0-9_.]+-([0-9][A-Za-z0-9.]*)-(py3|cp3).*/\1==\2/; s/^(torch==[0-9.]+)\+cpu$/\1/' \
     | sort -f
 } > envs/requirements.lock
