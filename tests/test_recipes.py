@@ -4,6 +4,8 @@ end to end on the tiny model with its own method, optimizer, targets, trackers a
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,8 +81,22 @@ def recipe_rows(fmt: str, source: dict) -> list[dict]:
     ]
 
 
+@pytest.fixture
+def restored_environment():
+    """The steps run in this process here: wandb leaves its service's address (WANDB_SERVICE) and tunemake its
+    tracker folders in os.environ, and a later test's `tunemake train` subprocess would inherit them."""
+    saved = dict(os.environ)
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.parametrize("name", RECIPES)
-def test_each_recipe_trains_a_few_steps_on_the_tiny_model(name, tiny_llama_64_dir, tmp_path, monkeypatch):
+def test_each_recipe_trains_a_few_steps_on_the_tiny_model(
+    name, tiny_llama_64_dir, tmp_path, monkeypatch, restored_environment
+):
     """The recipe as written, with the tiny model for its hub id, its data files made in its format, a couple of
     steps, and the GPU-only precisions (fp16, bf16) refused on CPU with the fix named, then set to auto."""
     params = yaml.safe_load((REPO / "recipes" / name / "params.yaml").read_text())
