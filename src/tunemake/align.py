@@ -128,7 +128,7 @@ def pair_datasets(config, renderer: Renderer, pairs: Path, folder: Path) -> dict
 
 def fingerprint(params: AlignParams, merged: Path, pairs: Path, world_size: int) -> str:
     """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(), str(world_size), (merged / "manifest.json").read_text()]
+    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size), (merged / "manifest.json").read_text()]
     parts += [(pairs / f"{name}.jsonl").read_text() for name in ("train", "val")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

@@ -76,7 +76,7 @@ def trainer_class():
 
 def fingerprint(params: TrainParams, base: Path, data: Path, world_size: int) -> str:
     """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(), str(world_size)]
+    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size)]  # a tracker never changes the weights
     parts += [(base / "manifest.json").read_text(), (data / "token_stats.json").read_text()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
