@@ -1,13 +1,41 @@
 # Validate params.yaml with the same pydantic model the steps use, so a bad setting fails before any job starts.
+import re
 from pathlib import Path
 
 from snakemake.settings.types import SharedFSUsage
 
 from tunemake.dag import code_files
 from tunemake.params import load as load_params
+from tunemake.sweep import parse as parse_sweep
 
 PARAMS = load_params("params.yaml")
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
+
+# `--config sweep=KEY:V1,V2` (tunemake.sweep): the steps after tokenize also run once per value, at results/{point}
+# with point = sweep/KEY=VALUE/; params.yaml's own run is point "" (results/train, ...). Only this sweep's points
+# match, so a stale point folder is never picked up.
+SWEEP = parse_sweep(config.get("sweep"))
+
+
+wildcard_constraints:
+    point="|".join(re.escape(point) for point in SWEEP.points),
+
+
+def point_params(section):
+    """params.yaml's `section` as the run at {point} sees it: a rule's params, so each run re-runs when its own
+    settings change."""
+    return lambda wildcards: SWEEP.section(config, wildcards.point, section)
+
+
+def align_params(wildcards):
+    """When align is off its settings change nothing: editing them must not re-run what follows."""
+    align = point_params("align")(wildcards)
+    return align if align["enabled"] else {"enabled": False}
+
+
+def point_set(wildcards):
+    """The `--set KEY=VALUE` a sweep point's commands carry; nothing for params.yaml's run."""
+    return SWEEP.set_args(wildcards.point)
 
 
 # Repository files (code, params.yaml, raw data, a local base folder) as inputs. Rules that run where snakemake runs

@@ -20,9 +20,9 @@ rule suite:
 rule evaluate:
     input:
         base="results/base",
-        merged="results/merged",
-        align="results/align",
-        gguf="results/gguf",
+        merged="results/{point}merged",
+        align="results/{point}align",
+        gguf="results/{point}gguf",
         data="results/data",
         pairs="results/pairs",
         tokenized="results/tokenized",
@@ -30,15 +30,16 @@ rule evaluate:
         weights=base_weights(),
         code=code("evaluate"),
     output:
-        directory("results/eval"),
+        directory("results/{point}eval"),
     log:
-        "logs/evaluate.log",
+        "logs/{point}evaluate.log",
     conda:
         TUNEMAKE_ENV
     params:
-        eval=config["eval"],
+        eval=point_params("eval"),
+        sweep=point_set,
     shell:
-        "tunemake evaluate --params params.yaml --base {input.base} --merged {input.merged} --align {input.align}"
+        "tunemake evaluate --params params.yaml{params.sweep} --base {input.base} --merged {input.merged} --align {input.align}"
         " --gguf {input.gguf} --data {input.data} --pairs {input.pairs} --tokenized {input.tokenized}"
         " --suite {input.suite} --out {output} --log-file {log}"
 
@@ -46,19 +47,21 @@ rule evaluate:
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.
 rule gate:
     input:
-        eval="results/eval",
-        gguf="results/gguf",
+        eval="results/{point}eval",
+        gguf="results/{point}gguf",
         code=code("gate"),
     output:
-        "results/gate.json",
+        "results/{point}gate.json",
     log:
-        "logs/gate.log",
+        "logs/{point}gate.log",
     conda:
         TUNEMAKE_ENV
     params:
-        gate=config["gate"],
+        gate=point_params("gate"),
+        sweep=point_set,
     shell:
-        "tunemake gate --params params.yaml --eval {input.eval} --gguf {input.gguf} --out {output} --log-file {log}"
+        "tunemake gate --params params.yaml{params.sweep} --eval {input.eval} --gguf {input.gguf} --out {output}"
+        " --log-file {log}"
 
 
 # The report prints every parameter of the run, so params.yaml itself is an input: any edit re-renders it (seconds).
@@ -71,6 +74,7 @@ rule report:
         gguf="results/gguf",
         eval="results/eval",
         gate="results/gate.json",
+        sweep=SWEEP.outputs(),
         code=code("report") + job_sources("src/tunemake/templates/report.html"),
     output:
         report(
@@ -83,9 +87,11 @@ rule report:
         "logs/report.log",
     conda:
         TUNEMAKE_ENV
+    params:
+        sweep="".join(f" --sweep {path}" for path in SWEEP.outputs()),
     shell:
         "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --align {input.align}"
-        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate} --out {output} --log-file {log}"
+        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate}{params.sweep} --out {output} --log-file {log}"
 
 
 dvc_metrics("results/eval/metrics.json", "results/gate.json")

@@ -15,19 +15,20 @@ rule converter:
 
 rule gguf:
     input:
-        merged="results/merged",
-        align="results/align",
+        merged="results/{point}merged",
+        align="results/{point}align",
         converter="results/converter",
         data="results/tokenized",
         code=code("gguf"),
     output:
-        directory("results/gguf"),
+        directory("results/{point}gguf"),
     log:
-        "logs/gguf.log",
+        "logs/{point}gguf.log",
     conda:
         TUNEMAKE_ENV
     params:
-        gguf=config["gguf"],
+        gguf=point_params("gguf"),
+        sweep=point_set,
     shell:
-        "tunemake gguf --params params.yaml --merged {input.merged} --align {input.align} --converter {input.converter}"
-        " --data {input.data} --out {output} --log-file {log}"
+        "tunemake gguf --params params.yaml{params.sweep} --merged {input.merged} --align {input.align}"
+        " --converter {input.converter} --data {input.data} --out {output} --log-file {log}"

@@ -16,6 +16,7 @@ rule base:
 
 # Checkpoints live outside the output, so a failed or killed run resumes from them instead of starting over.
 # `tunemake launch` starts one process per GPU the job sees, and srun/PyTorchJob workers when `nodes` > 1 (profiles).
+# {point} is empty for params.yaml's run, sweep/KEY=VALUE/ for a sweep point (rules/common.smk).
 rule train:
     input:
         base="results/base",
@@ -23,61 +24,64 @@ rule train:
         weights=base_weights(),
         code=code("train"),
     output:
-        directory("results/train"),
+        directory("results/{point}train"),
     log:
-        "logs/train.log",
+        "logs/{point}train.log",
     conda:
         TUNEMAKE_ENV
     resources:
         nodes=1,
     params:
-        train=config["train"],
+        train=point_params("train"),
+        sweep=point_set,
     shell:
-        "tunemake launch --nodes {resources.nodes} -- tunemake train --params params.yaml --base {input.base} --data {input.data} --out {output}"
-        " --checkpoints checkpoints/train --log-file {log}"
+        "tunemake launch --nodes {resources.nodes} -- tunemake train --params params.yaml{params.sweep} --base {input.base}"
+        " --data {input.data} --out {output} --checkpoints checkpoints/{wildcards.point}train --log-file {log}"
 
 
 rule merge:
     input:
         base="results/base",
-        trained="results/train",
+        trained="results/{point}train",
         weights=base_weights(),
         code=code("merge"),
     output:
-        directory("results/merged"),
+        directory("results/{point}merged"),
     log:
-        "logs/merge.log",
+        "logs/{point}merge.log",
     conda:
         TUNEMAKE_ENV
     params:
-        merge=config["merge"],
+        merge=point_params("merge"),
+        sweep=point_set,
     shell:
-        "tunemake merge --params params.yaml --base {input.base} --trained {input.trained} --out {output} --log-file {log}"
+        "tunemake merge --params params.yaml{params.sweep} --base {input.base} --trained {input.trained} --out {output}"
+        " --log-file {log}"
 
 
 # DPO on the merged SFT model (align.enabled); when off it only writes a note (here, not as a cluster job), and gguf
 # and evaluate use results/merged.
 rule align:
     input:
-        merged="results/merged",
+        merged="results/{point}merged",
         pairs="results/pairs",
         code=code("align"),
     output:
-        directory("results/align"),
+        directory("results/{point}align"),
     log:
-        "logs/align.log",
+        "logs/{point}align.log",
     localrule: not config["align"]["enabled"]
     conda:
         TUNEMAKE_ENV
     resources:
         nodes=1,
     params:
-        # when off, its settings change nothing: editing them must not re-run what follows
-        align=config["align"] if config["align"]["enabled"] else {"enabled": False},
-        merge=config["merge"],
+        align=align_params,
+        merge=point_params("merge"),
+        sweep=point_set,
     shell:
-        "tunemake launch --nodes {resources.nodes} -- tunemake align --params params.yaml --merged {input.merged} --pairs {input.pairs}"
-        " --out {output} --checkpoints checkpoints/align --log-file {log}"
+        "tunemake launch --nodes {resources.nodes} -- tunemake align --params params.yaml{params.sweep} --merged {input.merged}"
+        " --pairs {input.pairs} --out {output} --checkpoints checkpoints/{wildcards.point}align --log-file {log}"
 
 
 dvc_metrics("results/train/metrics.json", "results/align/metrics.json")

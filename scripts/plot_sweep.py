@@ -1,4 +1,5 @@
-"""Score and trainable parameters against one swept parameter, from the experiments `dvc exp show` lists.
+"""Score and trainable parameters against one swept parameter, from the experiments `dvc exp show` lists (the DVC
+queue's sweep; `snakemake --config sweep=...` draws the same plot into the report, see tunemake.sweep).
 
     dvc exp run --queue -S 'train.lora.r=4,8,16,32,64' && dvc queue start   # then, when `dvc queue status` is done:
     python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png  # --all-commits: queued from older commits
@@ -14,6 +15,9 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+from tunemake.sweep import plot
 
 
 def dig(tree: dict, dotted: str):
@@ -90,24 +94,7 @@ def main() -> int:
     if skipped or bare:
         print(f"skipped: {'; '.join(skipped + [f'{bare} commits without metrics'] * bool(bare))}", file=sys.stderr)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    values = [r[args.param] for r in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(values, [r["score"] for r in rows], marker="o")
-    left.set(xlabel=args.param, ylabel=args.score.split(".", 1)[-1], title="held-out score")
-    right.plot(values, [r["trainable_parameters"] for r in rows], marker="o", color="tab:orange")
-    right.set(xlabel=args.param, ylabel="trainable parameters", title="trainable parameters")
-    for axis in (left, right):
-        if all(v > 0 for v in values):  # ranks double from one point to the next
-            axis.set_xscale("log", base=2)
-        axis.set_xticks(values, [str(v) for v in values])
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(args.out, dpi=120)
+    plot(rows, args.param, args.score.split(".", 1)[-1], Path(args.out))
     print(f"plot: {args.out}", file=sys.stderr)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,27 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, align={"beta": 0.2})  # alignment is off here: DVC re-runs only align, never SFT
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"align", "report"}
+    (workspace / "params.yaml").write_text(original)
+
+    # A Snakemake sweep over two ranks beside the run DVC made: params.yaml's r=16 is that run, r=4 runs train to
+    # gate under a folder of its own, and the report shows both points. Nothing before training runs again.
+    swept = run(["snakemake", "--profile", "local", "--config", "sweep=train.lora.r:4,16"], workspace)
+    jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", swept.stderr, flags=re.M) if job != "all"]
+    assert sorted(jobs) == ["align", "evaluate", "gate", "gguf", "merge", "report", "sweep", "train"], jobs
+    point = workspace / "results" / "sweep" / "train.lora.r=4"
+    assert json.loads((point / "train" / "model" / "adapter_config.json").read_text())["r"] == 4
+    assert (point / "gguf" / "model-Q5_0.gguf").is_file() and (workspace / "logs" / "sweep" / "train.lora.r=4").is_dir()
+    table = json.loads((workspace / "results" / "sweep" / "train.lora.r" / "sweep.json").read_text())
+    rows = {row["train.lora.r"]: row for row in table["rows"]}
+    assert list(rows) == [4, 16] and rows[16]["run"] == "results" and rows[4]["run"] == "results/sweep/train.lora.r=4"
+    # LoRA's parameters grow linearly with the rank; each score carries its interval and its paired difference
+    assert rows[16]["trainable_parameters"] == 4 * rows[4]["trainable_parameters"]
+    assert all(len(r["ci95"]) == 2 and len(r["minus_reference_ci95"]) == 2 and r["verdict"] for r in rows.values())
+    page = (workspace / "results" / "report" / "index.html").read_text()
+    assert "Sweep: train.lora.r" in page and "16 (params.yaml)" in page and "results/sweep/train.lora.r=4" in page
+    assert '<img alt="sweep" src="data:image/png;base64,' in page
+    again = run(["snakemake", "--profile", "local", "-n", "--config", "sweep=train.lora.r:4,16"], workspace)
+    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 @pytest.mark.slow

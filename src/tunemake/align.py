@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params), args.merged, args.pairs, args.out, args.checkpoints)
+    run(load_params(args.params, args.set), args.merged, args.pairs, args.out, args.checkpoints)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).base, args.out)
+    run(load_params(args.params, args.set).base, args.out)
 
 
 def run(params: BaseParams, out: Path) -> dict:

@@ -1,7 +1,7 @@
 """tunemake's command line: `tunemake STEP ...`, one subcommand per module of this package that defines
 `add_arguments(parser)` and `main(args)`.
 
-Each step owns its flags, beside its `run` (TRL's make_parser style); this file only finds the steps, adds the two
+Each step owns its flags, beside its `run` (TRL's make_parser style); this file only finds the steps, adds the three
 flags every step shares, sets up logging and prints a StepError without a traceback. It is no rule's input, so
 editing it re-runs nothing. Only the chosen step is imported, and `tunemake --help` reads the steps' docstrings
 without importing any of them.
@@ -42,6 +42,13 @@ def build_parser(chosen: str | None) -> argparse.ArgumentParser:
         sub = steps.add_parser(name, help=summary, description=summary)
         sub.add_argument(
             "--params", type=Path, default=Path("params.yaml"), help="parameter file (default: params.yaml)"
+        )
+        sub.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one parameter of the file, e.g. train.lora.r=8 (repeatable; a sweep point runs this way)",
         )
         sub.add_argument("--log-file", dest="log", type=Path, help="also write the step's log to this file")
         if name == chosen:

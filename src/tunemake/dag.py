@@ -25,6 +25,13 @@ HEADER = """\
 # Change a rule, then run `tunemake dag` to regenerate this file; tests/test_frontdoors.py fails while it is stale.
 """
 LAUNCH = re.compile(r"^tunemake launch --nodes 1 -- ")
+# DVC runs params.yaml's run only: the {point} wildcard empty, no `--set` (sweep points are Snakemake's, tunemake.sweep).
+MAIN_RUN = {"wildcards": SimpleNamespace(point=""), "params": SimpleNamespace(sweep="")}
+
+
+def main_run(path) -> str:
+    """A path or command of a rule with {point} (Snakemake writes it `{point,REGEX}` once constrained) left empty."""
+    return re.sub(r"\{point(,[^}]*)?\}", "", str(path))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,12 +127,17 @@ def stages(root: Path) -> dict:
         if rule.shellcmd is None:
             continue
         cmd = rule.shellcmd.format(
-            input=rule.input, output=rule.output, log=rule.log, resources=SimpleNamespace(nodes=1)
+            input=rule.input,
+            output=rule.output,
+            log=rule.log,
+            resources=SimpleNamespace(nodes=1),
+            **MAIN_RUN,
         )
-        stage = {"cmd": LAUNCH.sub("", cmd), "deps": list(dict.fromkeys(map(str, rule.input)))}
-        if rule.params.keys():
-            stage["params"] = list(rule.params.keys())
-        stage["outs"] = list(map(str, rule.output))
+        stage = {"cmd": main_run(LAUNCH.sub("", cmd)), "deps": list(dict.fromkeys(map(main_run, rule.input)))}
+        sections = [name for name in rule.params.keys() if name != "sweep"]
+        if sections:
+            stage["params"] = sections
+        stage["outs"] = list(map(main_run, rule.output))
         out["stages"][rule.name] = stage
     out["metrics"] = list(flow.globals["DVC_METRICS"])
     out["plots"] = [{path: spec} for path, spec in flow.globals["DVC_PLOTS"].items()]

@@ -363,7 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     run(
-        load_params(args.params).eval,
+        load_params(args.params, args.set).eval,
         args.base,
         args.merged,
         args.align,

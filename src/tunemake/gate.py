@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).gate, args.eval, args.gguf, args.out)
+    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out)
 
 
 def score(metrics: dict, model: str, metric: str) -> float:

@@ -165,7 +165,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).gguf, final_model(args.merged, args.align), args.converter, args.data, args.out)
+    run(
+        load_params(args.params, args.set).gguf,
+        final_model(args.merged, args.align),
+        args.converter,
+        args.data,
+        args.out,
+    )
 
 
 def run(params: GgufParams, merged: Path, converter: Path, data: Path, out: Path) -> dict:

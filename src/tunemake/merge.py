@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).merge, args.base, args.trained, args.out)
+    run(load_params(args.params, args.set).merge, args.base, args.trained, args.out)
 
 
 def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params), args.data, args.out)
+    run(load_params(args.params, args.set), args.data, args.out)
 
 
 def prompt_key(messages: list[dict], tools: list[dict] | None) -> str:

@@ -7,7 +7,9 @@ Snakemake profiles, never here.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -411,7 +413,9 @@ class ParamsError(Exception):
     pass
 
 
-def load(path: str | Path = "params.yaml") -> Params:
+def load(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
+    """params.yaml, validated, with each `KEY=VALUE` of `overrides` (`tunemake STEP --set`, a sweep point) applied
+    first: the value is read as YAML, and a key the schema lacks is an error naming it, like a misspelt key."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -419,6 +423,13 @@ def load(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not found; run from the repository root or pass --params PATH") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {override!r}: write KEY=VALUE, e.g. --set train.lora.r=8")
+        raw = with_value(raw, key, yaml.safe_load(value))
+    if overrides:
+        path = Path(f"{path} with --set {' '.join(overrides)}")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -431,6 +442,19 @@ def load(path: str | Path = "params.yaml") -> Params:
             else:
                 lines.append(f"  {where}: {e['msg']}")
         raise ParamsError("\n".join(lines)) from None
+
+
+def with_value(raw: dict, key: str, value: Any) -> dict:
+    """A copy of the raw params with the dotted `key` set to `value` (missing sections made, for validation to name)."""
+    raw = copy.deepcopy(raw)
+    *parents, leaf = key.split(".")
+    tree = raw
+    for part in parents:
+        if not isinstance(tree.get(part, {}), dict):
+            raise ParamsError(f"--set {key}: {part!r} is not a section")
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+    return raw
 
 
 def _fields_at(loc: tuple) -> list[str]:

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).prepare, args.out, args.replay)
+    run(load_params(args.params, args.set).prepare, args.out, args.replay)
 
 
 def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).replay, args.base, args.out)
+    run(load_params(args.params, args.set).replay, args.base, args.out)
 
 
 def run(params: ReplayParams, base: Path, out: Path) -> dict:

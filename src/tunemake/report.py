@@ -18,6 +18,7 @@ import yaml
 from tabulate import tabulate
 
 from tunemake.jsonl import atomic_dir, read_jsonl
+from tunemake.params import with_value
 
 log = logging.getLogger("tunemake")
 SAMPLES = 6  # sample answers shown side by side
@@ -128,6 +129,38 @@ def alignment_rows(aligned: dict) -> list[list]:
             "peak memory": f"{aligned['peak_memory_mb']['rss']:.0f} MB",
         }.items()
     ]
+
+
+SWEEP_NOTE = (
+    "Each value is its own run of train, merge, align, gguf, evaluate and gate on the same data and test rows. "
+    "Minus the params.yaml run: the same test rows scored by both tuned models, resampled together; an interval "
+    "that holds 0 is a difference the test split cannot tell from noise."
+)
+
+
+def sweep_title(swept: dict) -> str:
+    return f"Sweep: {swept['key']} (tuned {swept['metric']}, points)"
+
+
+def sweep_rows(swept: dict) -> tuple[list, list]:
+    key, reference = swept["key"], swept["reference"]
+    header = [key, "score", "95% interval", "minus the params.yaml run", "trainable parameters", "best val loss"]
+    header += ["train time", "verdict", "folder"]
+    rows = [
+        [
+            f"{r[key]} (params.yaml)" if r["run"] == reference else r[key],
+            r["score"],
+            span(r["ci95"]),
+            "-" if r["run"] == reference else span(r["minus_reference_ci95"]),
+            f"{r['trainable_parameters']:,}",
+            r["best_val_loss"] and round(r["best_val_loss"], 4),
+            f"{r['train_seconds']:.0f} s",
+            r["verdict"],
+            r["run"],
+        ]
+        for r in swept["rows"]
+    ]
+    return header, rows
 
 
 def tables(
@@ -305,7 +338,14 @@ def engines(metrics: dict) -> str:
 
 
 def markdown(
-    result: dict, tabs: dict, samples: list[dict], general: list[dict], params_text: str, summary: dict, note: str
+    result: dict,
+    tabs: dict,
+    samples: list[dict],
+    general: list[dict],
+    params_text: str,
+    summary: dict,
+    note: str,
+    swept: dict | None = None,
 ) -> str:
     md = lambda name: tabulate(tabs[name][1], headers=tabs[name][0], tablefmt="github", missingval="-")  # noqa: E731
     parts = [
@@ -359,6 +399,11 @@ def markdown(
             if tabs["alignment"][1]
             else []
         ),
+        *(
+            [f"## {sweep_title(swept)}", "", md("sweep"), "", SWEEP_NOTE, "", "![sweep](sweep.png)", ""]
+            if swept
+            else []
+        ),
         "## Data",
         "",
         md("data"),
@@ -398,11 +443,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, what in (("data", "prepare"), ("trained", "train"), ("gguf", "gguf"), ("eval", "evaluate")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
+    parser.add_argument("--sweep", type=Path, help="the sweep step's output (its table and plot), when one ran")
     parser.add_argument("--out", type=Path, required=True)
 
 
 def main(args: argparse.Namespace) -> None:
-    run(args.params, args.data, args.trained, args.align, args.gguf, args.eval, args.gate, args.out)
+    run(
+        args.params,
+        args.data,
+        args.trained,
+        args.align,
+        args.gguf,
+        args.eval,
+        args.gate,
+        args.out,
+        args.set,
+        args.sweep,
+    )
 
 
 def run(
@@ -414,6 +471,8 @@ def run(
     evaluation: Path,
     gate: Path,
     out: Path,
+    overrides: list[str] = (),
+    sweep: Path | None = None,
 ) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -427,7 +486,13 @@ def run(
     result = json.loads(gate.read_text())
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
     tabs = tables(stats, summary, aligned, metrics, sizes, result)
-    params_text = yaml.safe_dump(yaml.safe_load(params_file.read_text()), sort_keys=False)
+    swept = json.loads((sweep / "sweep.json").read_text()) if sweep else None
+    tabs["sweep"] = sweep_rows(swept) if swept else ([], [])
+    raw = yaml.safe_load(params_file.read_text())
+    for override in overrides:
+        key, _, value = override.partition("=")
+        raw = with_value(raw, key, yaml.safe_load(value))
+    params_text = yaml.safe_dump(raw, sort_keys=False)
     with atomic_dir(out) as tmp:
         plots = {
             "losses": save(plot_losses(history), tmp / "losses.png"),
@@ -436,6 +501,10 @@ def run(
         if aligned.get("enabled"):
             history_file = align / "history.json"
             plots["alignment"] = save(plot_alignment(json.loads(history_file.read_text())), tmp / "alignment.png")
+        if swept:
+            png = (sweep / "sweep.png").read_bytes()
+            (tmp / "sweep.png").write_bytes(png)
+            plots["sweep"] = "data:image/png;base64," + base64.b64encode(png).decode()
         environment = Environment(loader=PackageLoader("tunemake"), autoescape=select_autoescape())
         html = environment.get_template("report.html").render(
             result=result,
@@ -445,13 +514,15 @@ def run(
             general=general,
             general_count=metrics["models"]["base"]["general"]["conversations"],
             params_text=params_text,
+            swept=swept and {"title": sweep_title(swept), "note": SWEEP_NOTE},
             summary=summary,
             metrics=metrics,
             engines=engines(metrics),
         )
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(
-            markdown(result, tabs, samples, general, params_text, summary, engines(metrics)), encoding="utf-8"
+            markdown(result, tabs, samples, general, params_text, summary, engines(metrics), swept),
+            encoding="utf-8",
         )
     log.info("report: verdict %s -> %s", result["verdict"].upper(), out / "index.html")
     return result

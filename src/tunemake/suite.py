@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).suite, args.base, args.out)
+    run(load_params(args.params, args.set).suite, args.base, args.out)
 
 
 def conversations(params: SuiteParams) -> list[dict]:

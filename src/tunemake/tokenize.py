@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).tokenize, args.base, args.data, args.out)
+    run(load_params(args.params, args.set).tokenize, args.base, args.data, args.out)
 
 
 def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:

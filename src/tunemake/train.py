@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params).train, args.base, args.data, args.out, args.checkpoints)
+    run(load_params(args.params, args.set).train, args.base, args.data, args.out, args.checkpoints)
 
 
 def trainer_class():
