@@ -3,6 +3,9 @@ mistakes refused before any job. The sweep itself runs for real in tests/test_fr
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from conftest import REPO, run
@@ -55,3 +58,19 @@ def test_set_overrides_one_parameter_and_a_misspelt_key_is_named():
 def test_every_step_takes_set_on_its_command_line(tmp_path):
     failed = run(["tunemake", "base", "--set", "base.modle=x", "--out", str(tmp_path / "base")], REPO, check=False)
     assert failed.returncode == 1 and "base.modle: unknown key; valid here: model, revision" in failed.stderr
+
+
+def test_a_sweep_points_trackers_write_to_a_folder_of_its_own(tmp_path, monkeypatch):
+    """Points train side by side: each tracker gets tracking/sweep/KEY=VALUE/<step>, never params.yaml's run's."""
+    from tunemake.params import TrainParams
+    from tunemake.trainer import tracking_callbacks
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("TENSORBOARD_LOGGING_DIR", "WANDB_DIR", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    params = TrainParams(report_to=["tensorboard", "mlflow"])
+    tracking_callbacks(params, "train", Path("results/sweep/train.lora.r=4/train"), resumed=False)
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == "tracking/sweep/train.lora.r=4/train/tensorboard"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///tracking/sweep/train.lora.r=4/train/mlflow.db"
+    tracking_callbacks(params, "train", Path("results/train"), resumed=False)  # the next run in this process
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == "tracking/train/tensorboard"

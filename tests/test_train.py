@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_dora_rslora_an_8bit_optimizer_and_trackers_train_and_merge_exactly(inpu
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.setenv("WANDB_MODE", "offline")
     lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "use_dora": True, "use_rslora": True}
-    trackers = ["dvclive", "tensorboard", "wandb"]
+    trackers = ["dvclive", "tensorboard", "wandb", "mlflow"]
     summary = train(
         inputs, tmp_path, max_steps=2, eval_steps=2, optimizer="paged_adamw_8bit", lora=lora, report_to=trackers
     )
@@ -178,6 +179,8 @@ def test_dora_rslora_an_8bit_optimizer_and_trackers_train_and_merge_exactly(inpu
     tracking = inputs / "tracking" / "train"  # beside results/: event files and runs carry wall-clock times
     assert list((tracking / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tracking / "wandb").glob("offline-run-*/run-*.wandb"))  # for `wandb sync`
+    with sqlite3.connect(tracking / "mlflow.db") as mlflow_db:  # `mlflow ui --backend-store-uri sqlite:///...`
+        assert mlflow_db.execute("select step from metrics where key = 'loss' order by step").fetchall() == [(1,), (2,)]
     written = [p for folder in (tmp_path, live, tracking) for p in folder.rglob("*") if p.is_file()]
     assert len(written) > 20 and not [p for p in written if secret.encode() in p.read_bytes()]
     config = json.loads((tmp_path / "out" / "model" / "adapter_config.json").read_text())

@@ -167,7 +167,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         callbacks=[
             Progress(checkpoints / "live", "align"),
             StopOnSignal(),
-            *tracking_callbacks(align, "align", bool(resume_from)),
+            *tracking_callbacks(align, "align", out, bool(resume_from)),
         ],
     )
     trainer.remove_callback(PrinterCallback)

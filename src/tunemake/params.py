@@ -230,11 +230,12 @@ class Optimisation(Strict):
         "auto", description="-> bf16 / fp16; auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
     )
     log_steps: int = Field(1, gt=0, description="-> logging_steps")
-    report_to: list[Literal["dvclive", "tensorboard", "wandb"]] = Field(
+    report_to: list[Literal["dvclive", "tensorboard", "wandb", "mlflow"]] = Field(
         [],
         description="-> report_to: trackers that get the training curves: dvclive (dvclive/<step>/, shown by dvc exp "
-        "show), tensorboard and wandb (tracking/<step>/; wandb online unless WANDB_MODE=offline); credentials come from "
-        "the environment (WANDB_API_KEY...), never params",
+        "show), tensorboard, wandb and mlflow (tracking/<step>/; wandb online unless WANDB_MODE=offline, mlflow to "
+        "tracking/<step>/mlflow.db unless MLFLOW_TRACKING_URI names a server); credentials come from the environment "
+        "(WANDB_API_KEY, MLFLOW_TRACKING_TOKEN...), never params",
     )
     checkpoint_steps: int = Field(10, gt=0, description="-> save_steps: a resumable checkpoint every N steps")
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (tunemake's own)")

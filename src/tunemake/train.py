@@ -88,7 +88,7 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     config = sft_config(params, checkpoints, world_size)
     resume_from = resume_point(config, params, base, data, checkpoints, world_size)
     model, tokenizer = build(params, base, world_size)
-    trainer, best = setup_trainer(config, params, model, tokenizer, data, checkpoints, bool(resume_from))
+    trainer, best = setup_trainer(config, params, model, tokenizer, data, out, checkpoints, bool(resume_from))
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
@@ -137,7 +137,9 @@ def build(params: TrainParams, base: Path, world_size: int):
     return model, AutoTokenizer.from_pretrained(base)
 
 
-def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, checkpoints: Path, resumed: bool):
+def setup_trainer(
+    config, params: TrainParams, model, tokenizer, data: Path, out: Path, checkpoints: Path, resumed: bool
+):
     import datasets
     from transformers.trainer_callback import PrinterCallback
 
@@ -155,7 +157,7 @@ def setup_trainer(config, params: TrainParams, model, tokenizer, data: Path, che
             Progress(checkpoints / "live"),
             best,
             StopOnSignal(),
-            *tracking_callbacks(params, "train", resumed),
+            *tracking_callbacks(params, "train", out, resumed),
         ],
     )
     trainer.remove_callback(PrinterCallback)

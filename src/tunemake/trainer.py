@@ -82,18 +82,26 @@ def _default_env(name: str, value: str) -> None:
         os.environ[name] = _SET_HERE[name] = value
 
 
-def tracking_callbacks(params: Optimisation, step: str, resumed: bool) -> list:
+def tracking_callbacks(params: Optimisation, step: str, out: Path, resumed: bool) -> list:
     """The trackers of params.report_to write beside results/, never into it (tensorboard's event files and wandb's
-    runs carry wall-clock times, so two identical runs would no longer give identical outputs): tensorboard and
-    wandb (an offline run for `wandb sync`) to tracking/<step>/, dvclive to dvclive/<step>/ with its dvc.yaml in
-    dvclive/, where `dvc exp show` and `dvc plots show` find it (not the repository's own dvc.yaml, dvclive's
-    default), making no DVC experiment of its own. Returns the callbacks the Trainer cannot make itself.
-    Credentials (WANDB_API_KEY...) are read by each library from the environment, never from params."""
-    _default_env("TENSORBOARD_LOGGING_DIR", f"tracking/{step}/tensorboard")
-    _default_env("WANDB_DIR", f"tracking/{step}")  # wandb writes <dir>/wandb/run-... (offline-run-...)
+    and mlflow's runs carry wall-clock times, so two identical runs would no longer give identical outputs):
+    tensorboard, wandb (an offline run for `wandb sync`) and mlflow (a SQLite store, unless MLFLOW_TRACKING_URI
+    names a server) to tracking/<step>/, dvclive to dvclive/<step>/ with its dvc.yaml in dvclive/, where
+    `dvc exp show` and `dvc plots show` find it (not the repository's own dvc.yaml, dvclive's default), making no
+    DVC experiment of its own. A sweep point's step (out = results/sweep/KEY=VALUE/<step>) writes to
+    sweep/KEY=VALUE/<step> in each, so points training side by side never share a folder. Returns the callbacks the
+    Trainer cannot make itself. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN...) are read by each library from
+    the environment, never from params."""
+    name = f"sweep/{out.parent.name}/{step}" if out.parent.parent.name == "sweep" else step
+    _default_env("TENSORBOARD_LOGGING_DIR", f"tracking/{name}/tensorboard")
+    _default_env("WANDB_DIR", f"tracking/{name}")  # wandb writes <dir>/wandb/run-... (offline-run-...)
     _default_env("WANDB_PROJECT", "tunemake")
+    _default_env("MLFLOW_TRACKING_URI", f"sqlite:///tracking/{name}/mlflow.db")
+    _default_env("MLFLOW_EXPERIMENT_NAME", "tunemake")
     if "wandb" in params.report_to:
         Path(os.environ["WANDB_DIR"], "wandb").mkdir(parents=True, exist_ok=True)
+    if "mlflow" in params.report_to:
+        Path(f"tracking/{name}").mkdir(parents=True, exist_ok=True)
     if "dvclive" not in params.report_to:
         return []
     from dvclive import Live
@@ -101,7 +109,8 @@ def tracking_callbacks(params: Optimisation, step: str, resumed: bool) -> list:
 
     live = None
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under DDP, as the Trainer's own trackers do
-        live = Live(dir=f"dvclive/{step}", resume=resumed, save_dvc_exp=False, dvcyaml="dvclive/dvc.yaml")
+        folder = Path("dvclive", name)
+        live = Live(dir=str(folder), resume=resumed, save_dvc_exp=False, dvcyaml=str(folder.parent / "dvc.yaml"))
     return [DVCLiveCallback(live=live)]
 
 
