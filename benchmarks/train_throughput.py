@@ -37,18 +37,20 @@ def all_positions_loss(model, batch):
     return model(**batch, use_cache=False).loss
 
 
-VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured)
-    "padded": (False, False, assistant_loss, True),
-    "padded, length-grouped": (False, True, assistant_loss, True),
-    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False),
-    "padding_free": (True, False, assistant_loss, True),
-    "padded, head on all positions": (False, False, all_positions_loss, True),
+VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured, bf16 autocast on a CPU)
+    "padded": (False, False, assistant_loss, True, False),
+    "padded, length-grouped": (False, True, assistant_loss, True, False),
+    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False, False),
+    "padding_free": (True, False, assistant_loss, True, False),
+    "padded, head on all positions": (False, False, all_positions_loss, True, False),
+    # float32 weights, matmuls in bfloat16 (torch.autocast): what TrainingArguments(bf16=True) does on a CPU
+    "padded, length-grouped, bf16 autocast": (False, True, assistant_loss, True, True),
 }
 
 
-def matmul_peak_gflops(device: str, size: int = 2048, repeats: int = 5) -> float:
-    """The best of a few float32 size x size matmuls on this process's threads: the ceiling to compare with."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_peak_gflops(device: str, dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:
+    """The best of a few size x size matmuls on this process's threads: the ceiling to compare with."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
@@ -79,7 +81,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = torch.autocast(
+    gpu_autocast = torch.autocast(
         device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16, enabled=device == "cuda"
     )
     model = weights.load(args.base, dtype=torch.float32).to(device)  # results/base pins the weights
@@ -96,7 +98,9 @@ def main() -> None:
     dropouts = {name: module.lora_dropout for name, module in model.named_modules() if hasattr(module, "lora_dropout")}
     saved = [dict(holder) for holder in dropouts.values()]
 
-    def measure(padding_free: bool, length_grouped: bool, loss_fn, dropout: bool) -> tuple[float, int, float]:
+    def measure(
+        padding_free: bool, length_grouped: bool, loss_fn, dropout: bool, cpu_bf16: bool
+    ) -> tuple[float, int, float]:
         collate = DataCollatorForLanguageModeling(
             pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free
         )
@@ -107,6 +111,7 @@ def main() -> None:
         for group in batches(length_grouped):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
             computed += batch["input_ids"].numel()
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else gpu_autocast
             with autocast:
                 loss = loss_fn(model, batch)
             loss = loss[0] if isinstance(loss, tuple) else loss
@@ -123,11 +128,13 @@ def main() -> None:
         for name in args.variants:
             timings[name].append(measure(*VARIANTS[name]))
     peak = matmul_peak_gflops(device)
+    peak_bf16 = matmul_peak_gflops(device, torch.bfloat16)
     per_token = flops_per_token(model)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "cpu": cpu_features(),
         "matmul_peak_gflops_fp32": round(peak, 1),
+        "matmul_peak_gflops_bf16": round(peak_bf16, 1),
         "flops_per_token": per_token,
         "precision": precision("auto"),
         "attention": model.config._attn_implementation,
@@ -146,7 +153,10 @@ def main() -> None:
             "pad_share": round(1 - real_tokens / runs[0][1], 3),
             "mean_loss": round(runs[0][2], 5),
             "achieved_gflops": round(real_tokens * per_token / seconds / 1e9, 1),
-            "fraction_of_matmul_peak": round(real_tokens * per_token / seconds / 1e9 / peak, 3),
+            # of the peak in the variant's own matmul precision
+            "fraction_of_matmul_peak": round(
+                real_tokens * per_token / seconds / 1e9 / (peak_bf16 if VARIANTS[name][4] else peak), 3
+            ),
         }
     print(json.dumps(result, indent=2))
 

@@ -18,6 +18,7 @@ import yaml
 from conftest import BIN, REPO, run
 from tunemake import trainer
 from tunemake.loss import assistant_loss
+from tunemake.trainer import cpu_bf16
 from tunemake.weights import load as base_load
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
@@ -106,7 +107,11 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
     assert (out / "model" / "adapter_config.json").is_file() and (out / "model" / "adapter_model.safetensors").is_file()
     assert (out / "model" / "chat_template.jinja").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 8 and summary["method"] == "lora" and summary["precision"] == "fp32"
+    assert (
+        summary["steps"] == 8
+        and summary["method"] == "lora"
+        and summary["precision"] == ("bf16" if cpu_bf16() else "fp32")
+    )
     assert "avx2" in summary["cpu"]["flags"] and summary["cpu"]["model"]  # figures from two CPUs are not comparable
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
     assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}

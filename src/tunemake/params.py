@@ -227,7 +227,9 @@ class Optimisation(Strict):
     seed: int = Field(42, description="-> seed and data_seed (also seeds the adapter's initialisation)")
     gradient_checkpointing: bool = Field(False, description="-> gradient_checkpointing")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="-> bf16 / fp16; auto = bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU"
+        "auto",
+        description="-> bf16 / fp16; auto = bf16 on a GPU that supports it, else fp16 on GPU; on a CPU bf16 autocast "
+        "where it has AVX-512 BF16 or AMX, else fp32",
     )
     log_steps: int = Field(1, gt=0, description="-> logging_steps")
     report_to: list[Literal["dvclive", "tensorboard", "wandb", "mlflow"]] = Field(

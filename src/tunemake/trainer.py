@@ -14,6 +14,7 @@ import torch
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
 from tunemake.params import Optimisation
+from tunemake.runtime import cpu_features
 
 log = logging.getLogger("tunemake.train")
 
@@ -28,14 +29,30 @@ class Interrupted(StepError):
         self.exit_code = 128 + signum
 
 
+def cpu_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPU multiplies bfloat16 at about twice its float32 rate."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features().get("flags", [])))
+
+
 def precision(name: str) -> str:
-    if name != "auto":
-        if name != "fp32" and not torch.cuda.is_available():
-            raise StepError(f"precision is {name} but there is no GPU here; use auto or fp32")
-        return name
-    if not torch.cuda.is_available():
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    """auto: bf16 on a GPU that has it, else fp16 there; on a CPU, bf16 autocast (float32 weights, bfloat16 matmuls)
+    where it has AVX-512 BF16 or AMX, else fp32. On the default model and data bf16 autocast trained 1.45x the real
+    tokens/s of fp32 on a 2-core AVX-512 BF16 CPU, mean loss 1.04145 against 1.04291 (benchmarks/train_throughput.py)."""
+    gpu = torch.cuda.is_available()
+    if name == "auto":
+        if gpu:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_bf16() else "fp32"
+    if name == "fp16" and not gpu:
+        raise StepError(
+            "precision is fp16 but there is no GPU here; use auto, fp32 or (on a CPU with AVX-512 BF16) bf16"
+        )
+    if name == "bf16" and not gpu and not cpu_bf16():
+        raise StepError(
+            "precision is bf16 but there is no GPU here and this CPU has neither AVX-512 BF16 nor AMX "
+            "(/proc/cpuinfo); use auto or fp32"
+        )
+    return name
 
 
 def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
