@@ -18,7 +18,7 @@ SWEEP = parse_sweep(config.get("sweep"))
 
 
 wildcard_constraints:
-    point="|".join(re.escape(point) for point in SWEEP.points),
+    point="(?:" + "|".join(re.escape(point) for point in SWEEP.points) + ")",
 
 
 def point_params(section):

@@ -4,6 +4,7 @@ mistakes refused before any job. The sweep itself runs for real in tests/test_fr
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,13 @@ def test_a_sweep_points_trackers_write_to_a_folder_of_its_own(tmp_path, monkeypa
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///tracking/sweep/train.lora.r=4/train/mlflow.db"
     tracking_callbacks(params, "train", Path("results/train"), resumed=False)  # the next run in this process
     assert os.environ["TENSORBOARD_LOGGING_DIR"] == "tracking/train/tensorboard"
+
+
+def test_a_fresh_checkout_plans_every_step_with_and_without_a_sweep(workspace):
+    """{point} is empty for params.yaml's run: its constraint must still match the empty string."""
+    from conftest import STEPS
+    from tunemake import dag
+
+    assert dag.planned(workspace) == set(STEPS)
+    swept = run(["snakemake", "-n", "--config", "sweep=train.lora.r:4"], workspace).stdout
+    assert re.search(r"^train\s+2$", swept, flags=re.M) and re.search(r"^sweep\s+1$", swept, flags=re.M)
