@@ -96,9 +96,14 @@ def losses(folder: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory) -> Path:
-    """One uninterrupted LoRA run that other tests compare against."""
+    """One uninterrupted LoRA run that other tests compare against, started as Snakemake starts a rule's job: with
+    OMP_NUM_THREADS=1."""
     folder = tmp_path_factory.mktemp("reference")
-    train(inputs, folder)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        train(inputs, folder)
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
     return folder
 
 
@@ -113,6 +118,7 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
         and summary["precision"] == ("bf16" if cpu_bf16() else "fp32")
     )
     assert "avx2" in summary["cpu"]["flags"] and summary["cpu"]["model"]  # figures from two CPUs are not comparable
+    assert summary["threads"] == len(os.sched_getaffinity(0))  # every core, OMP_NUM_THREADS=1 notwithstanding
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
     assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}
     assert summary["best"]["step"] in (0, 4, 8) and summary["tokens_seen"] > 0 and summary["peak_memory_mb"]["rss"] > 0
@@ -402,3 +408,19 @@ def test_a_576_wide_4bit_layer_in_eval_mode_computes_its_dequantized_product():
     with torch.no_grad():
         expected = x @ dequantize_4bit(layer.weight.data, layer.weight.quant_state).float().T
         assert torch.allclose(layer(x), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_training_uses_its_share_of_the_cores_whatever_omp_num_threads_says(monkeypatch):
+    """Snakemake starts a rule with OMP_NUM_THREADS=1 (its default threads): torch must not train on one core."""
+    from tunemake.runtime import threads, use_cores
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        use_cores()
+        assert torch.get_num_threads() == threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(threads()))  # torchrun: the cores split between the processes
+        use_cores()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -34,7 +34,7 @@ from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.methods.lora import lora_config
 from tunemake.params import AlignParams, Params
 from tunemake.params import load as load_params
-from tunemake.runtime import git_commit, package_versions, peak_memory_mb
+from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
 from tunemake.trainer import (
     arguments,
     optimizer_name,
@@ -142,6 +142,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
         log.info("align: off (align.enabled: false); later steps use %s", merged)
         return None
     started = time.perf_counter()
+    use_cores()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = dpo_config(align, checkpoints, world_size)
     resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))

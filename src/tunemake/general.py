@@ -139,10 +139,10 @@ def load_model(model_dir: str | Path, max_new_tokens: int):
     from transformers import AutoTokenizer
 
     from tunemake.chat import stop_token_ids
-    from tunemake.runtime import threads
+    from tunemake.runtime import use_cores
     from tunemake.weights import load
 
-    torch.set_num_threads(threads())
+    use_cores()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = load(Path(model_dir), dtype="auto").eval().to("cuda" if torch.cuda.is_available() else "cpu")
     stops = stop_token_ids(tokenizer)

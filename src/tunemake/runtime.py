@@ -19,6 +19,14 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def use_cores() -> None:
+    """Run torch on this process's share of the cores it may use: Snakemake starts a job with OMP_NUM_THREADS set to
+    its rule's threads (1 by default) and torchrun each process with 1, which would leave torch one core."""
+    import torch
+
+    torch.set_num_threads(max(1, threads() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 

@@ -28,7 +28,7 @@ from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
 from tunemake.params import TrainParams
 from tunemake.params import load as load_params
-from tunemake.runtime import cpu_features, git_commit, package_versions, peak_memory_mb
+from tunemake.runtime import cpu_features, git_commit, package_versions, peak_memory_mb, use_cores
 from tunemake.trainer import (
     arguments,
     optimizer_name,
@@ -84,6 +84,7 @@ def fingerprint(params: TrainParams, base: Path, data: Path, world_size: int) ->
 def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
     """config, resume point, build, train, write outputs (only the main process writes them)."""
     started = time.perf_counter()
+    use_cores()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = sft_config(params, checkpoints, world_size)
     resume_from = resume_point(config, params, base, data, checkpoints, world_size)
@@ -190,6 +191,7 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
             + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "cpu": cpu_features(),
+            "threads": torch.get_num_threads(),
             "processes": world_size,
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "batch": {
