@@ -426,11 +426,7 @@ def load(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Par
         raise ParamsError(f"{path}: not found; run from the repository root or pass --params PATH") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ParamsError(f"--set {override!r}: write KEY=VALUE, e.g. --set train.lora.r=8")
-        raw = with_value(raw, key, yaml.safe_load(value))
+    raw = overridden(raw, overrides)
     if overrides:
         path = Path(f"{path} with --set {' '.join(overrides)}")
     try:
@@ -445,6 +441,16 @@ def load(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Par
             else:
                 lines.append(f"  {where}: {e['msg']}")
         raise ParamsError("\n".join(lines)) from None
+
+
+def overridden(raw: dict, overrides: Sequence[str]) -> dict:
+    """A copy of the raw params with each `KEY=VALUE` set (the value read as YAML); validation is the caller's."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {override!r}: write KEY=VALUE, e.g. --set train.lora.r=8")
+        raw = with_value(raw, key, yaml.safe_load(value))
+    return raw
 
 
 def with_value(raw: dict, key: str, value: Any) -> dict:

@@ -18,7 +18,7 @@ import yaml
 from tabulate import tabulate
 
 from tunemake.jsonl import atomic_dir, read_jsonl
-from tunemake.params import with_value
+from tunemake.params import overridden
 
 log = logging.getLogger("tunemake")
 SAMPLES = 6  # sample answers shown side by side
@@ -488,11 +488,7 @@ def run(
     tabs = tables(stats, summary, aligned, metrics, sizes, result)
     swept = json.loads((sweep / "sweep.json").read_text()) if sweep else None
     tabs["sweep"] = sweep_rows(swept) if swept else ([], [])
-    raw = yaml.safe_load(params_file.read_text())
-    for override in overrides:
-        key, _, value = override.partition("=")
-        raw = with_value(raw, key, yaml.safe_load(value))
-    params_text = yaml.safe_dump(raw, sort_keys=False)
+    params_text = yaml.safe_dump(overridden(yaml.safe_load(params_file.read_text()), overrides), sort_keys=False)
     with atomic_dir(out) as tmp:
         plots = {
             "losses": save(plot_losses(history), tmp / "losses.png"),
