@@ -13,7 +13,7 @@ preferences.jsonl: one preference pair per row of both files (the preference for
 system turn, canonical tools), for the align step (DPO). Its prompt is the row's, so prepare puts the pair in the
 row's split. Chosen is the row's answer; rejected is a near miss: for tool calls, in turn, a wrong argument value, a
 missing argument, the wrong function, or the right call wrapped in chatty prose; for Q&A the answer without its last
-sentence (the warning or the check that makes it safe and complete), or, for one-sentence answers, a vague deflection.
+sentence (the warning or the check that makes it safe and complete), or for one-sentence answers without its last clause.
 """
 
 from __future__ import annotations
@@ -671,11 +671,21 @@ def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
     for row in qa_rows_:
         chat = FORMATS["qa"](row, None)
         answer = chat.messages[-1]["content"]
-        sentences = answer.split(". ")
-        worse = ". ".join(sentences[:-1]) + "." if len(sentences) > 1 else "It depends; you may want to ask an expert."
         prompt = [{"role": "system", "content": QA_SYSTEM}, *chat.messages[:-1]]
-        out.append({"prompt": prompt, "chosen": answer, "rejected": worse, "topic": row["topic"]})
+        out.append({"prompt": prompt, "chosen": answer, "rejected": without_last_part(answer), "topic": row["topic"]})
     return out
+
+
+def without_last_part(answer: str) -> str:
+    """The answer cut before its last sentence, or for one sentence before its last clause: the step, check or warning
+    that makes it safe and complete is what is missing, and both sides stay alike in length and wording (a generic
+    deflection made the held-out pairs a test of answer length, README "Alignment")."""
+    sentences = answer.split(". ")
+    if len(sentences) > 1:
+        return ". ".join(sentences[:-1]) + "."
+    cut = max(answer.rfind(", "), answer.rfind("; ")) if "," in answer or ";" in answer else answer.rfind(" and ")
+    assert cut > 0, f"no clause to drop in {answer!r}"
+    return answer[:cut] + "."
 
 
 def main() -> None:
