@@ -1,5 +1,5 @@
 """Answering the regression suite: transformers generate() in batches vs llama.cpp one prompt at a time vs
-llama.cpp's batched decoding (tunemake.llamacpp.greedy), on the same rendered prompts, side by side in one run.
+llama.cpp's batched decoding (tunemake.llamacpp.answer), on the same rendered prompts, side by side in one run.
 
 The model is the bundled SmolLM2-135M-Instruct: its GGUF for llama.cpp (or `--gguf`), the dequantised float32
 weights pinned by results/base for transformers. Also times the teacher-forced drift pass (general.answer_losses)
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tunemake import general
-from tunemake.llamacpp import greedy, load
+from tunemake.llamacpp import answer, load
 from tunemake.params import BaseParams, SuiteParams
 from tunemake.runtime import threads
 from tunemake.suite import conversations
@@ -54,7 +54,7 @@ def main() -> None:
         _, seconds = timed(general.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)
         results["drift pass (teacher forced)"] = (None, seconds)
     for name, parallel in (("llama.cpp, one at a time", 1), ("llama.cpp, batched", args.batch_size)):
-        (answers, _), seconds = timed(greedy, llm, prompts, args.max_new_tokens, parallel)
+        (answers, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, parallel)
         results[name] = (count(answers), seconds)
     print(
         json.dumps(

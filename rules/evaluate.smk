@@ -2,6 +2,7 @@
 rule suite:
     input:
         base="results/base",
+        converter="results/converter",
         weights=base_weights(),
         prompts=job_sources(*(p for p in (config["suite"]["prompts"],) if p)),
         code=code("suite") + job_sources("src/tunemake/prompts/general.jsonl"),
@@ -14,7 +15,8 @@ rule suite:
     params:
         suite=config["suite"],
     shell:
-        "tunemake suite --params params.yaml --base {input.base} --out {output} --log-file {log}"
+        "tunemake suite --params params.yaml --base {input.base} --converter {input.converter} --out {output}"
+        " --log-file {log}"
 
 
 rule evaluate:
@@ -27,6 +29,7 @@ rule evaluate:
         pairs="results/pairs",
         tokenized="results/tokenized",
         suite="results/suite",
+        converter="results/converter",
         weights=base_weights(),
         code=code("evaluate"),
     output:
@@ -41,7 +44,7 @@ rule evaluate:
     shell:
         "tunemake evaluate --params params.yaml{params.sweep} --base {input.base} --merged {input.merged} --align {input.align}"
         " --gguf {input.gguf} --data {input.data} --pairs {input.pairs} --tokenized {input.tokenized}"
-        " --suite {input.suite} --out {output} --log-file {log}"
+        " --suite {input.suite} --converter {input.converter} --out {output} --log-file {log}"
 
 
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.

@@ -87,6 +87,16 @@ def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def converter_dir(tmp_path_factory) -> Path:
+    """The converter step's output: llama.cpp's converter of the installed llama-cpp-python (cached sdist)."""
+    from tunemake import converter
+
+    out = tmp_path_factory.mktemp("converter") / "converter"
+    converter.run(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
     """32 wide: seconds per training run."""
     return tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smol_tokenizer_dir, 32)

@@ -102,15 +102,6 @@ def splits(tmp_path_factory) -> Path:
     return data
 
 
-@pytest.fixture(scope="module")
-def converter_dir(tmp_path_factory) -> Path:
-    from tunemake import converter
-
-    out = tmp_path_factory.mktemp("converter") / "converter"
-    converter.run(out)
-    return out
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_tiny_model_of_the_family_trains_merges_and_exports(
     family, tmp_path, smol_tokenizer_dir, splits, converter_dir

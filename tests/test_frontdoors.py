@@ -110,9 +110,11 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert len(per_pair) == 4 and all({"base", "sft", "tuned"} <= set(p) for p in per_pair)
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
-    # No model answers twice: the tuned model's answers are its F16 GGUF's; transformers answers the 2 timed rows,
-    # which check the engines against each other
-    assert metrics["tuned_answers_from"] == "gguf-F16" and metrics["engine_check"]["rows"] == 2
+    # No model answers twice: the tuned model's answers are its F16 GGUF's, the base's its own 16-bit GGUF's;
+    # transformers answers the 2 timed rows of each, which check the engines against each other
+    checks = metrics["engine_check"]
+    assert {name: check["answers_from"] for name, check in checks.items()} == {"base": "gguf-base", "tuned": "gguf-F16"}
+    assert all(check["rows"] == 2 for check in checks.values()) and "gguf-base" not in metrics["models"]
     # The regression suite: 4 prompts, each under one system turn in turn, answered by the base and the shipped GGUF;
     # drift for the tuned model
     general = {name: m["general"] for name, m in metrics["models"].items() if "general" in m}
@@ -129,7 +131,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         "drift: tuned loss on the base's general answers minus the base's (nats/token)",
     ]
     page = (workspace / "results" / "report" / "index.html").read_text()
-    assert f"{gate['verdict'].upper()}</span>" in page and "gguf-F16, its unquantized GGUF" in page
+    assert f"{gate['verdict'].upper()}</span>" in page
+    assert "answers are those of gguf-base" in page and "answers are those of gguf-F16" in page
     assert "prefers the chosen answer (%)" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     assert "DPO rewards and margins" in page

@@ -139,23 +139,53 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
 
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
-    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2)."""
+    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2).
+    Sampled answers (replay's) do not depend on the batch either, repeat with the seed and change with it."""
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import file_template, greedy, load
+    from tunemake.llamacpp import Sampling, answer, file_template, load
     from tunemake.params import BaseParams
     from tunemake.weights import resolve
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:14], ["template"])
     prompts = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows)
     llm = load(Path(resolve(BaseParams())["path"]))
-    alone = greedy(llm, prompts, 12, parallel=1)
-    together = greedy(llm, prompts, 12, parallel=4)
+    alone = answer(llm, prompts, 12, parallel=1)
+    together = answer(llm, prompts, 12, parallel=4)
     assert alone == together
-    assert all(answer for answer in together[0])
+    assert all(text for text in together[0])
+    hot = Sampling(temperature=1.5, top_p=0.95, seed=3)
+    sampled = answer(llm, prompts, 12, parallel=4, sampling=hot)
+    assert sampled == answer(llm, prompts, 12, parallel=1, sampling=hot)
+    assert sampled[0] != together[0]
+    assert answer(llm, prompts, 12, parallel=4, sampling=Sampling(1.5, 0.95, seed=4))[0] != sampled[0]
     assert [file_template(llm)(messages=row["messages"]).prompt for row in rows] == prompts
     served = [
         llm.create_chat_completion(messages=row["messages"], temperature=0.0, max_tokens=12)["choices"][0]["message"]
         for row in rows
     ]
     assert [message["content"].strip() for message in served] == together[0]
+
+
+def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir, converter_dir, tmp_path, monkeypatch):
+    """The suite, replay and evaluate answer with the base through llama.cpp: its 16-bit GGUF is made once per base
+    (the second call converts nothing) in the cache, never in results/, and carries results/base's chat template, so
+    base.chat_template reaches it too."""
+    from tunemake import base as base_step
+    from tunemake.llamacpp import base_gguf, load
+    from tunemake.params import BaseParams
+
+    monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    base_step.run(BaseParams(model=str(tiny_llama_dir)), results / "base")
+    made = base_gguf(results / "base", converter_dir)
+    assert made.is_relative_to(tmp_path / "cache") and not list(results.rglob("*.gguf"))
+    stamp = made.stat().st_mtime_ns
+    assert base_gguf(results / "base", converter_dir) == made and made.stat().st_mtime_ns == stamp
+    assert load(made).metadata["tokenizer.chat_template"] == (results / "base" / "chat_template.jinja").read_text()
+
+    template = tmp_path / "plain.jinja"
+    template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: ")
+    base_step.run(BaseParams(model=str(tiny_llama_dir), chat_template=str(template)), results / "custom")
+    custom = base_gguf(results / "custom", converter_dir)
+    assert custom != made and load(custom).metadata["tokenizer.chat_template"] == template.read_text()

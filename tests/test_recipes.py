@@ -15,7 +15,8 @@ from conftest import REPO
 from tunemake import align, base, merge, pairs, prepare, tokenize, train
 from tunemake.errors import StepError
 from tunemake.params import load
-from tunemake.trainer import cpu_bf16, precision
+from tunemake.runtime import cpu_bf16
+from tunemake.trainer import precision
 
 RECIPES = sorted(p.parent.name for p in (REPO / "recipes").glob("*/params.yaml"))
 

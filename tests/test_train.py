@@ -18,7 +18,7 @@ import yaml
 from conftest import BIN, REPO, run
 from tunemake import trainer
 from tunemake.loss import assistant_loss
-from tunemake.trainer import cpu_bf16
+from tunemake.runtime import cpu_bf16
 from tunemake.weights import load as base_load
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.

@@ -13,8 +13,10 @@ fresh process, so its peak memory is its own and no model's memory lingers into 
 The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
 GGUF files render it with their own embedded template as llama-cpp-python's chat completion does, as a user of the
 file would, and answer all rows at once (llama.cpp batched decoding). No model answers twice: the tuned model's
-answers are its unquantized GGUF's, and transformers answers only the rows it times, which double as a check that
-the two engines agree (metrics.json `engine_check`; a difference is logged and shown in the report).
+answers are its unquantized GGUF's, the base model's its 16-bit GGUF's (tunemake.llamacpp.base_gguf, the suite's),
+and transformers answers only the rows it times, which double as a check that the two engines agree (metrics.json
+`engine_check`, per model; a difference is logged and shown in the report). Only the SFT model beside an aligned
+one, which has no GGUF, answers in transformers.
 
 The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
 answers the general prompts the base answered, greedily, all at once (llama.cpp batched decoding); each answer's
@@ -95,30 +97,31 @@ def hf_model(
 ) -> dict:
     """Loss, answers, preference-pair log-probabilities and speed of a transformers model, and its loss on the base's
     general answers when given the suite (runs in its own process). With answer_all false it answers only the timed
-    rows: the tuned model's answers come from its unquantized GGUF, and the timed rows check that both engines
-    agree."""
+    rows: the model's answers come from its 16-bit GGUF, and the timed rows check that both engines agree. The
+    teacher-forced passes run in general.scoring's precision; answers are generated in float32."""
     import torch
 
     params = EvalParams(**params)
     model, tokenizer, generate = general.load_model(model_dir, params.max_new_tokens)
     renderer = Renderer(tokenizer)
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
-    result = {}
-    with torch.inference_mode():
+    result = {"scoring_precision": general.scoring_precision()}
+    with general.scoring():
         result["loss"] = held_out_loss(
             model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
         )
         result["pairs"] = pair_logps(model, renderer, pairs, params.batch_size)
-        if answer_all:
-            result["answers"], result["stopped"] = general.hf_greedy(
-                model, tokenizer, prompts, generate, params.batch_size
-            )
-        if suite:  # drift only: its GGUFs answer the suite, faster (the base's answers come from the suite step)
+        if suite:  # drift: the base and the tuned model, each in this step, so both losses are computed alike
             started, base = time.perf_counter(), [row["answer"] for row in suite["base"]]
             result["drift_losses"] = general.answer_losses(
                 model, tokenizer, suite["prompts"], base, suite["batch_size"]
             )
             result["drift_seconds"] = time.perf_counter() - started
+    with torch.inference_mode():
+        if answer_all:
+            result["answers"], result["stopped"] = general.hf_greedy(
+                model, tokenizer, prompts, generate, params.batch_size
+            )
         timed = general.spread(len(rows), params.speed_rows)
         # one at a time, as served
         result["timings"], result["timed_answers"] = zip(
@@ -154,23 +157,14 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
 def pair_logps(model, renderer: Renderer, pairs: list[dict], batch_size: int) -> list[tuple[float, float]]:
     """Each pair's summed log-probability of its chosen and of its rejected answer after the prompt, teacher forced
     with the training template, as DPO scores them (tunemake.chat.encode_pair)."""
-    import torch
-
     sequences = []  # (token ids, where the answer starts)
     for pair in pairs:
         ids = encode_pair(renderer, pair)
         sequences += [
             (ids["prompt_ids"] + ids[f"{side}_ids"], len(ids["prompt_ids"])) for side in ("chosen", "rejected")
         ]
-    sums = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
-        logps = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
-        token_logps = logps.gather(2, ids[:, 1:, None]).squeeze(2)
-        sums += [token_logps[row, head - 1 : len(tokens) - 1].sum().item() for row, (tokens, head) in enumerate(chunk)]
+    pad = renderer.tokenizer.pad_token_id or 0
+    sums = [logps.sum().item() for logps in general.answer_logps(model, sequences, batch_size, pad)]
     return list(zip(sums[0::2], sums[1::2]))
 
 
@@ -205,7 +199,7 @@ def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, su
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import file_template, greedy, load
+    from tunemake.llamacpp import answer, file_template, load
 
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
@@ -213,7 +207,7 @@ def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, su
     template = file_template(llm)
     prepared = [renderer.prepare(row["prompt"], row["tools"]) for row in rows]
     prompts = [template(messages=messages, tools=tools).prompt for messages, tools in prepared]
-    answers, stopped = greedy(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
+    answers, stopped = answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
     timings = []
     for messages, tools in (prepared[i] for i in general.spread(len(rows), params.speed_rows)):
         llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
@@ -228,33 +222,35 @@ def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, su
     result = {"answers": answers, "stopped": stopped, "loss": None, "timings": timings}
     if suite:
         started = time.perf_counter()
-        result["general"] = dict(zip(("answers", "stopped"), greedy(llm, suite["prompts"], suite["max_new_tokens"])))
+        result["general"] = dict(zip(("answers", "stopped"), answer(llm, suite["prompts"], suite["max_new_tokens"])))
         result["general"]["seconds"] = time.perf_counter() - started
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
-def engine_check(rows: list[dict], tuned: dict, unquantized: str) -> dict:
-    """The timed rows' transformers answers against the unquantized GGUF's, which stand for the tuned model's: a
-    broken conversion would show here (rounding to 16 bits can also flip a near tie late in a long answer)."""
+def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
+    """The timed rows' transformers answers against the 16-bit GGUF's, which stand for the model's: a broken
+    conversion would show here (rounding to 16 bits can also flip a near tie late in a long answer)."""
     differing = [
-        {"id": rows[i]["id"], "transformers": answer, unquantized: tuned["answers"][i]}
-        for i, answer in zip(tuned["timed_rows"], tuned["timed_answers"])
-        if answer != tuned["answers"][i]
+        {"id": rows[i]["id"], "transformers": answer, "gguf": model["answers"][i]}
+        for i, answer in zip(model["timed_rows"], model["timed_answers"])
+        if answer != model["answers"][i]
     ]
     for row in differing:
         log.warning(
-            "evaluate: on test row %s the tuned model answers differently in transformers and in %s; its scores "
-            "are %s's. transformers: %r; %s: %r",
+            "evaluate: on test row %s the %s model answers differently in transformers and in %s; its scores are "
+            "%s's. transformers: %r; %s: %r",
             row["id"],
-            unquantized,
-            unquantized,
+            name,
+            gguf,
+            gguf,
             row["transformers"],
-            unquantized,
-            row[unquantized],
+            gguf,
+            row["gguf"],
         )
     return {
-        "rows": len(tuned["timed_rows"]),
-        "equal": len(tuned["timed_rows"]) - len(differing),
+        "answers_from": gguf,
+        "rows": len(model["timed_rows"]),
+        "equal": len(model["timed_rows"]) - len(differing),
         "differing": differing,
     }
 
@@ -316,14 +312,13 @@ def general_scores(suite: list[dict], answers: list[str], stopped: list[bool]) -
     ]
 
 
-def drift_summary(suite: list[dict], losses: list[float]) -> dict:
+def drift_summary(base: list[float], tuned: list[float]) -> dict:
     """The tuned model's loss on the base's own general answers minus the base's, nats per token (mean over
     conversations), with its paired 95% interval."""
-    base = [row["base"]["loss"] for row in suite]
     return {
-        "drift": round(statistics.mean(losses) - statistics.mean(base), 4),
-        "ci95": {"drift": paired_interval(losses, base, scale=1)},
-        "conversations": len(suite),
+        "drift": round(statistics.mean(tuned) - statistics.mean(base), 4),
+        "ci95": {"drift": paired_interval(tuned, base, scale=1)},
+        "conversations": len(base),
     }
 
 
@@ -356,6 +351,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("data", "prepare"),
         ("tokenized", "tokenize"),
         ("suite", "suite"),
+        ("converter", "converter"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--out", type=Path, required=True)
@@ -372,6 +368,7 @@ def main(args: argparse.Namespace) -> None:
         args.pairs,
         args.tokenized,
         args.suite,
+        args.converter,
         args.out,
     )
 
@@ -386,8 +383,11 @@ def run(
     pairs_dir: Path | None,
     tokenized: Path,
     suite_dir: Path,
+    converter: Path,
     out: Path,
 ) -> dict:
+    from tunemake.llamacpp import base_gguf
+
     rows = examples(data / "test.jsonl", params.limit)
     pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
     pairs = [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
@@ -404,10 +404,12 @@ def run(
         raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
     sizes = json.loads((gguf / "sizes.json").read_text())
     unquantized = f"gguf-{sizes['unquantized']}"
-    # The tuned model's answers are its unquantized GGUF's (llama.cpp is several times faster than transformers
-    # here); transformers answers only the timed rows, which check that both engines agree.
+    # The base and tuned models' answers are their 16-bit GGUFs' (llama.cpp is several times faster than
+    # transformers here); transformers answers only the timed rows, which check that both engines agree.
+    answered_by = {"base": "gguf-base", "tuned": unquantized}
     models = {
-        "base": (hf_model, str(base), str(tokenized), True, pairs),
+        "base": (hf_model, str(base), str(tokenized), False, pairs),
+        "gguf-base": (gguf_model, str(base_gguf(base, converter)), str(base)),
         **({"sft": (hf_model, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
         "tuned": (hf_model, str(tuned_dir), str(tokenized), False, pairs),
         **{
@@ -415,29 +417,37 @@ def run(
             for name in sizes["order"]
         },
     }
-    # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the tuned model gives its drift.
-    ggufs = {name for name in models if name.startswith("gguf-")}
-    asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else ggufs)
+    # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the base and tuned models give
+    # their losses on the base's answers (drift).
+    ggufs = {f"gguf-{name}" for name in sizes["order"]}
+    asks = {"base", "tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else ggufs)
     results = {}
     for name, (function, *where) in models.items():
         started = time.perf_counter()
         results[name] = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
         log.info("evaluate: %s in %.0fs", name, time.perf_counter() - started)
-    tuned = results["tuned"]
-    tuned["answers"], tuned["stopped"] = results[unquantized]["answers"], results[unquantized]["stopped"]
+    for name, source in answered_by.items():
+        results[name]["answers"], results[name]["stopped"] = results[source]["answers"], results[source]["stopped"]
+    del results["gguf-base"], models["gguf-base"]  # its answers are the base row's; it is no model of its own
     metrics = {
         "test_rows": len(rows),
         "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
-        "tuned_answers_from": unquantized,
         "aligned": tuned_dir != merged,
         "preference_pairs": len(pairs),
-        "engine_check": engine_check(rows, tuned, unquantized),
+        "engine_check": {name: engine_check(rows, results[name], name, gguf) for name, gguf in answered_by.items()},
         "models": {},
     }
     answers, row_scores = {}, {}
     general_answers = {"base": [r["base"]["answer"] for r in suite]}
     general_rows = {"base": general_scores(suite, general_answers["base"], [r["base"]["stopped"] for r in suite])}
-    tuned_losses = []
+    base_losses, tuned_losses = results["base"]["drift_losses"], results["tuned"]["drift_losses"]
+    log.info(
+        "evaluate: base and tuned losses on the base's general answers in %.0fs and %.0fs (%s)",
+        results["base"]["drift_seconds"],
+        results["tuned"]["drift_seconds"],
+        results["tuned"]["scoring_precision"],
+    )
+    metrics["scoring_precision"] = results["tuned"]["scoring_precision"]
     for name, result in results.items():
         summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
         if "general" in result:
@@ -447,12 +457,8 @@ def run(
             log.info("evaluate: %s answered the %d general prompts in %.0fs", name, len(suite), answered["seconds"])
         if name in general_rows:
             summary["general"] = general_summary(suite, general_rows[name])
-        if "drift_losses" in result:
-            tuned_losses = result["drift_losses"]
-            log.info(
-                "evaluate: %s drift pass over %d general prompts in %.0fs", name, len(suite), result["drift_seconds"]
-            )
-            summary["general"] = drift_summary(suite, tuned_losses)
+        if name == "tuned":
+            summary["general"] = drift_summary(base_losses, tuned_losses)
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
         if result.get("pairs"):
@@ -508,8 +514,8 @@ def run(
                     "prompt": row["prompt"],
                     "answers": {name: general_answers[name][i] for name in general_answers},
                     "scores": {name: general_rows[name][i] for name in general_rows},
-                    "base_loss": row["base"]["loss"],
-                    "tuned_loss": round(tuned_losses[i], 5) if tuned_losses else None,
+                    "base_loss": round(base_losses[i], 5),
+                    "tuned_loss": round(tuned_losses[i], 5),
                 }
                 for i, row in enumerate(suite)
             ),

@@ -112,25 +112,61 @@ def answer_losses(model, tokenizer, prompts: list[str], answers: list[str], batc
     The tuned model's loss on the base model's own greedy answers, minus the base model's loss on them, is the
     drift: a cheap, deterministic proxy for the KL divergence from the base on these prompts (0 for the base itself).
     """
-    import torch
-
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = []
     for prompt, answer in zip(prompts, answers):
         head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         tail = tokenizer(answer, add_special_tokens=False)["input_ids"] or [pad]
         rows.append((head + tail, len(head)))
-    losses = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk], device=model.device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        for row, (tokens, head) in enumerate(chunk):
-            losses.append(nll[row, head - 1 : len(tokens) - 1].mean().item())  # predicting the answer tokens only
-    return losses
+    return [-logps.mean().item() for logps in answer_logps(model, rows, batch_size, pad)]
+
+
+def answer_logps(model, rows: list[tuple[list[int], int]], batch_size: int, pad: int) -> list:
+    """Teacher forced, each row's log-probability of each of its tokens from `head` on (the answer), given the
+    tokens before it; rows are given as (token ids, head). Rows are batched by length (little padding), and only the
+    positions that predict answer tokens go through the output head: prompts are most of the tokens, and a
+    49k-word head over every position costs a fifth of the model and gigabytes of logits."""
+    import torch
+
+    out = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(rows[i][0]) for i in chunk)
+        ids = torch.tensor([rows[i][0] + [pad] * (width - len(rows[i][0])) for i in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(rows[i][0]) + [0] * (width - len(rows[i][0])) for i in chunk])
+        first = min(rows[i][1] for i in chunk) - 1  # the first position whose next token is an answer token
+        keep = torch.arange(first, width - 1, device=model.device)
+        logits = model(input_ids=ids, attention_mask=mask.to(model.device), logits_to_keep=keep, use_cache=False).logits
+        logps = logits.float().log_softmax(-1).gather(2, ids[:, first + 1 :, None]).squeeze(2)
+        for row, i in enumerate(chunk):
+            tokens, head = rows[i]
+            out[i] = logps[row, head - 1 - first : len(tokens) - 1 - first]
+    return out
+
+
+def scoring_precision() -> str:
+    """bf16 autocast for teacher-forced scoring where the CPU multiplies bfloat16 fast (as train's precision auto),
+    else fp32. On the default model and test split: 1.7x faster, held-out loss 0.22826 against 0.22816, drift within
+    0.001 nats/token, every preference pair ranked the same (README "evaluate")."""
+    import torch
+
+    from tunemake.runtime import cpu_bf16
+
+    return "bf16" if not torch.cuda.is_available() and cpu_bf16() else "fp32"
+
+
+def scoring():
+    """The context teacher-forced passes run in: no gradients, and scoring_precision's autocast."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if scoring_precision() == "bf16":
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    return stack
 
 
 def load_model(model_dir: str | Path, max_new_tokens: int):

@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +24,7 @@ from tunemake import imatrix
 from tunemake.chat import Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
-from tunemake.llamacpp import file_template, load
+from tunemake.llamacpp import convert, file_template, load
 from tunemake.params import GgufParams
 from tunemake.params import load as load_params
 from tunemake.runtime import threads
@@ -51,25 +48,6 @@ CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>
 {{ end }}<|im_start|>assistant
 """
-
-
-def convert(converter: Path, merged: Path, out_file: Path, outtype: str) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(converter / "gguf-py"), os.environ.get("PYTHONPATH")])),
-    }
-    cmd = [
-        sys.executable,
-        str(converter / "convert_hf_to_gguf.py"),
-        str(merged),
-        "--outtype",
-        outtype,
-        "--outfile",
-        str(out_file),
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise StepError(f"llama.cpp's converter failed on {merged}:\n{result.stderr.strip()[-3000:]}")
 
 
 def quantize(source: Path, target: Path, quant: str, matrix: imatrix.QuantizeArray | None) -> None:

@@ -1,12 +1,76 @@
-"""Loading a GGUF file with llama-cpp-python, and answering many prompts at once with llama.cpp's batched decoding."""
+"""llama.cpp from Python: converting a Hugging Face folder to GGUF with the pinned converter, the base model as a GGUF
+(converted once per base, kept in the cache), loading a file, and answering many prompts at once with llama.cpp's
+batched decoding, greedily or sampled.
+
+The base model answers through llama.cpp too (the suite's answers, replay's rows, evaluate's base row): on 2 CPU
+cores its batched decoding ran several times faster than transformers' generate (README "Speed"), and the base then
+answers through the same engine as every GGUF it is compared with.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from tunemake.cache import cache_root
+from tunemake.errors import StepError
 from tunemake.runtime import threads
+
+
+def convert(converter: Path, model_dir: Path, out_file: Path, outtype: str) -> None:
+    """llama.cpp's convert_hf_to_gguf.py (the converter step's output) on a Hugging Face folder, in a subprocess."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(converter / "gguf-py"), os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [
+        sys.executable,
+        str(converter / "convert_hf_to_gguf.py"),
+        str(model_dir),
+        "--outtype",
+        outtype,
+        "--outfile",
+        str(out_file),
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StepError(f"llama.cpp's converter failed on {model_dir}:\n{result.stderr.strip()[-3000:]}")
+
+
+def base_gguf(base: Path, converter: Path) -> Path:
+    """The pinned base (results/base) as a 16-bit GGUF (`auto`: bf16 weights stay bf16, others become f16), made
+    once per base and converter and kept in the cache like the dequantised weights: results/ would make DVC store a
+    copy of a file any machine can make again. Its chat template is results/base's (base.chat_template included)."""
+    import llama_cpp
+    from filelock import FileLock
+
+    from tunemake.weights import locate
+
+    pin = (base / "manifest.json").read_text(encoding="utf-8") + llama_cpp.__version__
+    target = cache_root() / "gguf" / hashlib.sha256(pin.encode()).hexdigest()[:16] / "base.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):  # the suite and replay start together; one converts, the other waits
+        if target.exists():
+            return target
+        weights = locate(base)
+        with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+            folder = Path(folder)
+            for file in weights.iterdir():  # the weights where they are; config, tokenizer, template from results/base
+                if file.suffix == ".safetensors" or file.name.endswith(".safetensors.index.json"):
+                    (folder / file.name).symlink_to(file.resolve())
+            for file in base.iterdir():
+                if file.name != "manifest.json":
+                    shutil.copy2(file, folder / file.name)
+            convert(converter, folder, folder / "base.gguf", "auto")
+            (folder / "base.gguf").replace(target)
+    return target
 
 
 def load(path: Path, n_ctx: int = 512):
@@ -28,8 +92,20 @@ def file_template(llm):
     return Jinja2ChatFormatter(template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
 
 
-def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> tuple[list[str], list[bool]]:
-    """Each rendered prompt's greedy answer, and whether it ended its turn before `max_new_tokens`.
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled answers as transformers' generate samples them (temperature, then top-p); each prompt has a sampler
+    seeded with seed + its index, so an answer does not depend on which prompts share its batch."""
+
+    temperature: float
+    top_p: float
+    seed: int
+
+
+def answer(
+    llm, prompts: list[str], max_new_tokens: int, parallel: int = 32, sampling: Sampling | None = None
+) -> tuple[list[str], list[bool]]:
+    """Each rendered prompt's answer (greedy, or sampled), and whether it ended its turn before `max_new_tokens`.
 
     `parallel` prompts share one llama.cpp batch: each decoding step runs the weights once for all of them
     (llama-cpp-python's own API decodes one sequence at a time, hence the low-level calls). On 2 CPU cores a 135M
@@ -56,6 +132,7 @@ def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
         params.flash_attn_type = llm.context_params.flash_attn_type
         ctx = C.llama_init_from_model(llm.model, params)
         batch = C.llama_batch_init(params.n_ctx, 0, 1)
+        samplers = [sampler(sampling, i) for i in group] if sampling else []
         try:
             # First the prompts, each its own sequence, with logits for its last token only; then one token per
             # unfinished sequence per step.
@@ -75,7 +152,10 @@ def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
                 outputs = [(k, s) for k, (s, *_, logits) in enumerate(step) if logits]
                 step = []
                 for k, s in outputs:
-                    token = int(np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, k), shape=(n_vocab,)).argmax())
+                    if sampling:
+                        token = C.llama_sampler_sample(samplers[s], ctx, k)
+                    else:
+                        token = int(np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, k), shape=(n_vocab,)).argmax())
                     if C.llama_vocab_is_eog(vocab, token):
                         stopped[group[s]] = True
                         continue
@@ -85,6 +165,18 @@ def greedy(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
             for s, i in enumerate(group):
                 answers[i] = llm.detokenize(generated[s]).decode("utf-8", errors="replace").strip()
         finally:
+            for chain in samplers:
+                C.llama_sampler_free(chain)
             C.llama_batch_free(batch)
             C.llama_free(ctx)
     return answers, stopped
+
+
+def sampler(sampling: Sampling, index: int):
+    import llama_cpp as C
+
+    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(sampling.temperature))
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(sampling.top_p, 1))
+    C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(sampling.seed + index))
+    return chain

@@ -7,7 +7,8 @@ base on everything else. The prompts (tunemake/prompts/replay.jsonl) never overl
 one system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the
 contexts the task rows lack. Answers that did not end their turn within `replay.max_new_tokens`, or are
 degenerate, are left out: replay must never teach truncation or loops. `replay.temperature` above 0 samples the
-answers (seeded) instead of taking the greedy ones.
+answers (seeded) instead of taking the greedy ones. The base answers through llama.cpp from its 16-bit GGUF
+(tunemake.llamacpp.base_gguf), several times faster than transformers here.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ SYSTEMS = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
     parser.add_argument("--out", type=Path, required=True, help="rows.jsonl (canonical records) and stats.json")
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).replay, args.base, args.out)
+    run(load_params(args.params, args.set).replay, args.base, args.converter, args.out)
 
 
-def run(params: ReplayParams, base: Path, out: Path) -> dict:
-    import torch
+def run(params: ReplayParams, base: Path, converter: Path, out: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    from tunemake import llamacpp
 
     started = time.perf_counter()
     prompts = general.load(general.PROMPTS / "replay.jsonl")
@@ -57,14 +61,11 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
         conversations.append(
             {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
         )
-    model, tokenizer, generate = general.load_model(base, params.max_new_tokens)
-    if params.temperature > 0:  # greedy answers sharpen the tuned model toward the base's greedy path (README)
-        generate.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        torch.manual_seed(params.seed)
-    with torch.inference_mode():
-        answers, stopped = general.hf_greedy(
-            model, tokenizer, general.render(tokenizer, conversations), generate, params.batch_size
-        )
+    prompts = general.render(AutoTokenizer.from_pretrained(base), conversations)
+    # greedy answers sharpen the tuned model toward the base's greedy path (README)
+    sampling = llamacpp.Sampling(params.temperature, params.top_p, params.seed) if params.temperature > 0 else None
+    llm = llamacpp.load(llamacpp.base_gguf(base, converter), n_ctx=4096)
+    answers, stopped = llamacpp.answer(llm, prompts, params.max_new_tokens, params.batch_size, sampling)
     rows, dropped = [], {"unfinished": 0, "degenerate": 0}
     for index, (conversation, answer, ended) in enumerate(zip(conversations, answers, stopped)):
         if not ended:

@@ -330,11 +330,13 @@ def general_samples(samples: list[dict], shipped: str) -> list[dict]:
 
 
 def engines(metrics: dict) -> str:
-    """Where the tuned model's answers come from, and whether transformers agreed on the rows it timed."""
-    source, check = metrics["tuned_answers_from"], metrics["engine_check"]
-    agreed = f"transformers gave the same answer on {check['equal']} of the {check['rows']} rows it timed"
-    differing = "; differing: " + ", ".join(d["id"] for d in check["differing"]) if check["differing"] else ""
-    return f"The tuned model's answers are those of {source}, its unquantized GGUF: {agreed}{differing}."
+    """Where the base and tuned models' answers come from, and whether transformers agreed on the rows it timed."""
+    lines = []
+    for name, check in metrics["engine_check"].items():
+        agreed = f"transformers gave the same answer on {check['equal']} of the {check['rows']} rows it timed"
+        differing = "; differing: " + ", ".join(d["id"] for d in check["differing"]) if check["differing"] else ""
+        lines.append(f"The {name} model's answers are those of {check['answers_from']}: {agreed}{differing}.")
+    return " ".join(lines)
 
 
 def markdown(

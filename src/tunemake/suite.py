@@ -3,12 +3,13 @@
 The suite is the bundled general prompts (tunemake/prompts/general.jsonl) plus your own file (`suite.prompts`),
 each asked under each system variant in `suite.systems` (see tunemake.general). The base model's answers depend only
 on the base, the prompts and these settings, so every experiment reuses them: evaluate has the tuned model and each
-GGUF answer the same rendered prompts, and measures the tuned model's loss on the base's answers (drift).
+GGUF answer the same rendered prompts, and measures the base's and the tuned model's loss on the base's answers
+(drift, both in evaluate so they are computed alike). The base answers through llama.cpp from its 16-bit GGUF
+(tunemake.llamacpp.base_gguf), the engine the GGUFs it is compared with answer through.
 
 Output: suite.jsonl, one row per conversation: id, kind, system variant, the prompt as rendered by the base's
-template, accepted answers (checkable prompts), and the base's answer, whether it ended its turn and its loss on it
-(nats per token; evaluate scores the answers, beside every other model's); manifest.json, the settings evaluate
-reuses.
+template, accepted answers (checkable prompts), and the base's answer and whether it ended its turn (evaluate scores
+the answers, beside every other model's); manifest.json, the settings evaluate reuses.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", type=Path, required=True, help="the base step's output")
+    parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
     parser.add_argument("--out", type=Path, required=True, help="suite.jsonl and manifest.json")
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).suite, args.base, args.out)
+    run(load_params(args.params, args.set).suite, args.base, args.converter, args.out)
 
 
 def conversations(params: SuiteParams) -> list[dict]:
@@ -48,16 +50,16 @@ def conversations(params: SuiteParams) -> list[dict]:
     return rows
 
 
-def run(params: SuiteParams, base: Path, out: Path) -> dict:
-    import torch
+def run(params: SuiteParams, base: Path, converter: Path, out: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    from tunemake import llamacpp
 
     started = time.perf_counter()
     rows = conversations(params)
-    model, tokenizer, generate = general.load_model(base, params.max_new_tokens)
-    prompts = general.render(tokenizer, rows)
-    with torch.inference_mode():
-        answers, stopped = general.hf_greedy(model, tokenizer, prompts, generate, params.batch_size)
-        losses = general.answer_losses(model, tokenizer, prompts, answers, params.batch_size)
+    prompts = general.render(AutoTokenizer.from_pretrained(base), rows)
+    llm = llamacpp.load(llamacpp.base_gguf(base, converter), n_ctx=4096)
+    answers, stopped = llamacpp.answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
     with atomic_dir(out) as tmp:
         write_jsonl(
             tmp / "suite.jsonl",
@@ -65,9 +67,9 @@ def run(params: SuiteParams, base: Path, out: Path) -> dict:
                 {
                     **row,
                     "rendered": prompt,
-                    "base": {"answer": answer, "stopped": ended, "loss": round(loss, 5)},
+                    "base": {"answer": answer, "stopped": ended},
                 }
-                for row, prompt, answer, ended, loss in zip(rows, prompts, answers, stopped, losses)
+                for row, prompt, answer, ended in zip(rows, prompts, answers, stopped)
             ),
         )
         write_json(tmp / "manifest.json", {**params.model_dump(), "conversations": len(rows)})

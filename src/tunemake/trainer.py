@@ -14,7 +14,7 @@ import torch
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
 from tunemake.params import Optimisation
-from tunemake.runtime import cpu_features
+from tunemake.runtime import cpu_bf16
 
 log = logging.getLogger("tunemake.train")
 
@@ -27,11 +27,6 @@ class Interrupted(StepError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-def cpu_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPU multiplies bfloat16 at about twice its float32 rate."""
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features().get("flags", [])))
 
 
 def precision(name: str) -> str:
