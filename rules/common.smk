@@ -10,6 +10,8 @@ from tunemake.sweep import parse as parse_sweep
 
 PARAMS = load_params("params.yaml")
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
+# Rules whose step uses every core it may (torch, llama.cpp) take `all_cores=1`; local/config.yaml caps it at 1, so
+# on one machine they take turns: two side by side each ran 2 to 6 times slower (llama.cpp's threads spin).
 
 # `--config sweep=KEY:V1,V2` (tunemake.sweep): the steps after tokenize also run once per value, at results/{point}
 # with point = sweep/KEY=VALUE/; params.yaml's own run is point "" (results/train, ...). Only this sweep's points

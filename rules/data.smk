@@ -11,6 +11,8 @@ rule replay:
         "logs/replay.log",
     conda:
         TUNEMAKE_ENV
+    resources:
+        all_cores=1,
     params:
         replay=config["replay"],
     shell:

@@ -12,6 +12,8 @@ rule suite:
         "logs/suite.log",
     conda:
         TUNEMAKE_ENV
+    resources:
+        all_cores=1,
     params:
         suite=config["suite"],
     shell:
@@ -38,6 +40,8 @@ rule evaluate:
         "logs/{point}evaluate.log",
     conda:
         TUNEMAKE_ENV
+    resources:
+        all_cores=1,
     params:
         eval=point_params("eval"),
         sweep=point_set,

@@ -26,6 +26,8 @@ rule gguf:
         "logs/{point}gguf.log",
     conda:
         TUNEMAKE_ENV
+    resources:
+        all_cores=1,
     params:
         gguf=point_params("gguf"),
         sweep=point_set,

@@ -30,6 +30,7 @@ rule train:
     conda:
         TUNEMAKE_ENV
     resources:
+        all_cores=1,
         nodes=1,
     params:
         train=point_params("train"),
@@ -74,6 +75,7 @@ rule align:
     conda:
         TUNEMAKE_ENV
     resources:
+        all_cores=1,
         nodes=1,
     params:
         align=align_params,
