@@ -14,6 +14,9 @@ system turn, canonical tools), for the align step (DPO). Its prompt is the row's
 row's split. Chosen is the row's answer; rejected is a near miss: for tool calls, in turn, a wrong argument value, a
 missing argument, the wrong function, or the right call wrapped in chatty prose; for Q&A the answer without its last
 sentence (the warning or the check that makes it safe and complete), or for one-sentence answers without its last clause.
+Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
+timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
+follow no row, so pairs splits them by their phrasing group: held-out phrasings are never trained on.
 """
 
 from __future__ import annotations
@@ -655,6 +658,137 @@ def near_miss(calls: list[dict], tools: list[dict], kind: int, rng: random.Rando
     return {"role": "assistant", "content": "", "tool_calls": calls}
 
 
+# Requests that leave out what the tool needs, and the question to ask back: preference pairs only (the SFT data
+# always has the values), so this is a preference SFT cannot learn and alignment must add.
+UNDERSPECIFIED = {
+    "get_weather": (
+        "Which city would you like the weather for?",
+        [
+            "What's the weather like right now?",
+            "Is it going to rain?",
+            "How cold is it out there?",
+            "Check the weather for me.",
+        ],
+    ),
+    "convert_currency": (
+        "How much would you like to convert, and from which currency to which?",
+        [
+            "Convert some money for me.",
+            "What's the exchange rate?",
+            "I need to change currency.",
+            "How much is that in my currency?",
+        ],
+    ),
+    "set_timer": (
+        "How many minutes should the timer run?",
+        ["Set a timer.", "Start a countdown for me.", "Can you time this for me?", "I need a timer please."],
+    ),
+    "send_email": (
+        "Who should I send it to, and what is the subject?",
+        [
+            "Send an email for me.",
+            "Write an email.",
+            "Email someone for me please.",
+            "I need to send a message by email.",
+        ],
+    ),
+    "create_event": (
+        "What is the event called, and on which date?",
+        [
+            "Add an event to my calendar.",
+            "Put something in my calendar.",
+            "Schedule an event for me.",
+            "Create a calendar entry.",
+        ],
+    ),
+    "find_recipes": (
+        "Which main ingredient would you like to cook with?",
+        [
+            "Find me a recipe.",
+            "What can I cook tonight?",
+            "Suggest something to make for dinner.",
+            "I need a recipe idea.",
+        ],
+    ),
+    "get_directions": (
+        "Where are you starting from, and where do you want to go?",
+        ["Give me directions.", "How do I get there?", "Find me a route.", "What's the best way to go?"],
+    ),
+    "translate": (
+        "What text should I translate, and into which language?",
+        [
+            "Translate something for me.",
+            "Can you translate a sentence?",
+            "I need a translation.",
+            "Help me say this in another language.",
+        ],
+    ),
+    "add_todo": (
+        "What should I add to your to-do list?",
+        [
+            "Add something to my to-do list.",
+            "Put a task on my list.",
+            "Remind me to do something.",
+            "Make a note of a task for me.",
+        ],
+    ),
+    "get_stock_price": (
+        "Which stock ticker would you like the price for?",
+        [
+            "How is the stock doing?",
+            "Get me a stock price.",
+            "What's the share price right now?",
+            "Check a stock for me.",
+        ],
+    ),
+    "play_music": (
+        "Which artist would you like to hear?",
+        ["Play some music.", "Put on some songs.", "I want to listen to music.", "Play something for me."],
+    ),
+    "convert_units": (
+        "What value would you like to convert, and between which units?",
+        [
+            "Convert a measurement for me.",
+            "Change these units for me.",
+            "How much is that in other units?",
+            "Do a unit conversion.",
+        ],
+    ),
+}
+
+
+def underspecified_rows(tool_rows_: list[dict], rng: random.Random) -> list[dict]:
+    """Per request that names a tool but not its values: chosen asks for them, rejected calls the tool with values
+    from another row (what a model trained only on calls does). Two rows per phrasing, with other tools beside it."""
+    from tunemake.formats import FORMATS
+
+    calls = {}
+    for row in tool_rows_:
+        answers = json.loads(row["answers"])
+        if len(answers) == 1:
+            calls.setdefault(answers[0]["name"], []).append(answers[0])
+    out = []
+    for name, (question, requests) in UNDERSPECIFIED.items():
+        for k, request in enumerate(requests):
+            for _ in range(2):
+                offered = [name, rng.choice([n for n in TOOLS if n != name])]
+                rng.shuffle(offered)
+                row = {"query": request, "tools": json.dumps([TOOLS[n] for n in offered])}
+                chat = FORMATS["xlam"](dict(row, answers=json.dumps([rng.choice(calls[name])])), None)
+                prompt = [{"role": "system", "content": TOOL_SYSTEM}, *chat.messages[:-1]]
+                chosen = {"role": "assistant", "content": question}
+                out.append(
+                    {
+                        "prompt": prompt,
+                        "tools": chat.tools,
+                        "chosen": [chosen],
+                        "rejected": [chat.messages[-1]],
+                        "group": f"underspecified:{name}:{k}",
+                    }
+                )
+    return out
+
+
 def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
     from tunemake.formats import FORMATS
 
@@ -673,7 +807,7 @@ def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
         answer = chat.messages[-1]["content"]
         prompt = [{"role": "system", "content": QA_SYSTEM}, *chat.messages[:-1]]
         out.append({"prompt": prompt, "chosen": answer, "rejected": without_last_part(answer), "topic": row["topic"]})
-    return out
+    return out + underspecified_rows(tool_rows_, rng)
 
 
 def without_last_part(answer: str) -> str:

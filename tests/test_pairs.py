@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import pytest
 import yaml
@@ -112,7 +113,7 @@ def test_a_pair_with_a_rows_prompt_goes_to_that_rows_split(tmp_path):
 
 def test_default_preference_file_follows_the_default_splits(tmp_path):
     """The bundled pairs (one near miss per sample row) pair with their rows, so the test split's pairs are the
-    held-out prompts."""
+    held-out prompts; the underspecified requests (no SFT row) are split by their phrasing group."""
     shutil.copytree(REPO / "data", tmp_path / "data")
     config = yaml.safe_load((REPO / "params.yaml").read_text())
     config["prepare"]["replay"] = 0
@@ -120,10 +121,22 @@ def test_default_preference_file_follows_the_default_splits(tmp_path):
     run(["tunemake", "prepare", "--out", "results/data"], tmp_path)
     run(["tunemake", "pairs", "--data", "results/data", "--out", "results/pairs"], tmp_path)
     stats = json.loads((tmp_path / "results" / "pairs" / "stats.json").read_text())
-    assert stats["pairs"] == {"kept": 366, "rejected": 0} and stats["following_a_row"] == 366
+    assert stats["pairs"] == {"kept": 462, "rejected": 0} and stats["following_a_row"] == 366
     test_pairs = read_jsonl(tmp_path / "results" / "pairs" / "test.jsonl")
-    kinds = {("tool" if p.get("tools") else "qa") for p in test_pairs}
-    assert len(test_pairs) == 35 and kinds == {"tool", "qa"}
+    kinds = Counter(
+        "ask" if not p["chosen"][0].get("tool_calls") and p.get("tools") else "tool" if p.get("tools") else "qa"
+        for p in test_pairs
+    )
+    assert kinds == {"tool": 32, "qa": 3, "ask": 10}
+    groups = {
+        split: {
+            p["meta"]["group"]
+            for p in read_jsonl(tmp_path / "results" / "pairs" / f"{split}.jsonl")
+            if "underspecified" in str(p["meta"].get("group"))
+        }
+        for split in ("train", "test")
+    }
+    assert groups["test"] and not groups["test"] & groups["train"]  # a held-out phrasing is never trained on
 
 
 def test_preference_files_belong_under_pairs_not_prepare(tmp_path):
