@@ -81,7 +81,7 @@ def base_model_files():
 
 
 def base_weights():
-    """The local base folder that results/base pins (train, merge and evaluate load its weights from there)."""
+    """The local base folder that results/base pins (train, merge and baseline load its weights from there)."""
     return job_sources(*(p for p in (PARAMS.base.model,) if Path(p).is_dir()))
 
 

@@ -21,9 +21,41 @@ rule suite:
         " --log-file {log}"
 
 
-rule evaluate:
+# The base model's row of every evaluation, scored once (tunemake.baseline): retraining or a sweep over training
+# settings never scores the base again; a sweep over eval settings scores it per point.
+BASELINE = "results/{point}baseline" if SWEEP.key.startswith("eval.") else "results/baseline"
+
+
+rule baseline:
     input:
         base="results/base",
+        data="results/data",
+        pairs="results/pairs",
+        tokenized="results/tokenized",
+        suite="results/suite",
+        converter="results/converter",
+        weights=base_weights(),
+        code=code("baseline"),
+    output:
+        directory("results/{point}baseline"),
+    log:
+        "logs/{point}baseline.log",
+    conda:
+        TUNEMAKE_ENV
+    resources:
+        all_cores=1,
+    params:
+        eval=point_params("eval"),
+        sweep=point_set,
+    shell:
+        "tunemake baseline --params params.yaml{params.sweep} --base {input.base} --data {input.data}"
+        " --pairs {input.pairs} --tokenized {input.tokenized} --suite {input.suite} --converter {input.converter}"
+        " --out {output} --log-file {log}"
+
+
+rule evaluate:
+    input:
+        baseline=BASELINE,
         merged="results/{point}merged",
         align="results/{point}align",
         gguf="results/{point}gguf",
@@ -31,8 +63,6 @@ rule evaluate:
         pairs="results/pairs",
         tokenized="results/tokenized",
         suite="results/suite",
-        converter="results/converter",
-        weights=base_weights(),
         code=code("evaluate"),
     output:
         directory("results/{point}eval"),
@@ -46,9 +76,9 @@ rule evaluate:
         eval=point_params("eval"),
         sweep=point_set,
     shell:
-        "tunemake evaluate --params params.yaml{params.sweep} --base {input.base} --merged {input.merged} --align {input.align}"
-        " --gguf {input.gguf} --data {input.data} --pairs {input.pairs} --tokenized {input.tokenized}"
-        " --suite {input.suite} --converter {input.converter} --out {output} --log-file {log}"
+        "tunemake evaluate --params params.yaml{params.sweep} --baseline {input.baseline} --merged {input.merged}"
+        " --align {input.align} --gguf {input.gguf} --data {input.data} --pairs {input.pairs}"
+        " --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
 
 
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.

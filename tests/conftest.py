@@ -27,6 +27,7 @@ STEPS = [
     "converter",
     "gguf",
     "suite",
+    "baseline",
     "evaluate",
     "gate",
     "report",

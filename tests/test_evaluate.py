@@ -1,11 +1,17 @@
 """evaluate's engine check: the base and tuned models' scores come from their 16-bit GGUFs, so a difference from transformers on
-the rows it timed must be recorded and shown, never pass silently (the pipeline run is in tests/test_frontdoors.py)."""
+the rows it timed must be recorded and shown, never pass silently (the pipeline run is in tests/test_frontdoors.py);
+and the base's row, read from the baseline step, must have been scored with this run's settings."""
 
 from __future__ import annotations
 
+import json
 import logging
 
-from tunemake.evaluate import engine_check
+import pytest
+
+from tunemake.errors import StepError
+from tunemake.evaluate import engine_check, read_baseline
+from tunemake.params import EvalParams
 
 
 def test_a_row_where_the_engines_differ_is_recorded_and_logged(caplog):
@@ -26,3 +32,13 @@ def test_engines_that_agree_give_a_clean_check():
     tuned = {"timed_rows": [1], "timed_answers": ["ok"], "answers": ["a", "ok"]}
     check = engine_check([{"id": "a"}, {"id": "b"}], tuned, "base", "gguf-base")
     assert check == {"answers_from": "gguf-base", "rows": 1, "equal": 1, "differing": []}
+
+
+def test_a_baseline_scored_with_other_eval_settings_is_refused(tmp_path):
+    """evaluate reads the base's row from the baseline step; one scored with other settings would compare unlike
+    with unlike, so it must be refused with the file and the fix named."""
+    settings = EvalParams().model_dump(include={"max_new_tokens", "speed_rows", "limit"})
+    (tmp_path / "base.json").write_text(json.dumps({"settings": settings, "answers": ["a"]}))
+    assert read_baseline(tmp_path, EvalParams())["answers"] == ["a"]
+    with pytest.raises(StepError, match=r"base.json scored the base with eval settings .*run the baseline step again"):
+        read_baseline(tmp_path, EvalParams(max_new_tokens=4))

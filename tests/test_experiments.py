@@ -44,10 +44,10 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     baseline = run(["dvc", "exp", "run", "--name", "baseline"], workspace).stdout
     assert stages_run(baseline) == set(STEPS)
-    # An eval setting never retrains: evaluate, the report and the gate that reads the report.
+    # An eval setting never retrains: the base's and the tuned model's evaluation, the report and the gate.
     more_tokens = run(["dvc", "exp", "run", "--name", "tokens4", "-S", "eval.max_new_tokens=4"], workspace).stdout
-    assert stages_run(more_tokens) == {"evaluate", "report", "gate"}
-    # A LoRA rank retrains, and everything after train follows; the data and tokens are reused.
+    assert stages_run(more_tokens) == {"baseline", "evaluate", "report", "gate"}
+    # A LoRA rank retrains, and everything after train follows; the data, tokens and the base's scores are reused.
     rank = run(["dvc", "exp", "run", "--name", "rank4", "-S", "train.lora.r=4"], workspace).stdout
     assert stages_run(rank) == {"train", "merge", "align", "gguf", "evaluate", "report", "gate"}
 

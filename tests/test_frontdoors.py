@@ -74,7 +74,7 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
         "train",
         "merge",
         "suite",
-        "evaluate",
+        "baseline",
     }
 
 
@@ -90,7 +90,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
     assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
     assert (workspace / "results" / "merged" / "model.safetensors").is_file()
-    for step in ("tokenize", "train", "merge", "pairs", "align", "gguf", "evaluate", "report", "gate"):
+    for step in ("tokenize", "train", "merge", "pairs", "align", "gguf", "baseline", "evaluate", "report", "gate"):
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
@@ -146,19 +146,22 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge", "align"} | after_merge
     # An alignment setting or preference pair re-runs DPO and what follows, never SFT
     assert planned_jobs(workspace, align={"beta": 0.2}) == {"align"} | after_merge
-    assert planned_after_editing(workspace, "data/raw/preferences.jsonl") == {"pairs", "align"} | after_merge
+    assert (
+        planned_after_editing(workspace, "data/raw/preferences.jsonl") == {"pairs", "align", "baseline"} | after_merge
+    )
     assert planned_jobs(workspace, gguf={"quants": ["Q8_0"], "imatrix_quants": []}) == after_merge
     assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
-    assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"evaluate", "report", "gate"}
+    assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"baseline", "evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
     # The suite's base answers are made once: a suite setting re-runs the suite and the evaluation, never training.
-    assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "evaluate", "report", "gate"}
+    assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "baseline", "evaluate", "report", "gate"}
     assert (
         planned_jobs(workspace, replay={"max_new_tokens": 4})
-        == {"replay", "prepare", "pairs", "tokenize", "train", "merge", "align"} | after_merge
+        == {"replay", "prepare", "pairs", "tokenize", "train", "merge", "align", "baseline"} | after_merge
     )
     assert (
-        planned_jobs(workspace, tokenize={"max_length": 256}) == {"tokenize", "train", "merge", "align"} | after_merge
+        planned_jobs(workspace, tokenize={"max_length": 256})
+        == {"tokenize", "train", "merge", "align", "baseline"} | after_merge
     )
 
     # Code inputs are each step's import closure: a help text in cli.py re-runs nothing; split.py (which prepare and
@@ -166,7 +169,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_after_editing(workspace, "src/tunemake/cli.py") == set()
     assert (
         planned_after_editing(workspace, "src/tunemake/split.py")
-        == {"prepare", "pairs", "tokenize", "train", "merge", "align"} | after_merge
+        == {"prepare", "pairs", "tokenize", "train", "merge", "align", "baseline"} | after_merge
     )
 
 
@@ -257,7 +260,7 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"merge", "align", "report"}
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, eval={"max_new_tokens": 4})
-    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"evaluate", "report"}
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"baseline", "evaluate", "report"}
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, align={"beta": 0.2})  # alignment is off here: DVC re-runs only align, never SFT
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"align", "report"}

@@ -168,7 +168,7 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
 
 
 def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir, converter_dir, tmp_path, monkeypatch):
-    """The suite, replay and evaluate answer with the base through llama.cpp: its 16-bit GGUF is made once per base
+    """The suite, replay and baseline answer with the base through llama.cpp: its 16-bit GGUF is made once per base
     (the second call converts nothing) in the cache, never in results/, and carries results/base's chat template, so
     base.chat_template reaches it too."""
     from tunemake import base as base_step

@@ -71,6 +71,7 @@ def test_the_pipeline_runs_through_sbatch_with_the_slurm_profile(slurm_cluster, 
     jobs = slurm_jobs(workspace)
     assert sorted(jobs) == [
         "base",
+        "baseline",
         "evaluate",
         "gguf",
         "merge",

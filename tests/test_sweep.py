@@ -85,3 +85,6 @@ def test_a_fresh_checkout_plans_every_step_with_and_without_a_sweep(workspace):
     assert dag.planned(workspace) == set(STEPS)
     swept = run(["snakemake", "-n", "--config", "sweep=train.lora.r:4"], workspace).stdout
     assert re.search(r"^train\s+2$", swept, flags=re.M) and re.search(r"^sweep\s+1$", swept, flags=re.M)
+    assert re.search(r"^baseline\s+1$", swept, flags=re.M)  # the base is scored once for both points
+    by_eval = run(["snakemake", "-n", "--config", "sweep=eval.max_new_tokens:4"], workspace).stdout
+    assert re.search(r"^baseline\s+2$", by_eval, flags=re.M)  # each point scores the base with its own settings

@@ -1,4 +1,7 @@
-"""evaluate: the base model, the tuned model and every GGUF file on the held-out test split.
+"""evaluate: the tuned model and every GGUF file on the held-out test split, beside the base model's scores.
+
+The base's row comes from the baseline step (tunemake.baseline), scored once by this module's own functions, so a
+new training run or sweep point scores only what changed.
 
 The tuned model is the one the pipeline ships: the merged SFT model, or the align step's DPO model when align ran;
 then the SFT model is scored too (row "sft", its answers from transformers), so the report and the gate show what
@@ -345,13 +348,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--align", type=Path, help="the align step's output: its model is the tuned one when it ran")
     parser.add_argument("--pairs", type=Path, help="the pairs step's output: its test pairs are scored")
     for name, what in (
-        ("base", "base"),
+        ("baseline", "baseline"),
         ("merged", "merge"),
         ("gguf", "gguf"),
         ("data", "prepare"),
         ("tokenized", "tokenize"),
         ("suite", "suite"),
-        ("converter", "converter"),
     ):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--out", type=Path, required=True)
@@ -360,7 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     run(
         load_params(args.params, args.set).eval,
-        args.base,
+        args.baseline,
         args.merged,
         args.align,
         args.gguf,
@@ -368,14 +370,37 @@ def main(args: argparse.Namespace) -> None:
         args.pairs,
         args.tokenized,
         args.suite,
-        args.converter,
         args.out,
     )
 
 
+def test_rows(data: Path, params: EvalParams) -> list[dict]:
+    rows = examples(data / "test.jsonl", params.limit)
+    if not rows:
+        raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
+    return rows
+
+
+def test_pairs(pairs_dir: Path | None, params: EvalParams) -> list[dict]:
+    pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
+    return [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
+
+
+def read_baseline(baseline: Path, params: EvalParams) -> dict:
+    """The baseline step's base row, refused when it was scored with other eval settings than this run's."""
+    result = json.loads((baseline / "base.json").read_text())
+    ours = params.model_dump(include=set(result["settings"]))
+    if result["settings"] != ours:
+        raise StepError(
+            f"{baseline / 'base.json'} scored the base with eval settings {result['settings']}, this run has {ours}: "
+            "run the baseline step again with this run's eval settings (snakemake and dvc repro do)"
+        )
+    return result
+
+
 def run(
     params: EvalParams,
-    base: Path,
+    baseline: Path,
     merged: Path,
     align: Path | None,
     gguf: Path,
@@ -383,33 +408,21 @@ def run(
     pairs_dir: Path | None,
     tokenized: Path,
     suite_dir: Path,
-    converter: Path,
     out: Path,
 ) -> dict:
-    from tunemake.llamacpp import base_gguf
+    from tunemake.baseline import suite_request
 
-    rows = examples(data / "test.jsonl", params.limit)
-    pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
-    pairs = [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
+    rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
     tuned_dir = final_model(merged, align)
     suite = read_jsonl(suite_dir / "suite.jsonl")
-    settings = json.loads((suite_dir / "manifest.json").read_text())
-    asked = {
-        "prompts": [r["rendered"] for r in suite],
-        "base": [r["base"] for r in suite],
-        "max_new_tokens": settings["max_new_tokens"],
-        "batch_size": settings["batch_size"],
-    }
-    if not rows:
-        raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
+    asked = suite_request(suite_dir)
     sizes = json.loads((gguf / "sizes.json").read_text())
     unquantized = f"gguf-{sizes['unquantized']}"
     # The base and tuned models' answers are their 16-bit GGUFs' (llama.cpp is several times faster than
-    # transformers here); transformers answers only the timed rows, which check that both engines agree.
+    # transformers here); transformers answers only the timed rows, which check that both engines agree. The base
+    # row comes from the baseline step, scored by the same functions.
     answered_by = {"base": "gguf-base", "tuned": unquantized}
     models = {
-        "base": (hf_model, str(base), str(tokenized), False, pairs),
-        "gguf-base": (gguf_model, str(base_gguf(base, converter)), str(base)),
         **({"sft": (hf_model, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
         "tuned": (hf_model, str(tuned_dir), str(tokenized), False, pairs),
         **{
@@ -420,15 +433,14 @@ def run(
     # Who answers the suite: the shipped GGUF (the gate judges it) or every GGUF; the base and tuned models give
     # their losses on the base's answers (drift).
     ggufs = {f"gguf-{name}" for name in sizes["order"]}
-    asks = {"base", "tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else ggufs)
-    results = {}
+    asks = {"tuned"} | ({f"gguf-{sizes['shipped']}"} if params.suite_models == "shipped" else ggufs)
+    results = {"base": read_baseline(baseline, params)}
     for name, (function, *where) in models.items():
         started = time.perf_counter()
         results[name] = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
         log.info("evaluate: %s in %.0fs", name, time.perf_counter() - started)
-    for name, source in answered_by.items():
-        results[name]["answers"], results[name]["stopped"] = results[source]["answers"], results[source]["stopped"]
-    del results["gguf-base"], models["gguf-base"]  # its answers are the base row's; it is no model of its own
+    results["tuned"]["answers"] = results[unquantized]["answers"]
+    results["tuned"]["stopped"] = results[unquantized]["stopped"]
     metrics = {
         "test_rows": len(rows),
         "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
@@ -442,8 +454,9 @@ def run(
     general_rows = {"base": general_scores(suite, general_answers["base"], [r["base"]["stopped"] for r in suite])}
     base_losses, tuned_losses = results["base"]["drift_losses"], results["tuned"]["drift_losses"]
     log.info(
-        "evaluate: base and tuned losses on the base's general answers in %.0fs and %.0fs (%s)",
+        "evaluate: base and tuned losses on the base's general answers in %.0fs (baseline, %s) and %.0fs (%s)",
         results["base"]["drift_seconds"],
+        results["base"]["scoring_precision"],
         results["tuned"]["drift_seconds"],
         results["tuned"]["scoring_precision"],
     )
@@ -484,8 +497,8 @@ def run(
                     "id": row["id"],
                     "prompt": row["prompt"][-1]["content"],
                     "reference": row["reference"],
-                    "answers": {name: answers[name][i] for name in models},
-                    "scores": {name: row_scores[name][i] for name in models},
+                    "answers": {name: answers[name][i] for name in results},
+                    "scores": {name: row_scores[name][i] for name in results},
                 }
                 for i, row in enumerate(rows)
             ),

@@ -2,7 +2,7 @@
 (converted once per base, kept in the cache), loading a file, and answering many prompts at once with llama.cpp's
 batched decoding, greedily or sampled.
 
-The base model answers through llama.cpp too (the suite's answers, replay's rows, evaluate's base row): on 2 CPU
+The base model answers through llama.cpp too (the suite's answers, replay's rows, the baseline step's): on 2 CPU
 cores the suite took 25 s against 52 s with transformers' batched generate, replay 104 s against 136 s (README
 "evaluate"), and the base answers through the same engine as every GGUF it is compared with.
 """

@@ -1,0 +1,95 @@
+"""baseline: the base model scored on the held-out test split, once per base and test data, for every evaluate.
+
+The base's row of the evaluation depends only on the base, the test rows and pairs, the suite and the eval settings,
+so it is a step of its own: retraining, re-aligning, re-exporting, or each point of a sweep over training settings
+never scores the base again. The passes are evaluate's own (tunemake.evaluate.hf_model and gguf_model, each in a
+fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general answers (the
+reference drift is measured against) and the timed rows in transformers; every test row answered by its 16-bit GGUF
+(tunemake.llamacpp.base_gguf), whose answers are the base's.
+
+Output: base.json, the result evaluate reads as the base row (answers from the GGUF, `answers_from` says which),
+with the eval settings it was scored with; evaluate refuses one scored with other settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from tunemake.jsonl import atomic_dir, read_jsonl, write_json
+from tunemake.params import EvalParams
+from tunemake.params import load as load_params
+
+log = logging.getLogger("tunemake")
+
+# The eval settings the base's scores depend on; evaluate checks its own against them.
+SETTINGS = ("max_new_tokens", "speed_rows", "limit")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, what in (
+        ("base", "base"),
+        ("data", "prepare"),
+        ("pairs", "pairs"),
+        ("tokenized", "tokenize"),
+        ("suite", "suite"),
+        ("converter", "converter"),
+    ):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
+    parser.add_argument("--out", type=Path, required=True, help="base.json")
+
+
+def main(args: argparse.Namespace) -> None:
+    run(
+        load_params(args.params, args.set).eval,
+        args.base,
+        args.data,
+        args.pairs,
+        args.tokenized,
+        args.suite,
+        args.converter,
+        args.out,
+    )
+
+
+def suite_request(suite_dir: Path) -> dict:
+    """What a transformers model needs to measure drift: the suite's rendered prompts and the base's answers."""
+    suite = read_jsonl(suite_dir / "suite.jsonl")
+    settings = json.loads((suite_dir / "manifest.json").read_text())
+    return {
+        "prompts": [r["rendered"] for r in suite],
+        "base": [r["base"] for r in suite],
+        "max_new_tokens": settings["max_new_tokens"],
+        "batch_size": settings["batch_size"],
+    }
+
+
+def run(
+    params: EvalParams,
+    base: Path,
+    data: Path,
+    pairs_dir: Path,
+    tokenized: Path,
+    suite_dir: Path,
+    converter: Path,
+    out: Path,
+) -> dict:
+    from tunemake.evaluate import gguf_model, hf_model, in_fresh_process, test_pairs, test_rows
+    from tunemake.llamacpp import base_gguf
+
+    rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
+    started = time.perf_counter()
+    result = in_fresh_process(
+        hf_model, str(base), str(tokenized), False, pairs, rows, params.model_dump(), suite_request(suite_dir)
+    )
+    gguf = in_fresh_process(gguf_model, str(base_gguf(base, converter)), str(base), rows, params.model_dump(), None)
+    result.update(answers=gguf["answers"], stopped=gguf["stopped"], answers_from="gguf-base")
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "base.json", {"settings": params.model_dump(include=set(SETTINGS)), **result})
+    log.info(
+        "baseline: the base on %d test rows and %d pairs in %.0fs", len(rows), len(pairs), time.perf_counter() - started
+    )
+    return result
