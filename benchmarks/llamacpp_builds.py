@@ -22,7 +22,7 @@ from pathlib import Path
 def worker(files: list[str], test: str, base: str) -> dict:
     import llama_cpp
 
-    from tunemake.evaluate import examples, gguf_model
+    from tunemake.heldout import examples, gguf_model
     from tunemake.params import EvalParams
 
     rows = examples(Path(test), None)

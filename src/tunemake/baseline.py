@@ -2,7 +2,7 @@
 
 The base's row of the evaluation depends only on the base, the test rows and pairs, the suite and the eval settings,
 so it is a step of its own: retraining, re-aligning, re-exporting, or each point of a sweep over training settings
-never scores the base again. The passes are evaluate's own (tunemake.evaluate.hf_model and gguf_model, each in a
+never scores the base again. The passes are evaluate's own (tunemake.heldout.hf_model and gguf_model, each in a
 fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general answers (the
 reference drift is measured against) and the timed rows in transformers; every test row answered by its 16-bit GGUF
 (tunemake.llamacpp.base_gguf), whose answers are the base's.
@@ -14,12 +14,12 @@ with the eval settings it was scored with; evaluate refuses one scored with othe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json
+from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
+from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import EvalParams
 from tunemake.params import load as load_params
 
@@ -55,18 +55,6 @@ def main(args: argparse.Namespace) -> None:
     )
 
 
-def suite_request(suite_dir: Path) -> dict:
-    """What a transformers model needs to measure drift: the suite's rendered prompts and the base's answers."""
-    suite = read_jsonl(suite_dir / "suite.jsonl")
-    settings = json.loads((suite_dir / "manifest.json").read_text())
-    return {
-        "prompts": [r["rendered"] for r in suite],
-        "base": [r["base"] for r in suite],
-        "max_new_tokens": settings["max_new_tokens"],
-        "batch_size": settings["batch_size"],
-    }
-
-
 def run(
     params: EvalParams,
     base: Path,
@@ -77,7 +65,6 @@ def run(
     converter: Path,
     out: Path,
 ) -> dict:
-    from tunemake.evaluate import gguf_model, hf_model, in_fresh_process, test_pairs, test_rows
     from tunemake.llamacpp import base_gguf
 
     rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)

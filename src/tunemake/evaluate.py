@@ -1,7 +1,7 @@
 """evaluate: the tuned model and every GGUF file on the held-out test split, beside the base model's scores.
 
-The base's row comes from the baseline step (tunemake.baseline), scored once by this module's own functions, so a
-new training run or sweep point scores only what changed.
+The base's row comes from the baseline step (tunemake.baseline), scored once by the same functions
+(tunemake.heldout), so a new training run or sweep point scores only what changed.
 
 The tuned model is the one the pipeline ships: the merged SFT model, or the align step's DPO model when align ran;
 then the SFT model is scored too (row "sft", its answers from transformers), so the report and the gate show what
@@ -34,141 +34,21 @@ import argparse
 import json
 import logging
 import math
-import multiprocessing
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tunemake import degenerate, general
-from tunemake.chat import Renderer, encode_pair, with_fallback
 from tunemake.errors import StepError
+from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
 from tunemake.params import load as load_params
-from tunemake.runtime import peak_rss_mb
 from tunemake.scoring import text_scores, tool_scores
 from tunemake.stats import interval, paired_interval
 from tunemake.weights import final_model
 
 log = logging.getLogger("tunemake")
-
-
-def examples(test_file: Path, limit: int | None) -> list[dict]:
-    """Prompt, reference text and reference calls of each test row; the reference is its last assistant turn."""
-    records = read_jsonl(test_file)
-    out = []
-    for record in [records[i] for i in general.spread(len(records), limit or len(records))]:
-        messages = record["messages"]
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        reference = messages[last]
-        out.append(
-            {
-                "id": record["id"],
-                "prompt": messages[:last],
-                "tools": record.get("tools") or [],
-                "reference": with_fallback([reference], [])[0]["content"],
-                "reference_calls": reference.get("tool_calls") or [],
-            }
-        )
-    return out
-
-
-class FirstTokenTimer:
-    """A generate() streamer that notes when the first new token arrives (the first put() is the prompt)."""
-
-    def __init__(self):
-        self.puts, self.first = 0, None
-
-    def put(self, value):
-        self.puts += 1
-        if self.puts == 2:
-            self.first = time.perf_counter()
-
-    def end(self):
-        pass
-
-
-def hf_model(
-    model_dir: str,
-    tokenized: str,
-    answer_all: bool,
-    pairs: list[dict],
-    rows: list[dict],
-    params: dict,
-    suite: dict | None,
-) -> dict:
-    """Loss, answers, preference-pair log-probabilities and speed of a transformers model, and its loss on the base's
-    general answers when given the suite (runs in its own process). With answer_all false it answers only the timed
-    rows: the model's answers come from its 16-bit GGUF, and the timed rows check that both engines agree. The
-    teacher-forced passes run in general.scoring's precision; answers are generated in float32."""
-    import torch
-
-    params = EvalParams(**params)
-    model, tokenizer, generate = general.load_model(model_dir, params.max_new_tokens)
-    renderer = Renderer(tokenizer)
-    prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
-    result = {"scoring_precision": general.scoring_precision()}
-    with general.scoring():
-        result["loss"] = held_out_loss(
-            model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
-        )
-        result["pairs"] = pair_logps(model, renderer, pairs, params.batch_size)
-        if suite:  # drift: the base and the tuned model, each in this step, so both losses are computed alike
-            started, base = time.perf_counter(), [row["answer"] for row in suite["base"]]
-            result["drift_losses"] = general.answer_losses(
-                model, tokenizer, suite["prompts"], base, suite["batch_size"]
-            )
-            result["drift_seconds"] = time.perf_counter() - started
-    with torch.inference_mode():
-        if answer_all:
-            result["answers"], result["stopped"] = general.hf_greedy(
-                model, tokenizer, prompts, generate, params.batch_size
-            )
-        timed = general.spread(len(rows), params.speed_rows)
-        # one at a time, as served
-        result["timings"], result["timed_answers"] = zip(
-            *(time_one(model, tokenizer, prompts[i], generate) for i in timed)
-        )
-        result["timed_rows"] = timed
-    return {**result, "peak_rss_mb": peak_rss_mb()}
-
-
-def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: int) -> float:
-    """Teacher-forced loss per assistant token over the evaluated test rows (the training loss, on held-out rows)."""
-    import datasets
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    from tunemake.loss import IGNORE, assistant_loss
-
-    datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
-    # a row tokenized as one text per assistant turn has ids row#1, row#2...
-    test = datasets.load_from_disk(str(tokenized / "dataset"))["test"]
-    test = test.filter(lambda r: r["id"] in ids or r["id"].rpartition("#")[0] in ids)
-    test = test.remove_columns("id")
-    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
-    total, count = 0.0, 0
-    for start in range(0, len(test), batch_size):
-        chunk = collate(list(test.select(range(start, min(start + batch_size, len(test))))))
-        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in chunk.items()}
-        n = int((batch["labels"][:, 1:] != IGNORE).sum())
-        loss, _ = assistant_loss(model, batch, n)
-        total, count = total + loss.item() * n, count + n
-    return total / max(count, 1)
-
-
-def pair_logps(model, renderer: Renderer, pairs: list[dict], batch_size: int) -> list[tuple[float, float]]:
-    """Each pair's summed log-probability of its chosen and of its rejected answer after the prompt, teacher forced
-    with the training template, as DPO scores them (tunemake.chat.encode_pair)."""
-    sequences = []  # (token ids, where the answer starts)
-    for pair in pairs:
-        ids = encode_pair(renderer, pair)
-        sequences += [
-            (ids["prompt_ids"] + ids[f"{side}_ids"], len(ids["prompt_ids"])) for side in ("chosen", "rejected")
-        ]
-    pad = renderer.tokenizer.pad_token_id or 0
-    sums = [logps.sum().item() for logps in general.answer_logps(model, sequences, batch_size, pad)]
-    return list(zip(sums[0::2], sums[1::2]))
 
 
 def preference_summary(logps: list[tuple[float, float]]) -> dict:
@@ -181,53 +61,6 @@ def preference_summary(logps: list[tuple[float, float]]) -> dict:
         "ci95": {"accuracy": interval(wins), "margin": interval(margins, scale=1)},
         "pairs": len(logps),
     }
-
-
-def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]:
-    """(prompt tokens, generated tokens, time to first token, time after it) for one request, and its answer."""
-    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-    timer, started = FirstTokenTimer(), time.perf_counter()
-    output = model.generate(**encoded, **generate, streamer=timer)
-    ended = time.perf_counter()
-    prompt_tokens = encoded["input_ids"].shape[1]
-    answer = tokenizer.decode(output[0, prompt_tokens:], skip_special_tokens=True).strip()
-    return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first), answer
-
-
-def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
-    """Answers and speed of a GGUF file through llama-cpp-python, and its general answers when given the suite
-    (runs in its own process). Prompts are rendered by the file's own chat template as llama-cpp-python's chat
-    completion renders them; all rows are answered at once (batched decoding), and the timed rows one at a time
-    through create_chat_completion, as a user of the file would call it."""
-    import llama_cpp
-    from transformers import AutoTokenizer
-
-    from tunemake.llamacpp import answer, file_template, load
-
-    params = EvalParams(**params)
-    renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
-    llm = load(Path(path), n_ctx=4096)
-    template = file_template(llm)
-    prepared = [renderer.prepare(row["prompt"], row["tools"]) for row in rows]
-    prompts = [template(messages=messages, tools=tools).prompt for messages, tools in prepared]
-    answers, stopped = answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
-    timings = []
-    for messages, tools in (prepared[i] for i in general.spread(len(rows), params.speed_rows)):
-        llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
-        llama_cpp.llama_perf_context_reset(llm.ctx)
-        started = time.perf_counter()
-        llm.create_chat_completion(messages=messages, tools=tools, temperature=0.0, max_tokens=params.max_new_tokens)
-        elapsed = time.perf_counter() - started
-        # llama.cpp's own counters: the prompt's evaluation ends when the first token can be sampled; n_eval counts
-        # the tokens decoded after that one.
-        perf = llama_cpp.llama_perf_context(llm.ctx)
-        timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
-    result = {"answers": answers, "stopped": stopped, "loss": None, "timings": timings}
-    if suite:
-        started = time.perf_counter()
-        result["general"] = dict(zip(("answers", "stopped"), answer(llm, suite["prompts"], suite["max_new_tokens"])))
-        result["general"]["seconds"] = time.perf_counter() - started
-    return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
 def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
@@ -256,11 +89,6 @@ def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
         "equal": len(model["timed_rows"]) - len(differing),
         "differing": differing,
     }
-
-
-def in_fresh_process(function, *args) -> dict:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def speed(timings: list[tuple], peak: float) -> dict:
@@ -374,18 +202,6 @@ def main(args: argparse.Namespace) -> None:
     )
 
 
-def test_rows(data: Path, params: EvalParams) -> list[dict]:
-    rows = examples(data / "test.jsonl", params.limit)
-    if not rows:
-        raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
-    return rows
-
-
-def test_pairs(pairs_dir: Path | None, params: EvalParams) -> list[dict]:
-    pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
-    return [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
-
-
 def read_baseline(baseline: Path, params: EvalParams) -> dict:
     """The baseline step's base row, refused when it was scored with other eval settings than this run's."""
     result = json.loads((baseline / "base.json").read_text())
@@ -410,8 +226,6 @@ def run(
     suite_dir: Path,
     out: Path,
 ) -> dict:
-    from tunemake.baseline import suite_request
-
     rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
     tuned_dir = final_model(merged, align)
     suite = read_jsonl(suite_dir / "suite.jsonl")
