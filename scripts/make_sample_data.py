@@ -12,7 +12,8 @@ practical_qa.jsonl: short practical-skills question/answer pairs with a topic (t
 preferences.jsonl: one preference pair per row of both files (the preference format, explicit prompt with its
 system turn, canonical tools), for the align step (DPO). Its prompt is the row's, so prepare puts the pair in the
 row's split. Chosen is the row's answer; rejected is a near miss: for tool calls, in turn, a wrong argument value, a
-missing argument, the wrong function, or the right call wrapped in chatty prose; for Q&A the answer without its last
+missing argument, the wrong function, the right call followed by a spurious second one, or the right call wrapped in
+chatty prose; for Q&A the answer without its last
 sentence (the warning or the check that makes it safe and complete), or for one-sentence answers without its last clause.
 Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
 timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "raw"
@@ -638,7 +640,7 @@ QA_SYSTEM = "You are a practical skills expert. Answer briefly, with concrete st
 PROSE = ["Sure! Let me take care of that for you.", "Great question. I will look into it right away.", "Okay!"]
 
 
-def near_miss(calls: list[dict], tools: list[dict], kind: int, rng: random.Random) -> dict:
+def near_miss(calls: list[dict], tools: list[dict], query: str, kind: int, rng: random.Random) -> dict:
     """A plausible wrong answer to a tool-call row: the message an assistant should not send."""
     calls = json.loads(json.dumps(calls))
     call = calls[0]["function"]
@@ -653,9 +655,27 @@ def near_miss(calls: list[dict], tools: list[dict], kind: int, rng: random.Rando
         del arguments[sorted(arguments)[-1]]
     elif kind == 2 and len(tools) > 1:  # the wrong function, same arguments
         call["name"] = next(t["function"]["name"] for t in tools if t["function"]["name"] != call["name"])
+    elif kind == 3:  # the right call, then one more nobody asked for, filled from the request's words
+        calls.append(spurious_call(tools, calls, query, rng))
     else:  # the right call, wrapped in prose a parser will not expect
         return {"role": "assistant", "content": rng.choice(PROSE), "tool_calls": calls}
     return {"role": "assistant", "content": "", "tool_calls": calls}
+
+
+def spurious_call(tools: list[dict], calls: list[dict], query: str, rng: random.Random) -> dict:
+    """A call to an offered tool the answer does not use (else the first one again), its required arguments filled
+    with words and numbers of the request: what DPO without such pairs learned to append (README "Alignment")."""
+    used = {c["function"]["name"] for c in calls}
+    spare = [t["function"] for t in tools if t["function"]["name"] not in used] or [tools[0]["function"]]
+    function = rng.choice(spare)
+    words = re.findall(r"[A-Za-z]+", query) or ["it"]
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", query)] or [1.0]
+    properties = function["parameters"]["properties"]
+    arguments = {
+        name: rng.choice(numbers) if properties[name]["type"] in ("number", "integer") else rng.choice(words).lower()
+        for name in function["parameters"].get("required", properties)
+    }
+    return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
 
 
 # Requests that leave out what the tool needs, and the question to ask back: preference pairs only (the SFT data
@@ -798,7 +818,7 @@ def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
         chat = FORMATS["xlam"](row, None)
         answer = chat.messages[-1]
         prompt = [{"role": "system", "content": TOOL_SYSTEM}, *chat.messages[:-1]]
-        rejected = near_miss(answer["tool_calls"], chat.tools, i % 4, rng)
+        rejected = near_miss(answer["tool_calls"], chat.tools, row["query"], i % 5, rng)
         out.append(
             {"prompt": prompt, "tools": chat.tools, "chosen": [answer], "rejected": [rejected], "group": row["group"]}
         )
