@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from tunemake.errors import StepError
-from tunemake.evaluate import engine_check, read_baseline
+from tunemake.evaluate import engine_check, preference_change, read_baseline
 from tunemake.params import EvalParams
 
 
@@ -42,3 +42,14 @@ def test_a_baseline_scored_with_other_eval_settings_is_refused(tmp_path):
     assert read_baseline(tmp_path, EvalParams())["answers"] == ["a"]
     with pytest.raises(StepError, match=r"base.json scored the base with eval settings .*run the baseline step again"):
         read_baseline(tmp_path, EvalParams(max_new_tokens=4))
+
+
+def test_what_alignment_changed_is_measured_pair_by_pair():
+    """Each pair's margin against its own margin before: one pair flips (+1 of 4 = 25 points); the margins rose on
+    three pairs and fell on one, by 1.6 nats on average."""
+    sft = [(-5.0, -4.0), (-3.0, -9.0), (-2.0, -1.0), (-7.0, -8.0)]  # margins -1, 6, -1, 1
+    tuned = [(-4.0, -5.0), (-3.0, -12.0), (-2.0, -0.5), (-6.0, -9.0)]  # margins 1, 9, -1.5, 3
+    change = preference_change(sft, tuned)
+    assert change["accuracy"] == 25.0 and change["margin"] == 1.625 and change["margins_rose"] == 3
+    assert change["pairs"] == 4 and change["ci95"]["margin"][0] <= 1.625 <= change["ci95"]["margin"][1]
+    assert change["ci95"]["accuracy"][0] == 0.0  # three of four pairs did not flip: a single pair is noise

@@ -108,6 +108,9 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         )
     per_pair = [json.loads(line) for line in (workspace / "results" / "eval" / "pairs.jsonl").read_text().splitlines()]
     assert len(per_pair) == 4 and all({"base", "sft", "tuned"} <= set(p) for p in per_pair)
+    margin = lambda pair, name: pair[name]["chosen"] - pair[name]["rejected"]  # noqa: E731
+    rose = sum(margin(p, "tuned") > margin(p, "sft") for p in per_pair)
+    assert metrics["alignment"]["pairs"] == 4 and metrics["alignment"]["margins_rose"] == rose  # DPO vs SFT, paired
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
     # No model answers twice: the tuned model's answers are its F16 GGUF's, the base's its own 16-bit GGUF's;
@@ -125,6 +128,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert gate["verdict"] == "abort"  # 2 steps of a random model learn nothing
     assert "gain over base: 0 [95% interval 0 to 0] (needs >= 10, interval above 0) FAILED" in gate["reasons"]
     assert any(c["check"].startswith("alignment drop: sft minus tuned") for c in gate["checks"])
+    assert f"rose on {rose} of 4" in (workspace / "results" / "report" / "report.md").read_text()
     assert [c["check"] for c in gate["checks"] if c.get("regression")] == [
         "degenerate general answers, Q5_0 minus base",
         "checkable general answers, base minus Q5_0",

@@ -51,15 +51,33 @@ from tunemake.weights import final_model
 log = logging.getLogger("tunemake")
 
 
+def wins_and_margins(logps: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Per pair: 1 when the chosen answer is the likelier one, and its log-likelihood margin in nats."""
+    return [float(chosen > rejected) for chosen, rejected in logps], [chosen - rejected for chosen, rejected in logps]
+
+
 def preference_summary(logps: list[tuple[float, float]]) -> dict:
     """How often the chosen answer is the likelier one (points) and the mean margin in nats, with 95% intervals."""
-    wins = [float(chosen > rejected) for chosen, rejected in logps]
-    margins = [chosen - rejected for chosen, rejected in logps]
+    wins, margins = wins_and_margins(logps)
     return {
         "accuracy": round(100 * statistics.mean(wins), 1),
         "margin": round(statistics.mean(margins), 3),
         "ci95": {"accuracy": interval(wins), "margin": interval(margins, scale=1)},
         "pairs": len(logps),
+    }
+
+
+def preference_change(sft: list[tuple[float, float]], tuned: list[tuple[float, float]]) -> dict:
+    """What alignment changed on the held-out pairs, pair by pair (paired intervals): accuracy in points, which moves
+    a whole pair at a time, and the margin in nats, which shows the direction where no pair flips."""
+    (sft_wins, sft_margins), (tuned_wins, tuned_margins) = wins_and_margins(sft), wins_and_margins(tuned)
+    change = [t - s for t, s in zip(tuned_margins, sft_margins)]
+    return {
+        "accuracy": round(100 * (statistics.mean(tuned_wins) - statistics.mean(sft_wins)), 1),
+        "margin": round(statistics.mean(change), 3),
+        "ci95": {"accuracy": paired_interval(tuned_wins, sft_wins), "margin": interval(change, scale=1)},
+        "margins_rose": sum(c > 0 for c in change),
+        "pairs": len(change),
     }
 
 
@@ -302,6 +320,9 @@ def run(
             summary.get("preference", {}).get("accuracy"),
             summary["speed"].get("generation_tokens_per_second"),
         )
+    if "sft" in results and pairs:  # align ran: the DPO model against the SFT model it started from
+        metrics["alignment"] = preference_change(results["sft"]["pairs"], results["tuned"]["pairs"])
+        log.info("evaluate: DPO minus SFT on the held-out pairs: %s", metrics["alignment"])
     with atomic_dir(out) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(

@@ -108,11 +108,22 @@ def span(interval: list[float] | None) -> str | None:
     return f"{interval[0]:g} to {interval[1]:g}" if interval else None
 
 
-def alignment_rows(aligned: dict) -> list[list]:
-    """The align step's summary as (name, value) rows; empty when it did not run."""
+def alignment_rows(aligned: dict, change: dict | None) -> list[list]:
+    """The align step's summary and what it changed on the held-out pairs (evaluate's `alignment`) as (name, value)
+    rows; empty when it did not run."""
     if not aligned.get("enabled"):
         return []
     first, last, val = aligned["first"], aligned["last"], aligned["val_end"] or {}
+    held_out = (
+        {
+            "held-out pairs, DPO minus SFT: preference accuracy": f"{change['accuracy']:+g} points "
+            f"({span(change['ci95']['accuracy'])})",
+            "held-out pairs, DPO minus SFT: margin": f"{change['margin']:+.3f} nats ({span(change['ci95']['margin'])}), "
+            f"rose on {change['margins_rose']} of {change['pairs']}",
+        }
+        if change
+        else {}
+    )
     return [
         [k, v]
         for k, v in {
@@ -127,6 +138,7 @@ def alignment_rows(aligned: dict) -> list[list]:
             f"{100 * val.get('rewards/accuracies', 0):.0f}%",
             "wall time": f"{aligned['wall_seconds']:.0f} s",
             "peak memory": f"{aligned['peak_memory_mb']['rss']:.0f} MB",
+            **held_out,
         }.items()
     ]
 
@@ -297,7 +309,7 @@ def tables(
         ),
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
-        "alignment": (["", ""], alignment_rows(aligned)),
+        "alignment": (["", ""], alignment_rows(aligned, metrics.get("alignment"))),
         "gate": (
             ["check", "value", "95% interval", "limit", "status"],
             [[c["check"], c["value"], span(c["ci95"]), c["limit"], c["status"]] for c in result["checks"]],
