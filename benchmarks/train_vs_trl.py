@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
+from train_throughput import matmul_peak_gflops  # this folder is on sys.path when run as a script
 
 from tunemake.heldout import in_fresh_process
 from tunemake.runtime import cpu_features
@@ -77,21 +78,6 @@ def make_model(out: Path, shape: str) -> int:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in model.parameters())  # the embedding's lookup is free, but tied, it is the head
-
-
-def matmul_peak_gflops(dtype_name: str, size: int = 4096, repeats: int = 10) -> float:
-    """The best of a few size x size matmuls on this device: the ceiling MFU is measured against."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    size = size if device == "cuda" else 1024
-    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype_name)) for _ in range(2))
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        (a @ b).sum().item()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def trl_baseline(model_dir: str, tokenized: str, train: dict, precision: str, warmup: int) -> dict:
@@ -215,7 +201,8 @@ def main() -> None:
         baseline = in_fresh_process(trl_baseline, str(root / "model"), str(root / "results/tokenized/dataset"), train,
                                     ours["precision"],
                                     args.warmup)  # fmt: skip
-    peak = in_fresh_process(matmul_peak_gflops, "bfloat16")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak = matmul_peak_gflops(device, torch.bfloat16, size=8192 if device == "cuda" else 2048)
     per_token = 4 * passes_through
     for result in (ours, baseline):
         result["mfu"] = round(result["tokens_per_second"] * per_token / 1e9 / peak, 4)
