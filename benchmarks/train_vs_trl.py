@@ -146,7 +146,7 @@ def trl_baseline(model_dir: str, tokenized: str, train: dict, precision: str, wa
         "train_seconds": round(wall, 1),
         "steps": len(steps),
         "peak_memory_mb": peak_memory_mb(),
-        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "precision": precision,
     }
 
 

@@ -13,8 +13,8 @@ preferences.jsonl: one preference pair per row of both files (the preference for
 system turn, canonical tools), for the align step (DPO). Its prompt is the row's, so prepare puts the pair in the
 row's split. Chosen is the row's answer; rejected is a near miss: for tool calls, in turn, a wrong argument value, a
 missing argument, the wrong function, the right call followed by a spurious second one, or the right call wrapped in
-chatty prose; for Q&A the answer without its last
-sentence (the warning or the check that makes it safe and complete), or for one-sentence answers without its last clause.
+chatty prose; for Q&A the answer without its last sentence (the warning or the check that makes it safe and
+complete), or for one-sentence answers without its last clause.
 Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
 timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
 follow no row, so pairs splits them by their phrasing group: held-out phrasings are never trained on.

@@ -24,7 +24,9 @@ def test_tunemake_train_and_the_plain_trl_baseline_train_the_same_steps_and_repo
     assert result["device"] == "cpu" and result["settings"]["max_steps"] == 3
     for name in ("tunemake", "trl_peft"):
         run = result[name]
-        assert run["steps"] == 3 and run["tokens_per_second"] > 0 and 0 < run["mfu"] < 1, (name, run)
+        assert run["steps"] == 3 and run["tokens_per_second"] > 0, (name, run)
+        mfu = run["tokens_per_second"] * 4 * result["parameters_per_token"] / 1e9 / result["matmul_peak_gflops_bf16"]
+        assert abs(run["mfu"] - mfu) < 1e-3 and run["mfu"] > 0  # tokens/s x 4N over the peak (printed to 0.1)
         assert run["peak_memory_mb"]["rss"] > 0
     assert result["speedup"] == round(
         result["tunemake"]["tokens_per_second"] / result["trl_peft"]["tokens_per_second"], 3
