@@ -45,6 +45,7 @@ VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as confi
     "padded, head on all positions": (False, False, all_positions_loss, True, False),
     # float32 weights, matmuls in bfloat16 (torch.autocast): what TrainingArguments(bf16=True) does on a CPU
     "padded, length-grouped, bf16 autocast": (False, True, assistant_loss, True, True),
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0": (False, True, assistant_loss, False, True),
 }
 
 

@@ -80,10 +80,10 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
 
 @pytest.mark.slow
 def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
-    """With alignment on (DPO after SFT, two steps; the DVC and default-pipeline tests run it off) and the default
-    quants, the importance matrix and its comparison file included."""
+    """With alignment on (DPO after SFT, two steps; the DVC and default-pipeline tests run it off) and two quants,
+    one made with the importance matrix and also without it for comparison."""
     edit_params(workspace, align={"enabled": True, "max_steps": 2, "batch_size": 2, "checkpoint_steps": 2})
-    edit_params(workspace, gguf=yaml.safe_load((REPO / "params.yaml").read_text())["gguf"])
+    edit_params(workspace, gguf={"quants": ["Q5_0", "Q4_K_M"], "imatrix_quants": ["Q4_K_M"], "imatrix_compare": True})
     run(["snakemake", "--profile", "local"], workspace)
     for split in ("train", "val", "test"):
         assert (workspace / "results" / "data" / f"{split}.jsonl").stat().st_size > 0

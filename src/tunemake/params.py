@@ -178,7 +178,9 @@ class TokenizeParams(Strict):
 class LoraParams(Strict):
     r: int = Field(16, gt=0, description="adapter rank")
     alpha: float = Field(32, gt=0, description="scaling numerator: updates are scaled by alpha / r")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="above 0 PEFT runs a dropout copy of every adapted layer's input (slower, README)"
+    )
     target_modules: str | list[str] = Field(
         "all-linear", description="'all-linear' or module names such as [q_proj, v_proj]"
     )
@@ -319,7 +321,7 @@ Quant = Literal[  # llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*)
 
 class GgufParams(Strict):
     outtype: Literal["f16", "bf16", "f32"] = Field("f16", description="the unquantized GGUF the quants are made from")
-    quants: list[Quant] = Field(["Q5_0", "Q4_K_M"], description="llama.cpp quant types; the first is shipped and gated")
+    quants: list[Quant] = Field(["Q5_0"], description="llama.cpp quant types; the first is shipped and gated")
     imatrix_tokens: int = Field(
         16384,
         gt=0,
@@ -327,7 +329,7 @@ class GgufParams(Strict):
         "text; tunemake.imatrix)",
     )
     imatrix_quants: list[Quant] = Field(
-        ["Q4_K_M"],
+        [],
         description="the quants made with the importance matrix (the IQ1/IQ2, IQ3_XXS and Q2_K_S types must be); "
         "the others are made without it. Measured on the default model it lifts IQ4_XS and Q3_K_M and costs Q5_0 "
         "and Q5_K_M (README, Quantization)",
