@@ -137,6 +137,39 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
     assert 0 < drift[0] < drift[1] and drift[1] > 1.0, drift
 
 
+@pytest.mark.parametrize(
+    "config_class, extra",
+    [
+        ("LlamaConfig", {}),
+        ("Qwen3Config", {"head_dim": 16}),
+        ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 8}),
+    ],
+)
+def test_answer_logps_with_a_shared_prompt_equal_each_sequence_scored_whole(
+    tmp_path, smol_tokenizer_dir, config_class, extra
+):
+    """The prompt runs once and its KV cache serves each answer: the same log-probabilities as scoring every
+    prompt + answer on its own, for prompts and answers of other lengths in one batch (Gemma 3's sliding window
+    shorter than the prompts)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import tiny_model
+
+    model_dir = tiny_model(tmp_path, AutoTokenizer.from_pretrained(smol_tokenizer_dir), 32, config_class, **extra)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    generator = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randint(3, 1000, (n,), generator=generator).tolist()  # noqa: E731
+    rows = [(draw(p), [draw(a), draw(b)]) for p, a, b in [(5, 1, 4), (17, 6, 2), (11, 3, 3), (23, 9, 1), (8, 2, 7)]]
+    with torch.inference_mode():
+        shared = general.answer_logps(model, rows, batch_size=3, pad=0)
+        for (prompt, answers), scored in zip(rows, shared):
+            for answer, logps in zip(answers, scored):
+                whole = model(input_ids=torch.tensor([prompt + answer])).logits[0].log_softmax(-1)
+                alone = whole[len(prompt) - 1 : -1].gather(1, torch.tensor(answer)[:, None]).squeeze(1)
+                torch.testing.assert_close(logps, alone, atol=1e-5, rtol=1e-5)
+
+
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
     llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2).

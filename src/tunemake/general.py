@@ -113,36 +113,63 @@ def answer_losses(model, tokenizer, prompts: list[str], answers: list[str], batc
     drift: a cheap, deterministic proxy for the KL divergence from the base on these prompts (0 for the base itself).
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows = []
+    rows = []  # (prompt ids, [answer ids])
     for prompt, answer in zip(prompts, answers):
         head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         tail = tokenizer(answer, add_special_tokens=False)["input_ids"] or [pad]
-        rows.append((head + tail, len(head)))
-    return [-logps.mean().item() for logps in answer_logps(model, rows, batch_size, pad)]
+        rows.append((head, [tail]))
+    return [-logps.mean().item() for (logps,) in answer_logps(model, rows, batch_size, pad)]
 
 
-def answer_logps(model, rows: list[tuple[list[int], int]], batch_size: int, pad: int) -> list:
-    """Teacher forced, each row's log-probability of each of its tokens from `head` on (the answer), given the
-    tokens before it; rows are given as (token ids, head). Rows are batched by length (little padding), and only the
-    positions that predict answer tokens go through the output head: prompts are most of the tokens, and a
-    49k-word head over every position costs a fifth of the model and gigabytes of logits."""
+def answer_logps(model, rows: list[tuple[list[int], list[list[int]]]], batch_size: int, pad: int) -> list[list]:
+    """Teacher forced, for each (prompt ids, answers' ids): each answer's log-probability of each of its tokens given
+    the prompt and the answer's tokens before it. The prompt runs once and its KV cache is repeated for each of its
+    answers: a preference pair's chosen and rejected answers share a prompt that is most of their tokens (the
+    default's 45 held-out pairs: 24.7 s against 31.6 s scoring each sequence whole, README). Prompts are batched by
+    length (little padding), and only the positions that predict answer tokens go through the output head: a
+    49k-word head over every position costs a fifth of the model and gigabytes of logits. Every row must have the
+    same number of answers."""
     import torch
 
-    out = [None] * len(rows)
+    device, out = model.device, [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(rows[i][0]) for i in chunk)
-        ids = torch.tensor([rows[i][0] + [pad] * (width - len(rows[i][0])) for i in chunk], device=model.device)
-        mask = torch.tensor([[1] * len(rows[i][0]) + [0] * (width - len(rows[i][0])) for i in chunk])
-        first = min(rows[i][1] for i in chunk) - 1  # the first position whose next token is an answer token
-        keep = torch.arange(first, width - 1, device=model.device)
-        logits = model(input_ids=ids, attention_mask=mask.to(model.device), logits_to_keep=keep, use_cache=False).logits
-        logps = logits.float().log_softmax(-1).gather(2, ids[:, first + 1 :, None]).squeeze(2)
-        for row, i in enumerate(chunk):
-            tokens, head = rows[i]
-            out[i] = logps[row, head - 1 - first : len(tokens) - 1 - first]
+        prompts, answers = [rows[i][0] for i in chunk], [a for i in chunk for a in rows[i][1]]
+        each = len(answers) // len(chunk)
+        # Prompts padded on the left, so each one's last position (it predicts the answer's first token) is the
+        # batch's last, and a sliding-window cache keeps each prompt's own last tokens
+        ids, mask = padded(prompts, pad, device, left=True)
+        prompted = model(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=1
+        )
+        cache = prompted.past_key_values
+        cache.batch_repeat_interleave(each)
+        answer_ids, answer_mask = padded(answers, pad, device)
+        width = answer_ids.shape[1]
+        rest = model(
+            input_ids=answer_ids,
+            attention_mask=torch.cat([mask.repeat_interleave(each, 0), answer_mask], 1),
+            position_ids=mask.sum(1, keepdim=True).repeat_interleave(each, 0) + torch.arange(width, device=device),
+            past_key_values=cache,
+            logits_to_keep=torch.arange(width - 1, device=device),
+        ).logits
+        logits = torch.cat([prompted.logits.repeat_interleave(each, 0), rest], 1)
+        logps = logits.float().log_softmax(-1).gather(2, answer_ids[:, :, None]).squeeze(2)
+        for k, i in enumerate(chunk):
+            out[i] = [logps[k * each + j, : len(a)] for j, a in enumerate(rows[i][1])]
     return out
+
+
+def padded(sequences: list[list[int]], pad: int, device, left: bool = False):
+    """Token ids padded to the longest (on the right, or the left), and the attention mask that hides the padding."""
+    import torch
+
+    width = max(map(len, sequences))
+    fill = lambda s, value: [value] * (width - len(s))  # noqa: E731
+    ids = [fill(s, pad) + s if left else s + fill(s, pad) for s in sequences]
+    mask = [fill(s, 0) + [1] * len(s) if left else [1] * len(s) + fill(s, 0) for s in sequences]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
 
 def scoring_precision() -> str:

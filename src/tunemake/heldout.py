@@ -114,11 +114,11 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
     # a row tokenized as one text per assistant turn has ids row#1, row#2...
     test = datasets.load_from_disk(str(tokenized / "dataset"))["test"]
     test = test.filter(lambda r: r["id"] in ids or r["id"].rpartition("#")[0] in ids)
-    test = test.remove_columns("id")
+    rows = sorted(test.remove_columns("id"), key=lambda r: len(r["input_ids"]))  # batches of similar lengths
     collate = DataCollatorForLanguageModeling(pad_token_id=pad)
     total, count = 0.0, 0
-    for start in range(0, len(test), batch_size):
-        chunk = collate(list(test.select(range(start, min(start + batch_size, len(test))))))
+    for start in range(0, len(rows), batch_size):
+        chunk = collate(rows[start : start + batch_size])
         batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in chunk.items()}
         n = int((batch["labels"][:, 1:] != IGNORE).sum())
         loss, _ = assistant_loss(model, batch, n)
@@ -129,15 +129,13 @@ def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: i
 def pair_logps(model, renderer: Renderer, pairs: list[dict], batch_size: int) -> list[tuple[float, float]]:
     """Each pair's summed log-probability of its chosen and of its rejected answer after the prompt, teacher forced
     with the training template, as DPO scores them (tunemake.chat.encode_pair)."""
-    sequences = []  # (token ids, where the answer starts)
-    for pair in pairs:
-        ids = encode_pair(renderer, pair)
-        sequences += [
-            (ids["prompt_ids"] + ids[f"{side}_ids"], len(ids["prompt_ids"])) for side in ("chosen", "rejected")
-        ]
+    encoded = [encode_pair(renderer, pair) for pair in pairs]
+    rows = [(ids["prompt_ids"], [ids["chosen_ids"], ids["rejected_ids"]]) for ids in encoded]
     pad = renderer.tokenizer.pad_token_id or 0
-    sums = [logps.sum().item() for logps in general.answer_logps(model, sequences, batch_size, pad)]
-    return list(zip(sums[0::2], sums[1::2]))
+    return [
+        (chosen.sum().item(), rejected.sum().item())
+        for chosen, rejected in general.answer_logps(model, rows, batch_size, pad)
+    ]
 
 
 def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]:
