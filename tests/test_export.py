@@ -61,7 +61,7 @@ def exported(tmp_path_factory, tiny_llama_dir) -> Path:
         eval_steps=150,
         checkpoint_steps=150,
     )
-    params["gguf"].update(outtype="f32", quants=["Q8_0", "Q4_K_M"])
+    params["gguf"].update(outtype="f32", quants=["Q8_0", "Q4_K_M"], imatrix_quants=["Q4_K_M"])
     params["prepare"]["replay"] = 0  # the steps run by hand here, without the replay step
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for step in (
