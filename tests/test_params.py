@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from tunemake.params import ParamsError, load
+from tunemake.params import Params, ParamsError, load
 
 
 def write_params(tmp_path, edit) -> str:
@@ -93,3 +93,10 @@ def test_two_sources_with_one_label_are_refused_naming_both(tmp_path):
         ParamsError, match=r"2 sources are labelled 'train' \(a/train.jsonl, b/train.jsonl\): give each"
     ):
         load(path)
+
+
+def test_the_models_defaults_are_the_bundled_params_yaml():
+    """A key left out of a user's params.yaml gets the value the bundled file documents: the two never drift."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    defaults = Params(prepare=raw["prepare"], pairs=raw["pairs"])  # the data sources have no default
+    assert defaults.model_dump() == load(REPO / "params.yaml").model_dump()

@@ -136,7 +136,9 @@ def answer_logps(model, rows: list[tuple[list[int], list[list[int]]]], batch_siz
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         prompts, answers = [rows[i][0] for i in chunk], [a for i in chunk for a in rows[i][1]]
-        each = len(answers) // len(chunk)
+        each = len(rows[chunk[0]][1])
+        if len(answers) != each * len(chunk):
+            raise ValueError("answer_logps: every prompt needs the same number of answers")
         # Prompts padded on the left, so each one's last position (it predicts the answer's first token) is the
         # batch's last, and a sliding-window cache keeps each prompt's own last tokens
         ids, mask = padded(prompts, pad, device, left=True)

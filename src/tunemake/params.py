@@ -164,7 +164,7 @@ class ReplayParams(Strict):
     batch_size: int = Field(32, gt=0, description="prompts per transformers generate() call")
     limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
     temperature: float = Field(
-        0.0, ge=0, description="0: the base's greedy answers; above 0: sampled (transformers do_sample, top_p)"
+        0.7, ge=0, description="0: the base's greedy answers; above 0: sampled (transformers do_sample, top_p)"
     )
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling when temperature > 0")
     seed: int = Field(0, description="torch seed for sampled answers")
@@ -207,7 +207,7 @@ class Optimisation(Strict):
 
     epochs: float = Field(1, gt=0, description="-> num_train_epochs")
     max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
-    batch_size: int = Field(8, gt=0, description="-> per_device_train_batch_size (and per_device_eval_batch_size)")
+    batch_size: int = Field(4, gt=0, description="-> per_device_train_batch_size (and per_device_eval_batch_size)")
     gradient_accumulation: int = Field(1, gt=0, description="-> gradient_accumulation_steps")
     learning_rate: float = Field(1e-3, gt=0, description="-> learning_rate, for one process; see lr_scaling")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
@@ -277,7 +277,7 @@ class AlignParams(Optimisation):
 
     enabled: bool = Field(False, description="run DPO after SFT (tunemake's own); false: the pipeline ships SFT alone")
     loss: list[Literal[DPO_LOSSES]] = Field(  # type: ignore[valid-type]
-        ["sigmoid"],
+        ["sigmoid", "sft"],
         min_length=1,
         description="-> loss_type: sigmoid (DPO), ipo, hinge, robust; add sft ([sigmoid, sft]) to keep the chosen "
         "answers likely (RPO)",
