@@ -48,7 +48,7 @@ def main() -> None:
 
     results = {}
     with torch.inference_mode():
-        (answers, _), seconds = timed(general.hf_greedy, model, tokenizer, prompts, generate, args.batch_size)
+        (answers, _), seconds = timed(general.hf_answers, model, tokenizer, prompts, generate, args.batch_size)
         results["transformers generate, batched"] = (count(answers), seconds)
         base_answers = answers
         _, seconds = timed(general.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)

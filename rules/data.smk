@@ -2,7 +2,6 @@
 rule replay:
     input:
         base="results/base",
-        converter="results/converter",
         weights=base_weights(),
         code=code("replay") + job_sources("src/tunemake/prompts/replay.jsonl"),
     output:
@@ -16,8 +15,7 @@ rule replay:
     params:
         replay=config["replay"],
     shell:
-        "tunemake replay --params params.yaml --base {input.base} --converter {input.converter} --out {output}"
-        " --log-file {log}"
+        "tunemake replay --params params.yaml --base {input.base} --out {output} --log-file {log}"
 
 
 rule prepare:

@@ -123,7 +123,7 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
     model, tokenizer, generate = general.load_model(tiny_llama_dir, 12)
     prompts = general.render(tokenizer, rows)
     with torch.inference_mode():
-        answers, _ = general.hf_greedy(model, tokenizer, prompts, generate, batch_size=4)
+        answers, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
         base = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
         again = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
     assert base == again  # deterministic: the base against itself drifts exactly 0
@@ -135,6 +135,54 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
                 statistics.mean(general.answer_losses(tuned, tokenizer, prompts, answers, 4)) - statistics.mean(base)
             )
     assert 0 < drift[0] < drift[1] and drift[1] > 1.0, drift
+
+
+def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir):
+    import torch
+
+    rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:6], ["template"])
+    model, tokenizer, generate = general.load_model(tiny_llama_dir, 12)
+    prompts = general.render(tokenizer, rows)
+    hot = {**generate, **general.sampling(temperature=1.5, top_p=0.95)}
+    with torch.inference_mode():
+        greedy, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
+        sampled, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=3)
+        assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=3)[0] == sampled
+        assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=4)[0] != sampled
+    assert sampled != greedy
+
+
+@pytest.mark.parametrize("spread", [1.0, 8.0])  # a flat distribution (nucleus wider than 256 tokens) and a peaked one
+def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
+    """Nucleus keeps exactly the tokens transformers' TemperatureLogitsWarper + TopPLogitsWarper keep, and draws
+    only from them."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 49152) * spread
+    sampler = general.Nucleus(temperature=0.7, top_p=0.95)
+    weights, index = sampler.nucleus(scores)
+    ours = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, index, weights > 0)
+    theirs = TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.7)(None, scores)) > -float("inf")
+    assert torch.equal(ours, theirs) and ours.sum() > len(scores)  # some rows keep several tokens
+    for _ in range(20):
+        drawn = sampler(None, scores).argmax(-1)
+        assert theirs.gather(-1, drawn[:, None]).all()
+
+
+def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp_path):
+    """replay answers in transformers, in bfloat16 where the CPU has it, and every prompt is kept or counted as
+    dropped (a random model's answers run past 6 tokens: dropped as unfinished, never cut)."""
+    from tunemake import replay
+    from tunemake.jsonl import read_jsonl
+    from tunemake.params import ReplayParams
+
+    stats = replay.run(ReplayParams(limit=10, max_new_tokens=6, temperature=0), tiny_llama_dir, tmp_path / "replay")
+    rows = read_jsonl(tmp_path / "replay" / "rows.jsonl")
+    assert stats["dtype"] == general.fast_dtype() and stats["prompts"] == 10
+    assert stats["rows"] == len(rows) and len(rows) + sum(stats["dropped"].values()) == 10
+    assert stats["dropped"]["unfinished"] > 0
 
 
 @pytest.mark.parametrize(
@@ -172,11 +220,10 @@ def test_answer_logps_with_a_shared_prompt_equal_each_sequence_scored_whole(
 
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
-    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2).
-    Sampled answers (replay's) do not depend on the batch either, repeat with the seed and change with it."""
+    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2)."""
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import Sampling, answer, file_template, load
+    from tunemake.llamacpp import answer, file_template, load
     from tunemake.params import BaseParams
     from tunemake.weights import resolve
 
@@ -187,11 +234,6 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     together = answer(llm, prompts, 12, parallel=4)
     assert alone == together
     assert all(text for text in together[0])
-    hot = Sampling(temperature=1.5, top_p=0.95, seed=3)
-    sampled = answer(llm, prompts, 12, parallel=4, sampling=hot)
-    assert sampled == answer(llm, prompts, 12, parallel=1, sampling=hot)
-    assert sampled[0] != together[0]
-    assert answer(llm, prompts, 12, parallel=4, sampling=Sampling(1.5, 0.95, seed=4))[0] != sampled[0]
     assert [file_template(llm)(messages=row["messages"]).prompt for row in rows] == prompts
     served = [
         llm.create_chat_completion(messages=row["messages"], temperature=0.0, max_tokens=12)["choices"][0]["message"]

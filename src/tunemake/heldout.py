@@ -91,7 +91,7 @@ def hf_model(
             result["drift_seconds"] = time.perf_counter() - started
     with torch.inference_mode():
         if answer_all:
-            result["answers"], result["stopped"] = general.hf_greedy(
+            result["answers"], result["stopped"] = general.hf_answers(
                 model, tokenizer, prompts, generate, params.batch_size
             )
         timed = general.spread(len(rows), params.speed_rows)

@@ -1,10 +1,9 @@
 """llama.cpp from Python: converting a Hugging Face folder to GGUF with the pinned converter, the base model as a GGUF
-(converted once per base, kept in the cache), loading a file, and answering many prompts at once with llama.cpp's
-batched decoding, greedily or sampled.
+(converted once per base, kept in the cache), loading a file, and answering many prompts at once, greedily, with
+llama.cpp's batched decoding.
 
-The base model answers through llama.cpp too (the suite's answers, replay's rows, the baseline step's): on 2 CPU
-cores the suite took 25 s against 52 s with transformers' batched generate, replay 104 s against 136 s (README
-"evaluate"), and the base answers through the same engine as every GGUF it is compared with.
+The base model's answers that are compared with the tuned model's go through llama.cpp too (the suite's, the
+baseline step's): the base answers through the same engine as every GGUF it is compared with.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from tunemake.cache import cache_root
@@ -92,20 +90,8 @@ def file_template(llm):
     return Jinja2ChatFormatter(template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Sampled answers as transformers' generate samples them (temperature, then top-p); each prompt has a sampler
-    seeded with seed + its index, so an answer does not depend on which prompts share its batch."""
-
-    temperature: float
-    top_p: float
-    seed: int
-
-
-def answer(
-    llm, prompts: list[str], max_new_tokens: int, parallel: int = 32, sampling: Sampling | None = None
-) -> tuple[list[str], list[bool]]:
-    """Each rendered prompt's answer (greedy, or sampled), and whether it ended its turn before `max_new_tokens`.
+def answer(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> tuple[list[str], list[bool]]:
+    """Each rendered prompt's greedy answer, and whether it ended its turn before `max_new_tokens`.
 
     `parallel` prompts share one llama.cpp batch: each decoding step runs the weights once for all of them
     (llama-cpp-python's own API decodes one sequence at a time, hence the low-level calls). On 2 CPU cores a 135M
@@ -132,7 +118,6 @@ def answer(
         params.flash_attn_type = llm.context_params.flash_attn_type
         ctx = C.llama_init_from_model(llm.model, params)
         batch = C.llama_batch_init(params.n_ctx, 0, 1)
-        samplers = [sampler(sampling, i) for i in group] if sampling else []
         try:
             # First the prompts, each its own sequence, with logits for its last token only; then one token per
             # unfinished sequence per step.
@@ -152,10 +137,7 @@ def answer(
                 outputs = [(k, s) for k, (s, *_, logits) in enumerate(step) if logits]
                 step = []
                 for k, s in outputs:
-                    if sampling:
-                        token = C.llama_sampler_sample(samplers[s], ctx, k)
-                    else:
-                        token = int(np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, k), shape=(n_vocab,)).argmax())
+                    token = int(np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, k), shape=(n_vocab,)).argmax())
                     if C.llama_vocab_is_eog(vocab, token):
                         stopped[group[s]] = True
                         continue
@@ -165,18 +147,6 @@ def answer(
             for s, i in enumerate(group):
                 answers[i] = llm.detokenize(generated[s]).decode("utf-8", errors="replace").strip()
         finally:
-            for chain in samplers:
-                C.llama_sampler_free(chain)
             C.llama_batch_free(batch)
             C.llama_free(ctx)
     return answers, stopped
-
-
-def sampler(sampling: Sampling, index: int):
-    import llama_cpp as C
-
-    chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(sampling.temperature))
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(sampling.top_p, 1))
-    C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(sampling.seed + index))
-    return chain

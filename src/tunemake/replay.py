@@ -7,8 +7,12 @@ base on everything else. The prompts (tunemake/prompts/replay.jsonl) never overl
 one system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the
 contexts the task rows lack. Answers that did not end their turn within `replay.max_new_tokens`, or are
 degenerate, are left out: replay must never teach truncation or loops. `replay.temperature` above 0 samples the
-answers (seeded) instead of taking the greedy ones. The base answers through llama.cpp from its 16-bit GGUF
-(tunemake.llamacpp.base_gguf): 104 s against 136 s with transformers on 2 cores (README "evaluate").
+answers (seeded) instead of taking the greedy ones.
+
+The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (general.fast_dtype):
+they are training rows, compared with nothing, and on 2 cores with AMX that took 45 s where llama.cpp's portable
+build took 112 s for the same greedy answers (README "evaluate"). The answers that are compared with the tuned
+model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
 """
 
 from __future__ import annotations
@@ -38,18 +42,15 @@ SYSTEMS = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", type=Path, required=True, help="the base step's output")
-    parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
     parser.add_argument("--out", type=Path, required=True, help="rows.jsonl (canonical records) and stats.json")
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).replay, args.base, args.converter, args.out)
+    run(load_params(args.params, args.set).replay, args.base, args.out)
 
 
-def run(params: ReplayParams, base: Path, converter: Path, out: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from tunemake import llamacpp
+def run(params: ReplayParams, base: Path, out: Path) -> dict:
+    import torch
 
     started = time.perf_counter()
     prompts = general.load(general.PROMPTS / "replay.jsonl")
@@ -61,11 +62,12 @@ def run(params: ReplayParams, base: Path, converter: Path, out: Path) -> dict:
         conversations.append(
             {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
         )
-    prompts = general.render(AutoTokenizer.from_pretrained(base), conversations)
-    # greedy answers sharpen the tuned model toward the base's greedy path (README)
-    sampling = llamacpp.Sampling(params.temperature, params.top_p, params.seed) if params.temperature > 0 else None
-    llm = llamacpp.load(llamacpp.base_gguf(base, converter), n_ctx=4096)
-    answers, stopped = llamacpp.answer(llm, prompts, params.max_new_tokens, params.batch_size, sampling)
+    model, tokenizer, generate = general.load_model(base, params.max_new_tokens, dtype=general.fast_dtype())
+    prompts = general.render(tokenizer, conversations)
+    if params.temperature > 0:  # temperature, then top-p; greedy answers sharpen the tuned model (README)
+        generate.update(general.sampling(params.temperature, params.top_p))
+    with torch.inference_mode():
+        answers, stopped = general.hf_answers(model, tokenizer, prompts, generate, params.batch_size, params.seed)
     rows, dropped = [], {"unfinished": 0, "degenerate": 0}
     for index, (conversation, answer, ended) in enumerate(zip(conversations, answers, stopped)):
         if not ended:
@@ -83,6 +85,7 @@ def run(params: ReplayParams, base: Path, converter: Path, out: Path) -> dict:
         "dropped": dropped,
         "max_new_tokens": params.max_new_tokens,
         "temperature": params.temperature,
+        "dtype": str(model.dtype).removeprefix("torch."),
     }
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "rows.jsonl", rows)
