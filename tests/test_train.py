@@ -19,6 +19,7 @@ from conftest import BIN, REPO, run
 from tunemake import trainer
 from tunemake.loss import assistant_loss
 from tunemake.runtime import cpu_bf16
+from tunemake.weights import frozen_in_autocast_dtype
 from tunemake.weights import load as base_load
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
@@ -424,3 +425,33 @@ def test_training_uses_its_share_of_the_cores_whatever_omp_num_threads_says(monk
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_frozen_weights_in_bf16_give_the_same_losses_and_gradients_as_autocast_casting_them(tiny_llama_dir):
+    """train's LoRA keeps its frozen Linear weights in bfloat16 so autocast stops re-casting them each step: the
+    loss and every adapter gradient are bit for bit those of float32 frozen weights under the same autocast."""
+    from peft import get_peft_model
+
+    from tunemake.methods.lora import lora_config
+    from tunemake.params import LoraParams
+
+    torch.manual_seed(0)
+    ids = torch.randint(3, 1000, (2, 24))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    results = []
+    for cast in (False, True):
+        torch.manual_seed(1)  # the same adapter initialisation
+        model = get_peft_model(base_load(tiny_llama_dir, dtype=torch.float32), lora_config(LoraParams()))
+        torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "lora_B" in n))  # B starts at 0
+        if cast:
+            assert len(frozen_in_autocast_dtype(model, "bf16")) == 7 * model.config.num_hidden_layers  # no biases
+            assert model.get_input_embeddings().weight.dtype == torch.float32  # tied to the head: kept
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = assistant_loss(model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), grads))
+    (loss, grads), (cast_loss, cast_grads) = results
+    assert loss == cast_loss
+    assert grads.keys() == cast_grads.keys() and all(torch.equal(grads[n], cast_grads[n]) for n in grads)
+    assert frozen_in_autocast_dtype(model, "fp32") == []

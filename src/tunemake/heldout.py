@@ -21,6 +21,7 @@ from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import EvalParams
 from tunemake.runtime import peak_rss_mb
+from tunemake.weights import frozen_in_autocast_dtype
 
 
 def examples(test_file: Path, limit: int | None) -> list[dict]:
@@ -78,6 +79,7 @@ def hf_model(
     renderer = Renderer(tokenizer)
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
     result = {"scoring_precision": general.scoring_precision()}
+    kept = frozen_in_autocast_dtype(model, result["scoring_precision"])  # else autocast casts them every pass
     with general.scoring():
         result["loss"] = held_out_loss(
             model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
@@ -89,6 +91,8 @@ def hf_model(
                 model, tokenizer, suite["prompts"], base, suite["batch_size"]
             )
             result["drift_seconds"] = time.perf_counter() - started
+    for tensor, data in kept:  # answers are generated in float32
+        tensor.data = data
     with torch.inference_mode():
         if answer_all:
             result["answers"], result["stopped"] = general.hf_answers(

@@ -38,7 +38,7 @@ from tunemake.trainer import (
     run_trainer,
     tracking_callbacks,
 )
-from tunemake.weights import save_tokenizer
+from tunemake.weights import frozen_in_autocast_dtype, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ def build(params: TrainParams, base: Path, world_size: int):
 
     set_seed(params.seed)  # adapter initialisation draws random numbers before the Trainer seeds anything
     model = METHODS[params.method].build(base, params, torch.float32)  # float master weights; bf16/fp16 autocast
+    if params.method == "lora":  # full and freeze save their frozen weights: those stay float32
+        frozen_in_autocast_dtype(model, precision(params.precision))
     trainable, total = parameter_counts(model)
     log.info(
         "train: %s, %s trainable of %s parameters (%.2f%%), %s, %d process(es), effective batch %d",

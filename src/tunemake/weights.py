@@ -89,6 +89,25 @@ def load(model_dir: Path, **kwargs):
     return model
 
 
+def frozen_in_autocast_dtype(model, mode: str) -> list:
+    """A model's frozen Linear weights stored in the autocast dtype (bf16 or fp16), so autocast stops casting them
+    at every forward pass (it caches casts of trainable weights only). The matmuls see the same rounded values either
+    way, so losses and gradients are identical (tests/test_train.py); norms, embeddings and an output head tied to
+    them stay float32. For train's LoRA and the scoring passes; returns (tensor, its float data) pairs, to put back."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    if dtype is None:
+        return []
+    tied, cast = model.get_input_embeddings().weight, []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and module.weight is not tied:
+            for tensor in (t for t in (module.weight, module.bias) if t is not None):
+                cast.append((tensor, tensor.data))
+                tensor.data = tensor.data.to(dtype)
+    return cast
+
+
 def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
     """A local safetensors folder for the source: a hub snapshot or local folder as is, a GGUF dequantised once."""
     if source["kind"] != "gguf":
