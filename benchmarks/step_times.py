@@ -44,11 +44,15 @@ def main() -> None:
     parser.add_argument("--src", type=Path, action="append", required=True, help="a source tree's src/ (repeat)")
     parser.add_argument("--steps", nargs="+", default=["suite", "replay", "baseline", "evaluate"])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--keep", type=Path, help="keep each tree's outputs in KEEP/1, KEEP/2... (to compare them)")
     args = parser.parse_args()
     results = args.results.resolve()
     report = {"results": str(results), "runs": []}
-    for src in args.src:
+    for number, src in enumerate(args.src, 1):
         with tempfile.TemporaryDirectory() as scratch:
+            if args.keep:
+                scratch = args.keep / str(number)
+                scratch.mkdir(parents=True, exist_ok=True)
             made: dict[str, Path] = {}
             for step in args.steps:
                 flags = inputs(src, step)
