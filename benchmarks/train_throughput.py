@@ -30,6 +30,7 @@ from tunemake.methods.lora import lora_config
 from tunemake.params import load
 from tunemake.runtime import cpu_features
 from tunemake.train import precision
+from tunemake.weights import frozen_in_autocast_dtype
 
 
 def all_positions_loss(model, batch):
@@ -37,15 +38,24 @@ def all_positions_loss(model, batch):
     return model(**batch, use_cache=False).loss
 
 
-VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured, bf16 autocast on a CPU)
-    "padded": (False, False, assistant_loss, True, False),
-    "padded, length-grouped": (False, True, assistant_loss, True, False),
-    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False, False),
-    "padding_free": (True, False, assistant_loss, True, False),
-    "padded, head on all positions": (False, False, all_positions_loss, True, False),
+VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured, bf16 autocast on a CPU,
+    # frozen Linear weights stored in bfloat16: what train does under bf16 autocast)
+    "padded": (False, False, assistant_loss, True, False, False),
+    "padded, length-grouped": (False, True, assistant_loss, True, False, False),
+    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False, False, False),
+    "padding_free": (True, False, assistant_loss, True, False, False),
+    "padded, head on all positions": (False, False, all_positions_loss, True, False, False),
     # float32 weights, matmuls in bfloat16 (torch.autocast): what TrainingArguments(bf16=True) does on a CPU
-    "padded, length-grouped, bf16 autocast": (False, True, assistant_loss, True, True),
-    "padded, length-grouped, bf16 autocast, LoRA dropout 0": (False, True, assistant_loss, False, True),
+    "padded, length-grouped, bf16 autocast": (False, True, assistant_loss, True, True, False),
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0": (False, True, assistant_loss, False, True, False),
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16": (
+        False,
+        True,
+        assistant_loss,
+        False,
+        True,
+        True,
+    ),
 }
 
 
@@ -100,7 +110,7 @@ def main() -> None:
     saved = [dict(holder) for holder in dropouts.values()]
 
     def measure(
-        padding_free: bool, length_grouped: bool, loss_fn, dropout: bool, cpu_bf16: bool
+        padding_free: bool, length_grouped: bool, loss_fn, dropout: bool, cpu_bf16: bool, frozen_bf16: bool
     ) -> tuple[float, int, float]:
         collate = DataCollatorForLanguageModeling(
             pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free
@@ -108,6 +118,7 @@ def main() -> None:
         for holder in dropouts.values():  # an Identity is what PEFT builds for dropout 0: no copy of the input
             for adapter in holder:
                 holder[adapter] = holder[adapter] if dropout else torch.nn.Identity()
+        kept = frozen_in_autocast_dtype(model, "bf16") if frozen_bf16 else []
         computed, losses, started = 0, [], time.perf_counter()
         for group in batches(length_grouped):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
@@ -118,10 +129,13 @@ def main() -> None:
             loss = loss[0] if isinstance(loss, tuple) else loss
             loss.backward()
             losses.append(loss.item())  # .item() waits for the device, so the clock sees finished work
+        seconds = time.perf_counter() - started
+        for tensor, data in kept:
+            tensor.data = data
         model.zero_grad(set_to_none=True)
         for holder, original in zip(dropouts.values(), saved):
             holder.update(original)
-        return time.perf_counter() - started, computed, sum(losses) / len(losses)
+        return seconds, computed, sum(losses) / len(losses)
 
     measure(*VARIANTS[args.variants[0]])  # warm-up: allocator and kernel caches
     timings = {name: [] for name in args.variants}
