@@ -54,7 +54,7 @@ def base_gguf(base: Path, converter: Path) -> Path:
     pin = (base / "manifest.json").read_text(encoding="utf-8") + llama_cpp.__version__
     target = cache_root() / "gguf" / hashlib.sha256(pin.encode()).hexdigest()[:16] / "base.gguf"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):  # the suite and replay start together; one converts, the other waits
+    with FileLock(f"{target}.lock"):  # the suite and baseline can start together; one converts, the other waits
         if target.exists():
             return target
         weights = locate(base)
