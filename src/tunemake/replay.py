@@ -11,7 +11,7 @@ answers (seeded) instead of taking the greedy ones.
 
 The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (general.fast_dtype):
 they are training rows, compared with nothing, and on 2 cores with AMX that took 45 s where llama.cpp's portable
-build took 112 s for the same greedy answers (README "evaluate"). The answers that are compared with the tuned
+build took 116 s for the same greedy answers (README "Data"). The answers that are compared with the tuned
 model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
 """
 
