@@ -218,21 +218,39 @@ def test_answer_logps_with_a_shared_prompt_equal_each_sequence_scored_whole(
                 torch.testing.assert_close(logps, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_prompts_copy_the_longest_prefix_they_share_and_decode_their_own_last_token():
+    from tunemake.llamacpp import shared_prefixes
+
+    prompts = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 6], [1, 2, 6, 7], [1, 2, 6, 7], [9]]  # sorted, as answer sorts
+    # Each copies from the earliest prompt that holds its shared tokens, so it need not wait for its neighbour:
+    # [1, 2, 6] from the first; [1, 2, 6, 7] takes all of [1, 2, 6]; its twin takes as much, all but its last token,
+    # whose logits it needs, and from [1, 2, 6] too; [9] shares nothing.
+    assert shared_prefixes(prompts) == [(None, 0), (0, 3), (0, 2), (2, 3), (2, 3), (None, 0)]
+
+
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
-    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2)."""
+    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2).
+    Batched, the prompts share their system turns' KV cache, two levels deep (shared_prefixes)."""
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import answer, file_template, load
+    from tunemake.llamacpp import answer, file_template, load, shared_prefixes
     from tunemake.params import BaseParams
     from tunemake.weights import resolve
 
-    rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:14], ["template"])
+    rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:13], ["template", "unrelated"])
     prompts = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows)
     llm = load(Path(resolve(BaseParams())["path"]))
+    tokens = [llm.tokenize(p.encode(), add_bos=False, special=True) for p in prompts]
+    streams = sorted(range(len(prompts)), key=lambda i: tokens[i])  # the order answer gives them their KV streams
+    plan = shared_prefixes([tokens[i] for i in streams])
+    assert sum(source is not None for source, _ in plan) == len(prompts) - 1
+    assert any(plan[source][0] is not None for source, _ in plan if source is not None)  # a copy of a copy
     alone = answer(llm, prompts, 12, parallel=1)
-    together = answer(llm, prompts, 12, parallel=4)
+    together = answer(llm, prompts, 12, parallel=len(prompts))
     assert alone == together
+    stopped = [together[1][i] for i in streams]
+    assert stopped[0] and not stopped[-1]  # the last stream's answer moves into the first's mid-answer (compact)
     assert all(text for text in together[0])
     assert [file_template(llm)(messages=row["messages"]).prompt for row in rows] == prompts
     served = [
