@@ -1,5 +1,6 @@
 """Answering the regression suite: transformers generate() in batches vs llama.cpp one prompt at a time vs
-llama.cpp's batched decoding (tunemake.llamacpp.answer), on the same rendered prompts, side by side in one run.
+llama.cpp's batched decoding (tunemake.llamacpp.answer), on the same rendered prompts, side by side in one run,
+and how many batched answers equal the ones decoded one at a time.
 
 The model is the bundled SmolLM2-135M-Instruct: its GGUF for llama.cpp (or `--gguf`), the dequantised float32
 weights pinned by results/base for transformers. Also times the teacher-forced drift pass (general.answer_losses)
@@ -53,15 +54,19 @@ def main() -> None:
         base_answers = answers
         _, seconds = timed(general.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)
         results["drift pass (teacher forced)"] = (None, seconds)
-    for name, parallel in (("llama.cpp, one at a time", 1), ("llama.cpp, batched", args.batch_size)):
-        (answers, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, parallel)
-        results[name] = (count(answers), seconds)
+    alone, seconds = timed(answer, llm, prompts, args.max_new_tokens, 1)
+    results["llama.cpp, one at a time"] = (count(alone[0]), seconds)
+    (answers, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, args.batch_size)
+    results["llama.cpp, batched"] = (count(answers), seconds)
+    # other batch shapes round differently: how many batched answers are the ones decoded alone
+    equal = sum(a == b for a, b in zip(answers, alone[0]))
     print(
         json.dumps(
             {
                 "conversations": len(prompts),
                 "max_new_tokens": args.max_new_tokens,
                 "threads": threads(),
+                "llama_cpp_batched_equal_to_one_at_a_time": equal,
                 "results": {
                     name: {"seconds": round(s, 1), **({"tokens": n, "tokens_per_second": round(n / s, 1)} if n else {})}
                     for name, (n, s) in results.items()

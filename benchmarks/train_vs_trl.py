@@ -8,8 +8,9 @@ TRL's `SFTTrainer` with a PEFT `LoraConfig` on the very token rows tokenize wrot
 like tunemake), in a process of its own, with TRL's defaults except where they would make the two differ (TRL
 turns gradient checkpointing on: it follows train.gradient_checkpointing here). Both count real tokens (no
 padding); tokens/s is the median over the steps after `--warmup`; MFU is tokens/s x FLOPs per token (4 x the
-non-embedding parameters and the output head: LoRA's frozen weights, forward and backward) over the bf16 matmul peak
-the script measures on the same device; peak memory is the process's (on a GPU, torch's peak allocation). Prints
+non-embedding parameters and the output head: LoRA's frozen weights, forward and backward) over the matmul peak
+the script measures on the same device in the dtype training computes in (bf16 or fp16 autocast, else fp32: a CPU
+without AVX-512 BF16 trains in fp32, and its bf16 matmuls are emulated, hundreds of times slower); peak memory is the process's (on a GPU, torch's peak allocation). Prints
 JSON.
 
     python benchmarks/train_vs_trl.py                          # a GPU: Llama 3.2 1B's shape, 40 steps
@@ -202,7 +203,8 @@ def main() -> None:
                                     ours["precision"],
                                     args.warmup)  # fmt: skip
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peak = matmul_peak_gflops(device, torch.bfloat16, size=8192 if device == "cuda" else 2048)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ours["precision"], torch.float32)
+    peak = matmul_peak_gflops(device, dtype, size=8192 if device == "cuda" else 2048)
     per_token = 4 * passes_through
     for result in (ours, baseline):
         result["mfu"] = round(result["tokens_per_second"] * per_token / 1e9 / peak, 4)
@@ -213,7 +215,8 @@ def main() -> None:
                 "parameters_per_token": passes_through,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "cpu": cpu_features(),  # figures from two CPUs are not comparable
-                "matmul_peak_gflops_bf16": round(peak, 1),
+                "matmul_peak_gflops": round(peak, 1),
+                "matmul_peak_dtype": str(dtype).removeprefix("torch."),
                 "settings": {k: train[k] for k in ("batch_size", "gradient_accumulation", "max_steps", "lora")},
                 "tunemake": ours,
                 "trl_peft": baseline,
