@@ -54,12 +54,12 @@ def main() -> None:
         base_answers = answers
         _, seconds = timed(general.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)
         results["drift pass (teacher forced)"] = (None, seconds)
-    alone, seconds = timed(answer, llm, prompts, args.max_new_tokens, 1)
-    results["llama.cpp, one at a time"] = (count(alone[0]), seconds)
+    (alone, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, 1)
+    results["llama.cpp, one at a time"] = (count(alone), seconds)
     (answers, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, args.batch_size)
     results["llama.cpp, batched"] = (count(answers), seconds)
     # other batch shapes round differently: how many batched answers are the ones decoded alone
-    equal = sum(a == b for a, b in zip(answers, alone[0]))
+    equal = sum(a == b for a, b in zip(answers, alone))
     print(
         json.dumps(
             {

@@ -10,8 +10,8 @@ turns gradient checkpointing on: it follows train.gradient_checkpointing here). 
 padding); tokens/s is the median over the steps after `--warmup`; MFU is tokens/s x FLOPs per token (4 x the
 non-embedding parameters and the output head: LoRA's frozen weights, forward and backward) over the matmul peak
 the script measures on the same device in the dtype training computes in (bf16 or fp16 autocast, else fp32: a CPU
-without AVX-512 BF16 trains in fp32, and its bf16 matmuls are emulated, hundreds of times slower); peak memory is the process's (on a GPU, torch's peak allocation). Prints
-JSON.
+without AVX-512 BF16 trains in fp32, and its bf16 matmuls are emulated, hundreds of times slower); peak memory is
+the process's (on a GPU, torch's peak allocation). Prints JSON.
 
     python benchmarks/train_vs_trl.py                          # a GPU: Llama 3.2 1B's shape, 40 steps
     python benchmarks/train_vs_trl.py --shape tiny --steps 3   # a CPU smoke run (tests/test_benchmarks.py)

@@ -196,9 +196,8 @@ def answer(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
                     if source is not None:
                         C.llama_memory_seq_cp(memory, source, s, -1, -1)  # the whole stream, then its tail dropped
                         C.llama_memory_seq_rm(memory, s, shared, -1)
-                    prompt_tokens += [(s, t, pos, pos == len(tokens[s]) - 1) for pos, t in enumerate(tokens[s])][
-                        shared:
-                    ]
+                    last = len(tokens[s]) - 1
+                    prompt_tokens += [(s, tokens[s][pos], pos, pos == last) for pos in range(shared, last + 1)]
                 step += decode(prompt_tokens)
             while step:
                 compact(step)
