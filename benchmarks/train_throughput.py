@@ -28,7 +28,7 @@ from tunemake import weights
 from tunemake.loss import assistant_loss
 from tunemake.methods.lora import lora_config
 from tunemake.params import load
-from tunemake.runtime import cpu_features
+from tunemake.runtime import cpu_features, matmul_gflops
 from tunemake.train import precision
 from tunemake.weights import frozen_in_autocast_dtype
 
@@ -57,17 +57,6 @@ VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as confi
         True,
     ),
 }
-
-
-def matmul_peak_gflops(device: str, dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:
-    """The best of a few size x size matmuls on this process's threads: the ceiling to compare with."""
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        (a @ b).sum().item()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def flops_per_token(model) -> float:
@@ -142,14 +131,13 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in args.variants:
             timings[name].append(measure(*VARIANTS[name]))
-    peak = matmul_peak_gflops(device)
-    peak_bf16 = matmul_peak_gflops(device, torch.bfloat16)
+    peak, peak_bf16 = matmul_gflops(device), matmul_gflops(device, "bfloat16")
     per_token = flops_per_token(model)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "cpu": cpu_features(),
-        "matmul_peak_gflops_fp32": round(peak, 1),
-        "matmul_peak_gflops_bf16": round(peak_bf16, 1),
+        "matmul_peak_gflops_fp32": peak,
+        "matmul_peak_gflops_bf16": peak_bf16,
         "flops_per_token": per_token,
         "precision": precision("auto"),
         "attention": model.config._attn_implementation,

@@ -33,10 +33,9 @@ import time
 from pathlib import Path
 
 import yaml
-from train_throughput import matmul_peak_gflops  # this folder is on sys.path when run as a script
 
 from tunemake.heldout import in_fresh_process
-from tunemake.runtime import cpu_features
+from tunemake.runtime import cpu_features, matmul_gflops
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -203,8 +202,8 @@ def main() -> None:
                                     ours["precision"],
                                     args.warmup)  # fmt: skip
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ours["precision"], torch.float32)
-    peak = matmul_peak_gflops(device, dtype, size=8192 if device == "cuda" else 2048)
+    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(ours["precision"], "float32")
+    peak = matmul_gflops(device, dtype, size=8192 if device == "cuda" else 2048)
     per_token = 4 * passes_through
     for result in (ours, baseline):
         result["mfu"] = round(result["tokens_per_second"] * per_token / 1e9 / peak, 4)
@@ -215,7 +214,7 @@ def main() -> None:
                 "parameters_per_token": passes_through,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "cpu": cpu_features(),  # figures from two CPUs are not comparable
-                "matmul_peak_gflops": round(peak, 1),
+                "matmul_peak_gflops": peak,
                 "matmul_peak_dtype": str(dtype).removeprefix("torch."),
                 "settings": {k: train[k] for k in ("batch_size", "gradient_accumulation", "max_steps", "lora")},
                 "tunemake": ours,

@@ -18,7 +18,7 @@ import yaml
 from conftest import BIN, REPO, run
 from tunemake import trainer
 from tunemake.loss import assistant_loss
-from tunemake.runtime import cpu_bf16
+from tunemake.runtime import cpu_bf16_pays
 from tunemake.weights import frozen_in_autocast_dtype
 from tunemake.weights import load as base_load
 
@@ -116,8 +116,9 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
     assert (
         summary["steps"] == 8
         and summary["method"] == "lora"
-        and summary["precision"] == ("bf16" if cpu_bf16() else "fp32")
+        and summary["precision"] == ("bf16" if cpu_bf16_pays() else "fp32")
     )
+    assert all(rate > 0 for rate in summary["cpu_matmul_gflops"].values())  # what auto precision was chosen by
     assert "avx2" in summary["cpu"]["flags"] and summary["cpu"]["model"]  # figures from two CPUs are not comparable
     assert summary["threads"] == len(os.sched_getaffinity(0))  # every core, OMP_NUM_THREADS=1 notwithstanding
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
@@ -425,6 +426,25 @@ def test_training_uses_its_share_of_the_cores_whatever_omp_num_threads_says(monk
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU auto precision follows the GPU")
+def test_auto_precision_takes_bf16_on_a_cpu_only_where_its_matmuls_measure_faster(monkeypatch):
+    """The flags alone mislead: a Xeon with AVX-512 BF16 but its AMX hidden multiplies bfloat16 at half its float32
+    rate. The rates below are three CPUs' measured ones (README); the measurement itself is real on this CPU."""
+    from tunemake import runtime
+
+    measured = runtime.cpu_matmul_rates()
+    assert measured["float32"] > 0 and measured["bfloat16"] > 0
+    assert runtime.cpu_bf16_pays() == (
+        runtime.cpu_bf16() and measured["bfloat16"] >= runtime.BF16_PAYS * measured["float32"]
+    )
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: True)
+    for fp32, bf16, chosen in ((248.4, 139.5, "fp32"), (177, 410, "bf16"), (343, 2041, "bf16")):
+        monkeypatch.setattr(runtime, "cpu_matmul_rates", lambda: {"float32": fp32, "bfloat16": bf16})  # noqa: B023
+        assert trainer.precision("auto") == chosen
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: False)  # no bf16 instructions: emulated, never taken
+    assert trainer.precision("auto") == "fp32"
 
 
 def test_frozen_weights_in_bf16_give_the_same_losses_and_gradients_as_autocast_casting_them(tiny_llama_dir):

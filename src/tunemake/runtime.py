@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import subprocess
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,9 +29,43 @@ def use_cores() -> None:
     torch.set_num_threads(max(1, threads() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
+# How much faster than float32 bfloat16 matmuls must be before auto precision takes their rounding: measured 2.3x on
+# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, 0.55x on a Xeon whose AMX the hypervisor hides (README).
+BF16_PAYS = 1.3
+
+
 def cpu_bf16() -> bool:
-    """AVX-512 BF16 or AMX: the CPU multiplies bfloat16 at about twice its float32 rate."""
+    """AVX-512 BF16 or AMX: the CPU has bfloat16 dot-product instructions (whether they pay: cpu_bf16_pays)."""
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features().get("flags", [])))
+
+
+def matmul_gflops(device: str = "cpu", dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
+    """The best of a few size x size matmuls on this process's threads: the ceiling to compare a step with."""
+    import torch
+
+    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - started)
+    return round(2 * size**3 / best / 1e9, 1)
+
+
+@functools.cache
+def cpu_matmul_rates() -> dict[str, float]:
+    """torch's float32 and bfloat16 matmul GFLOP/s on this CPU (1024-square, about a fifth of a second)."""
+    return {dtype: matmul_gflops("cpu", dtype, size=1024, repeats=8) for dtype in ("float32", "bfloat16")}
+
+
+def cpu_bf16_pays() -> bool:
+    """What auto precision takes on a CPU: bfloat16 where the CPU has it and torch multiplies it at least BF16_PAYS
+    times its float32 rate, measured here, since the flags alone mislead (a Xeon with AVX-512 BF16 but its AMX
+    hidden multiplied bfloat16 at 138 GFLOP/s, float32 at 250: training there took 1.4x as long in bf16)."""
+    if not cpu_bf16():
+        return False
+    rates = cpu_matmul_rates()
+    return rates["bfloat16"] >= BF16_PAYS * rates["float32"]
 
 
 def peak_rss_mb() -> float:

@@ -28,7 +28,15 @@ from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
 from tunemake.params import TrainParams
 from tunemake.params import load as load_params
-from tunemake.runtime import cpu_features, git_commit, package_versions, peak_memory_mb, use_cores
+from tunemake.runtime import (
+    BF16_PAYS,
+    cpu_features,
+    cpu_matmul_rates,
+    git_commit,
+    package_versions,
+    peak_memory_mb,
+    use_cores,
+)
 from tunemake.trainer import (
     arguments,
     optimizer_name,
@@ -137,6 +145,8 @@ def build(params: TrainParams, base: Path, world_size: int):
         world_size,
         params.batch_size * params.gradient_accumulation * world_size,
     )
+    if not torch.cuda.is_available() and params.precision == "auto":
+        log.info("train: this CPU's matmul GFLOP/s %s (bf16 is taken from %.1fx fp32)", cpu_matmul_rates(), BF16_PAYS)
     return model, AutoTokenizer.from_pretrained(base)
 
 
@@ -193,6 +203,7 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
             + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "cpu": cpu_features(),
+            "cpu_matmul_gflops": None if torch.cuda.is_available() else cpu_matmul_rates(),
             "threads": torch.get_num_threads(),
             "processes": world_size,
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,

@@ -14,7 +14,7 @@ import torch
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
 from tunemake.params import Optimisation
-from tunemake.runtime import cpu_bf16
+from tunemake.runtime import cpu_bf16, cpu_bf16_pays
 
 log = logging.getLogger("tunemake.train")
 
@@ -31,13 +31,14 @@ class Interrupted(StepError):
 
 def precision(name: str) -> str:
     """auto: bf16 on a GPU that has it, else fp16 there; on a CPU, bf16 autocast (float32 weights, bfloat16 matmuls)
-    where it has AVX-512 BF16 or AMX, else fp32. On the default model and data bf16 autocast trained 1.45x the real
-    tokens/s of fp32 on a 2-core AVX-512 BF16 CPU, mean loss 1.04145 against 1.04291 (benchmarks/train_throughput.py)."""
+    where it has AVX-512 BF16 or AMX and they measure faster (runtime.cpu_bf16_pays), else fp32. On the default model
+    and data bf16 autocast trained 1.45x the real tokens/s of fp32 on a 2-core AMD EPYC with AVX-512 BF16, mean loss
+    1.04145 against 1.04291, and 0.71x on a Xeon with its AMX hidden (benchmarks/train_throughput.py)."""
     gpu = torch.cuda.is_available()
     if name == "auto":
         if gpu:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_bf16() else "fp32"
+        return "bf16" if cpu_bf16_pays() else "fp32"
     if name == "fp16" and not gpu:
         raise StepError(
             "precision is fp16 but there is no GPU here; use auto, fp32 or (on a CPU with AVX-512 BF16) bf16"
