@@ -30,7 +30,7 @@ def use_cores() -> None:
 
 
 # How much faster than float32 bfloat16 matmuls must be before auto precision takes their rounding: measured 2.3x on
-# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, 0.55x on a Xeon whose AMX the hypervisor hides (README).
+# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, about 0.55x on a Xeon whose AMX the hypervisor hides (README).
 BF16_PAYS = 1.3
 
 
