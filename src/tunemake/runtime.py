@@ -30,7 +30,7 @@ def use_cores() -> None:
 
 
 # How much faster than float32 bfloat16 matmuls must be before auto precision takes their rounding: measured 2.3x on
-# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, about 0.55x on a Xeon whose AMX the hypervisor hides (README).
+# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, 0.51-0.56x on a Xeon whose AMX the hypervisor hides (README).
 BF16_PAYS = 1.3
 
 
@@ -61,7 +61,7 @@ def cpu_matmul_rates() -> dict[str, float]:
 def cpu_bf16_pays() -> bool:
     """What auto precision takes on a CPU: bfloat16 where the CPU has it and torch multiplies it at least BF16_PAYS
     times its float32 rate, measured here, since the flags alone mislead (a Xeon with AVX-512 BF16 but its AMX
-    hidden multiplied bfloat16 at 138 GFLOP/s, float32 at 250: training there took 1.4x as long in bf16)."""
+    hidden multiplied bfloat16 at 139 GFLOP/s, float32 at 248: training there took 1.4x as long in bf16)."""
     if not cpu_bf16():
         return False
     rates = cpu_matmul_rates()
