@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--src", type=Path, action="append", required=True, help="a source tree's src/ (repeat)")
     parser.add_argument("--steps", nargs="+", default=["suite", "replay", "baseline", "evaluate"])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--keep", type=Path, help="keep each tree's outputs in KEEP/1, KEEP/2... (to compare them)")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each tree's outputs and step logs in KEEP/1, KEEP/2... (to compare them)"
+    )
     args = parser.parse_args()
     results = args.results.resolve()
     report = {"results": str(results), "runs": []}
@@ -70,6 +72,8 @@ def main() -> None:
                 started = time.perf_counter()
                 done = subprocess.run(command, env=env, capture_output=True, text=True)
                 seconds = time.perf_counter() - started
+                if args.keep:
+                    (Path(scratch) / f"{step}.log").write_text(done.stderr)
                 if done.returncode:
                     sys.exit(f"{step} with {src} failed:\n{done.stderr[-3000:]}")
                 report["runs"].append({"src": str(src), "step": step, "seconds": round(seconds, 1)})

@@ -53,3 +53,45 @@ def test_what_alignment_changed_is_measured_pair_by_pair():
     assert change["accuracy"] == 25.0 and change["margin"] == 1.625 and change["margins_rose"] == 3
     assert change["pairs"] == 4 and change["ci95"]["margin"][0] <= 1.625 <= change["ci95"]["margin"][1]
     assert change["ci95"]["accuracy"][0] == 0.0  # three of four pairs did not flip: a single pair is noise
+
+
+def test_the_held_out_loss_is_the_training_loss_on_the_test_rows(tmp_path, tiny_llama_dir):
+    """evaluate scores each held-out row as a prompt and what follows its first trained token, sharing prompt
+    passes with the preference pairs: the loss must equal train's own (assistant_loss over padded whole rows), for
+    rows of two trained turns, a turn split as row#1 / row#2, and a row the evaluation did not pick."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tunemake.chat import Renderer
+    from tunemake.heldout import held_out_rows, loss_and_pairs
+    from tunemake.loss import IGNORE, assistant_loss
+
+    generator = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randint(3, 1000, (n,), generator=generator).tolist()  # noqa: E731
+    rows = []
+    for row_id, spans in [
+        ("a", [(7, 4)]),
+        ("b", [(12, 3), (5, 6)]),
+        ("c#1", [(9, 2)]),
+        ("c#2", [(20, 5)]),
+        ("d", [(6, 3)]),
+    ]:
+        ids, labels = [], []
+        for untrained, trained in spans:
+            part = draw(untrained + trained)
+            ids, labels = ids + part, labels + [IGNORE] * untrained + part[untrained:]
+        rows.append({"id": row_id, "input_ids": ids, "labels": labels})
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(tmp_path / "dataset")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    renderer = Renderer(AutoTokenizer.from_pretrained(tiny_llama_dir))
+
+    held_out = held_out_rows(tmp_path, {"a", "b", "c"})
+    with torch.inference_mode():
+        loss, pairs = loss_and_pairs(model, renderer, held_out, [], batch_size=2)
+        picked = [{k: r[k] for k in ("input_ids", "labels")} for r in rows if r["id"] != "d"]
+        batch = DataCollatorForLanguageModeling(pad_token_id=0)(picked)
+        trained, _ = assistant_loss(model, batch)
+    assert len(held_out) == 4 and pairs == []
+    assert loss == pytest.approx(trained.item(), rel=1e-5)

@@ -193,12 +193,13 @@ def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp
         ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 8}),
     ],
 )
-def test_answer_logps_with_a_shared_prompt_equal_each_sequence_scored_whole(
+def test_answer_logps_with_shared_prompts_equal_each_sequence_scored_whole(
     tmp_path, smol_tokenizer_dir, config_class, extra
 ):
-    """The prompt runs once and its KV cache serves each answer: the same log-probabilities as scoring every
-    prompt + answer on its own, for prompts and answers of other lengths in one batch (Gemma 3's sliding window
-    shorter than the prompts)."""
+    """Each distinct prompt runs once and its KV cache serves each of its answers, in any row; prompts that begin
+    alike run that beginning once per batch: the same log-probabilities as scoring every prompt + answer on its
+    own, for prompts and answers of other lengths in one batch (Gemma 3's sliding window shorter than the prompts,
+    where beginnings are not shared)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,11 +209,16 @@ def test_answer_logps_with_a_shared_prompt_equal_each_sequence_scored_whole(
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     generator = torch.Generator().manual_seed(0)
     draw = lambda n: torch.randint(3, 1000, (n,), generator=generator).tolist()  # noqa: E731
-    rows = [(draw(p), [draw(a), draw(b)]) for p, a, b in [(5, 1, 4), (17, 6, 2), (11, 3, 3), (23, 9, 1), (8, 2, 7)]]
+    system = draw(9)  # a beginning four prompts share
+    prompts = [draw(5), system + draw(8), draw(11), system + draw(14), system + draw(3), system + draw(1)]
+    rows = [(prompts[p], [draw(n) for n in answers]) for p, answers in [(0, [1, 4]), (1, [6, 2]), (2, [3, 3, 2])]]
+    rows += [(prompts[p], [draw(n) for n in answers]) for p, answers in [(3, [9, 1]), (1, [5]), (4, [2]), (5, [7])]]
+    batches = general.prompt_batches(list({tuple(p) for p, _ in rows}), batch_size=3, share_from=4)
+    assert [len(chunk) for chunk, shared in batches if shared] == [3]  # three of them share the 9 tokens
     with torch.inference_mode():
-        shared = general.answer_logps(model, rows, batch_size=3, pad=0)
-        for (prompt, answers), scored in zip(rows, shared):
-            for answer, logps in zip(answers, scored):
+        scored = general.answer_logps(model, rows, batch_size=3, pad=0, share_from=4)
+        for (prompt, answers), logps_each in zip(rows, scored):
+            for answer, logps in zip(answers, logps_each):
                 whole = model(input_ids=torch.tensor([prompt + answer])).logits[0].log_softmax(-1)
                 alone = whole[len(prompt) - 1 : -1].gather(1, torch.tensor(answer)[:, None]).squeeze(1)
                 torch.testing.assert_close(logps, alone, atol=1e-5, rtol=1e-5)

@@ -161,46 +161,92 @@ def answer_losses(model, tokenizer, prompts: list[str], answers: list[str], batc
     return [-logps.mean().item() for (logps,) in answer_logps(model, rows, batch_size, pad)]
 
 
-def answer_logps(model, rows: list[tuple[list[int], list[list[int]]]], batch_size: int, pad: int) -> list[list]:
+def answer_logps(
+    model, rows: list[tuple[list[int], list[list[int]]]], batch_size: int, pad: int, share_from: int = 64
+) -> list[list]:
     """Teacher forced, for each (prompt ids, answers' ids): each answer's log-probability of each of its tokens given
-    the prompt and the answer's tokens before it. The prompt runs once and its KV cache is repeated for each of its
-    answers: a preference pair's chosen and rejected answers share a prompt that is most of their tokens (the
-    default's 45 held-out pairs: 24.7 s against 31.6 s scoring each sequence whole, README). Prompts are batched by
-    length (little padding), and only the positions that predict answer tokens go through the output head: a
-    49k-word head over every position costs a fifth of the model and gigabytes of logits. Every row must have the
-    same number of answers."""
+    the prompt and the answer's tokens before it.
+
+    Each distinct prompt runs once, however many rows and answers it has, and its KV cache is copied for each answer
+    (a held-out row's reference and the preference pair with its prompt: three answers, one prompt pass). Prompts
+    that begin with the same `share_from` tokens or more (a system turn and its tools) are batched together, and the
+    beginning their batch shares runs once. Batches hold prompts of similar lengths (little padding), and only the
+    positions that predict answer tokens go through the output head: a 49k-word head over every position costs a
+    fifth of the model and gigabytes of logits."""
     import torch
 
-    device, out = model.device, [None] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        prompts, answers = [rows[i][0] for i in chunk], [a for i in chunk for a in rows[i][1]]
-        each = len(rows[chunk[0]][1])
-        if len(answers) != each * len(chunk):
-            raise ValueError("answer_logps: every prompt needs the same number of answers")
-        # Prompts padded on the left, so each one's last position (it predicts the answer's first token) is the
+    device = model.device
+    followers: dict[tuple, list] = {}  # distinct prompt -> its (row, answer) indexes
+    for i, (prompt, answers) in enumerate(rows):
+        followers.setdefault(tuple(prompt), []).extend((i, j) for j in range(len(answers)))
+    followers = {prompt: owners for prompt, owners in followers.items() if owners}
+    # A sliding window counts cache slots, so padding between the shared beginning and the rest of a prompt would
+    # narrow it: share beginnings only where no sequence reaches the window
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    if window is not None and any(len(p) + len(a) > window for p, answers in rows for a in answers):
+        share_from = 0
+    out = [[None] * len(answers) for _, answers in rows]
+    for chunk, shared in prompt_batches(list(followers), batch_size, share_from):
+        cache, mask = None, torch.ones(len(chunk), shared, dtype=torch.long, device=device)
+        if shared:  # one pass over the shared beginning, its cache copied for every prompt of the batch
+            cache = model(input_ids=torch.tensor([chunk[0][:shared]], device=device), logits_to_keep=1).past_key_values
+            cache.batch_select_indices(torch.zeros(len(chunk), dtype=torch.long, device=device))
+        # The rest padded on the left, so each prompt's last position (it predicts the answer's first token) is the
         # batch's last, and a sliding-window cache keeps each prompt's own last tokens
-        ids, mask = padded(prompts, pad, device, left=True)
+        ids, rest_mask = padded([list(p[shared:]) for p in chunk], pad, device, left=True)
+        mask = torch.cat([mask, rest_mask], 1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
         prompted = model(
-            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), logits_to_keep=1
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
         )
+        owners = [(k, i, j) for k, prompt in enumerate(chunk) for i, j in followers[prompt]]
+        index = torch.tensor([k for k, _, _ in owners], device=device)
         cache = prompted.past_key_values
-        cache.batch_repeat_interleave(each)
+        cache.batch_select_indices(index)
+        answers = [rows[i][1][j] for _, i, j in owners]
         answer_ids, answer_mask = padded(answers, pad, device)
         width = answer_ids.shape[1]
         rest = model(
             input_ids=answer_ids,
-            attention_mask=torch.cat([mask.repeat_interleave(each, 0), answer_mask], 1),
-            position_ids=mask.sum(1, keepdim=True).repeat_interleave(each, 0) + torch.arange(width, device=device),
+            attention_mask=torch.cat([mask[index], answer_mask], 1),
+            position_ids=mask.sum(1, keepdim=True)[index] + torch.arange(width, device=device),
             past_key_values=cache,
             logits_to_keep=torch.arange(width - 1, device=device),
         ).logits
-        logits = torch.cat([prompted.logits.repeat_interleave(each, 0), rest], 1)
+        logits = torch.cat([prompted.logits[index], rest], 1)
         logps = logits.float().log_softmax(-1).gather(2, answer_ids[:, :, None]).squeeze(2)
-        for k, i in enumerate(chunk):
-            out[i] = [logps[k * each + j, : len(a)] for j, a in enumerate(rows[i][1])]
+        for a, (_, i, j) in enumerate(owners):
+            out[i][j] = logps[a, : len(answers[a])]
     return out
+
+
+def prompt_batches(prompts: list[tuple], batch_size: int, share_from: int) -> list[tuple[list[tuple], int]]:
+    """The prompts in batches of similar lengths, each with how many leading tokens all its prompts share when that
+    is at least share_from (0 otherwise). Prompts whose beginnings agree that far (neighbours once sorted) are
+    batched among themselves; every prompt keeps at least its last token to run on its own."""
+    families, family = [], []
+    for prompt in sorted(prompts):
+        if family and not (share_from and common_length(family[0], prompt) >= share_from):
+            families.append(family)
+            family = []
+        family.append(prompt)
+    families.append(family)
+    alike = [f for f in families if len(f) > 1]
+    loners = [p for f in families if len(f) == 1 for p in f]
+    out = []
+    for group in [*alike, loners]:
+        group = sorted(group, key=len)
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            shared = min(common_length(chunk[0], p) for p in chunk[1:]) if len(chunk) > 1 else 0
+            shared = min(shared, min(map(len, chunk)) - 1)
+            out.append((chunk, shared if share_from and shared >= share_from else 0))
+    return out
+
+
+def common_length(a, b) -> int:
+    """How many leading tokens two sequences share."""
+    return next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def padded(sequences: list[list[int]], pad: int, device, left: bool = False):

@@ -81,10 +81,9 @@ def hf_model(
     result = {"scoring_precision": general.scoring_precision()}
     kept = frozen_in_autocast_dtype(model, result["scoring_precision"])  # else autocast casts them every pass
     with general.scoring():
-        result["loss"] = held_out_loss(
-            model, Path(tokenized), {r["id"] for r in rows}, generate["pad_token_id"], params.batch_size
+        result["loss"], result["pairs"] = loss_and_pairs(
+            model, renderer, held_out_rows(Path(tokenized), {r["id"] for r in rows}), pairs, params.batch_size
         )
-        result["pairs"] = pair_logps(model, renderer, pairs, params.batch_size)
         if suite:  # drift: the base and the tuned model, each in this step, so both losses are computed alike
             started, base = time.perf_counter(), [row["answer"] for row in suite["base"]]
             result["drift_losses"] = general.answer_losses(
@@ -107,39 +106,42 @@ def hf_model(
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
-def held_out_loss(model, tokenized: Path, ids: set[str], pad: int, batch_size: int) -> float:
-    """Teacher-forced loss per assistant token over the evaluated test rows (the training loss, on held-out rows)."""
+def held_out_rows(tokenized: Path, ids: set[str]) -> list[tuple[list[int], list[int], list[bool]]]:
+    """The evaluated test rows as tokenize wrote them: each one's tokens before its first trained (assistant) token,
+    the tokens from there, and which of those are trained."""
     import datasets
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from tunemake.loss import IGNORE, assistant_loss
+    from tunemake.loss import IGNORE
 
     datasets.disable_caching()  # filter() must not write cache files into results/tokenized, another step's output
     # a row tokenized as one text per assistant turn has ids row#1, row#2...
     test = datasets.load_from_disk(str(tokenized / "dataset"))["test"]
     test = test.filter(lambda r: r["id"] in ids or r["id"].rpartition("#")[0] in ids)
-    rows = sorted(test.remove_columns("id"), key=lambda r: len(r["input_ids"]))  # batches of similar lengths
-    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
-    total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        chunk = collate(rows[start : start + batch_size])
-        batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in chunk.items()}
-        n = int((batch["labels"][:, 1:] != IGNORE).sum())
-        loss, _ = assistant_loss(model, batch, n)
-        total, count = total + loss.item() * n, count + n
-    return total / max(count, 1)
+    out = []
+    for row in test.select_columns(["input_ids", "labels"]):
+        first = max(1, next((i for i, label in enumerate(row["labels"]) if label != IGNORE), len(row["labels"])))
+        out.append((row["input_ids"][:first], row["input_ids"][first:], [x != IGNORE for x in row["labels"][first:]]))
+    return [row for row in out if any(row[2])]
 
 
-def pair_logps(model, renderer: Renderer, pairs: list[dict], batch_size: int) -> list[tuple[float, float]]:
-    """Each pair's summed log-probability of its chosen and of its rejected answer after the prompt, teacher forced
-    with the training template, as DPO scores them (tunemake.chat.encode_pair)."""
+def loss_and_pairs(
+    model, renderer: Renderer, held_out: list[tuple], pairs: list[dict], batch_size: int
+) -> tuple[float, list[tuple[float, float]]]:
+    """The teacher-forced loss per trained token over the held-out rows (the training loss, on rows it never saw),
+    and each preference pair's summed log-probability of its chosen and of its rejected answer after the prompt,
+    rendered with the training template as DPO scores them (tunemake.chat.encode_pair). One answer_logps call: a
+    pair whose prompt is a test row's (35 of the default's 45) shares that row's prompt pass."""
+    import torch
+
     encoded = [encode_pair(renderer, pair) for pair in pairs]
-    rows = [(ids["prompt_ids"], [ids["chosen_ids"], ids["rejected_ids"]]) for ids in encoded]
-    pad = renderer.tokenizer.pad_token_id or 0
-    return [
-        (chosen.sum().item(), rejected.sum().item())
-        for chosen, rejected in general.answer_logps(model, rows, batch_size, pad)
-    ]
+    rows = [(prompt, [rest]) for prompt, rest, _ in held_out]
+    rows += [(ids["prompt_ids"], [ids["chosen_ids"], ids["rejected_ids"]]) for ids in encoded]
+    scored = general.answer_logps(model, rows, batch_size, renderer.tokenizer.pad_token_id or 0)
+    trained = [torch.tensor(mask) for _, _, mask in held_out]
+    total = sum(-logps[mask].sum().item() for (logps,), mask in zip(scored, trained))
+    count = sum(int(mask.sum()) for mask in trained)
+    pair_sums = [(chosen.sum().item(), rejected.sum().item()) for chosen, rejected in scored[len(held_out) :]]
+    return total / max(count, 1), pair_sums
 
 
 def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]:
