@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tunemake.cache import cache_root
 from tunemake.errors import StepError
-from tunemake.general import common_length
 from tunemake.runtime import threads
 
 
@@ -96,7 +95,10 @@ def shared_prefixes(encoded: list[list[int]]) -> list[tuple[int | None, int]]:
     none) and how many of its leading tokens it takes from there. Sorted prompts share the most with their neighbour;
     each copies from the earliest one that shares as much, so copies chain only as deep as the prompts branch (system
     prompt, tools, question). Never a whole prompt: its last token is decoded in its own sequence, for its logits."""
-    common = [0] + [common_length(before, after) for before, after in zip(encoded, encoded[1:])]
+    common = [0] + [
+        next((n for n, (a, b) in enumerate(zip(before, after)) if a != b), min(len(before), len(after)))
+        for before, after in zip(encoded, encoded[1:])
+    ]
     plan: list[tuple[int | None, int]] = [(None, 0)]
     for k in range(1, len(encoded)):
         take = min(common[k], len(encoded[k]) - 1)
