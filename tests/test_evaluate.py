@@ -1,6 +1,7 @@
 """evaluate's engine check: the base and tuned models' scores come from their 16-bit GGUFs, so a difference from transformers on
 the rows it timed must be recorded and shown, never pass silently (the pipeline run is in tests/test_frontdoors.py);
-and the base's row, read from the baseline step, must have been scored with this run's settings."""
+the base's row, read from the baseline step, must have been scored with this run's settings; and the held-out loss,
+scored with shared prompt passes, is train's own loss."""
 
 from __future__ import annotations
 
