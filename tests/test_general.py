@@ -138,6 +138,8 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
 
 
 def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir):
+    """Each prompt draws from its own seeded generator: in float32 its answer is the same in batches of other sizes
+    (a prompt alone, without padding, can round differently: this random model's flat distributions are near ties)."""
     import torch
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:6], ["template"])
@@ -147,9 +149,10 @@ def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir)
     with torch.inference_mode():
         greedy, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
         sampled, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=3)
-        assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=3)[0] == sampled
+        for batch_size in (4, 2, 3, 6):
+            assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)[0] == sampled
         assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=4)[0] != sampled
-    assert sampled != greedy
+    assert model.dtype == torch.float32 and len(set(sampled)) > 1 and sampled != greedy
 
 
 @pytest.mark.parametrize("spread", [1.0, 8.0])  # a flat distribution (nucleus wider than 256 tokens) and a peaked one
@@ -162,8 +165,12 @@ def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
     torch.manual_seed(0)
     scores = torch.randn(6, 49152) * spread
     sampler = general.Nucleus(temperature=0.7, top_p=0.95)
-    weights, index = sampler.nucleus(scores)
-    ours = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, index, weights > 0)
+    ours = torch.stack(
+        [
+            torch.zeros_like(row, dtype=torch.bool).scatter(-1, index, weights > 0)
+            for row, (weights, index) in zip(scores, sampler.nucleus(scores))
+        ]
+    )
     theirs = TopPLogitsWarper(0.95)(None, TemperatureLogitsWarper(0.7)(None, scores)) > -float("inf")
     assert torch.equal(ours, theirs) and ours.sum() > len(scores)  # some rows keep several tokens
     for _ in range(20):

@@ -93,18 +93,22 @@ def checkable(answer: str, accepted: list[str]) -> float | None:
 def hf_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int, seed: int | None = None):
     """Each rendered prompt's answer (greedy, or sampled when `generate` samples), generated in batches of similar
     length (little padding), and whether the model ended its turn (generated one of its stop tokens) before the
-    token limit. Sampled answers are seeded per batch (seed + the batch's first index), so the same prompts, batch
-    size and seed give the same answers."""
+    token limit. A sampled answer draws from a generator of its own, seeded with seed + the prompt's index, so in
+    float32 it does not depend on the batch size or on which prompts share its batch (up to rounding at near ties);
+    bfloat16 rounds differently for each batch shape, which moves most sampled answers (16 of 16 changed on
+    SmolLM2 from batches of 16 to 4).
+    The same prompts, batch size and seed give the same answers."""
     import torch
 
+    samplers = [p for p in generate.get("logits_processor") or [] if isinstance(p, Nucleus)]
     answers, stopped = [""] * len(prompts), [True] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = encoded.to(model.device)
-        if seed is not None:
-            torch.manual_seed(seed + start)
+        for sampler in samplers:
+            sampler.generators = [torch.Generator().manual_seed((seed or 0) + i) for i in chunk]
         output = model.generate(**encoded, **generate)
         for i, sequence in zip(chunk, output[:, encoded["input_ids"].shape[1] :]):
             answers[i] = tokenizer.decode(sequence, skip_special_tokens=True).strip()
@@ -118,29 +122,40 @@ class Nucleus:
     and leaves only it standing. transformers' own sampling sorts the whole vocabulary and draws from all of it at
     every step (on 2 cores, with SmolLM2's 49k words and 32 rows: 50 ms and 33 ms a step, replay 91 s sampled
     against 48 s greedy); here the nucleus is looked for among the `among` likeliest tokens, and the draw is made
-    there. A batch whose nucleus is wider still gets the full sort."""
+    there. Only a row whose nucleus is wider gets the full sort. Each row draws from its own generator
+    (`generators`, set per batch by hf_answers; torch's global one when unset), so a row's draws do not depend on
+    the other rows of its batch."""
 
     def __init__(self, temperature: float, top_p: float, among: int = 256):
         self.temperature, self.top_p, self.among = temperature, top_p, among
+        self.generators: list | None = None
 
-    def nucleus(self, scores):
+    def nucleus(self, scores) -> list[tuple]:
         """Each row's weights over its candidate tokens (0 outside the nucleus) and the candidates' ids."""
         probs = (scores.float() / self.temperature).softmax(-1)
-        top, index = probs.topk(min(self.among, probs.shape[-1]), dim=-1)
-        if bool((top.sum(-1) < self.top_p).any()):
-            top, index = probs.sort(-1, descending=True)
-        return top.masked_fill(top.cumsum(-1) - top >= self.top_p, 0), index  # mass before the likeliest: 0
+        tops, indices = probs.topk(min(self.among, probs.shape[-1]), dim=-1)
+        rows = []
+        for row, top, index in zip(probs, tops, indices):
+            if top.sum() < self.top_p:  # wider than `among`: this row alone gets the full sort
+                top, index = row.sort(descending=True)
+            rows.append((top.masked_fill(top.cumsum(-1) - top >= self.top_p, 0), index))  # mass before: 0
+        return rows
 
     def __call__(self, input_ids, scores):
         import torch
 
-        weights, index = self.nucleus(scores)
-        drawn = index.gather(-1, torch.multinomial(weights, 1))
+        generators = self.generators or [None] * len(scores)
+        drawn = torch.stack(
+            [
+                index[torch.multinomial(weights, 1, generator=g)]
+                for (weights, index), g in zip(self.nucleus(scores), generators)
+            ]
+        )
         return torch.full_like(scores, -float("inf")).scatter(-1, drawn, 0.0)
 
 
 def sampling(temperature: float, top_p: float) -> dict:
-    """generate() arguments that sample with temperature and top-p (Nucleus), seeded by torch's generator."""
+    """generate() arguments that sample with temperature and top-p (Nucleus); hf_answers seeds each prompt's draws."""
     from transformers import LogitsProcessorList
 
     return dict(do_sample=False, logits_processor=LogitsProcessorList([Nucleus(temperature, top_p)]))
