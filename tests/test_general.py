@@ -155,7 +155,8 @@ def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir)
     assert model.dtype == torch.float32 and len(set(sampled)) > 1 and sampled != greedy
 
 
-@pytest.mark.parametrize("spread", [1.0, 8.0])  # a flat distribution (nucleus wider than 256 tokens) and a peaked one
+# a flat distribution (nucleus wider than 256 tokens), a peaked one, and a batch of both (only flat rows get the sort)
+@pytest.mark.parametrize("spread", [1.0, 8.0, [[1.0], [8.0], [8.0], [1.0], [8.0], [8.0]]])
 def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
     """Nucleus keeps exactly the tokens transformers' TemperatureLogitsWarper + TopPLogitsWarper keep, and draws
     only from them."""
@@ -163,7 +164,7 @@ def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
     torch.manual_seed(0)
-    scores = torch.randn(6, 49152) * spread
+    scores = torch.randn(6, 49152) * torch.tensor(spread)
     sampler = general.Nucleus(temperature=0.7, top_p=0.95)
     ours = torch.stack(
         [

@@ -134,9 +134,10 @@ class Nucleus:
         """Each row's weights over its candidate tokens (0 outside the nucleus) and the candidates' ids."""
         probs = (scores.float() / self.temperature).softmax(-1)
         tops, indices = probs.topk(min(self.among, probs.shape[-1]), dim=-1)
+        wide = (tops.sum(-1) < self.top_p).tolist()  # one read of the device for the batch, not one per row
         rows = []
-        for row, top, index in zip(probs, tops, indices):
-            if top.sum() < self.top_p:  # wider than `among`: this row alone gets the full sort
+        for row, top, index, too_wide in zip(probs, tops, indices, wide):
+            if too_wide:  # wider than `among`: this row alone gets the full sort
                 top, index = row.sort(descending=True)
             rows.append((top.masked_fill(top.cumsum(-1) - top >= self.top_p, 0), index))  # mass before: 0
         return rows
