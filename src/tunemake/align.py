@@ -25,9 +25,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
-from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
 from tunemake.chat import Renderer, encode_pair, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
@@ -35,15 +32,6 @@ from tunemake.methods.lora import lora_config
 from tunemake.params import AlignParams, Params
 from tunemake.params import load as load_params
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
-from tunemake.trainer import (
-    arguments,
-    optimizer_name,
-    parameter_counts,
-    precision,
-    resume_checkpoint,
-    run_trainer,
-    tracking_callbacks,
-)
 from tunemake.weights import load, save_merged, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -100,6 +88,8 @@ def trainer_class():
 def dpo_config(params: AlignParams, checkpoints: Path, world_size: int):
     from trl import DPOConfig
 
+    from tunemake.trainer import arguments
+
     return DPOConfig(
         **arguments(params, checkpoints, world_size),
         beta=params.beta,
@@ -141,6 +131,26 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
             write_json(tmp / "metrics.json", {"enabled": False})
         log.info("align: off (align.enabled: false); later steps use %s", merged)
         return None
+    return dpo(params, merged, pairs, out, checkpoints)
+
+
+def dpo(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
+    """The step with align on. Its imports are here so the step costs no torch import when off (about 12 s)."""
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.trainer import (
+        optimizer_name,
+        parameter_counts,
+        precision,
+        resume_checkpoint,
+        run_trainer,
+        tracking_callbacks,
+    )
+
+    align = params.align
     started = time.perf_counter()
     use_cores()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -153,9 +163,6 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
             f"align.enabled is true but {pairs / 'train.jsonl'} has no pairs: list preference files under "
             "pairs.sources in params.yaml (format: preference), or set align.enabled: false"
         )
-
-    from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
 
     set_seed(align.seed)  # the adapter's initialisation draws random numbers before the Trainer seeds anything
     trainer = trainer_class()(
