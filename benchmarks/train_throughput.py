@@ -17,6 +17,8 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -38,33 +40,30 @@ def all_positions_loss(model, batch):
     return model(**batch, use_cache=False).loss
 
 
-VARIANTS = {  # name: (padding_free, length_grouped, loss, LoRA dropout as configured, bf16 autocast on a CPU,
-    # frozen Linear weights stored in bfloat16: what train does under bf16 autocast[, attention implementation])
-    "padded": (False, False, assistant_loss, True, False, False),
-    "padded, length-grouped": (False, True, assistant_loss, True, False, False),
-    "padded, length-grouped, LoRA dropout 0": (False, True, assistant_loss, False, False, False),
-    "padding_free": (True, False, assistant_loss, True, False, False),
-    "padded, head on all positions": (False, False, all_positions_loss, True, False, False),
-    # float32 weights, matmuls in bfloat16 (torch.autocast): what TrainingArguments(bf16=True) does on a CPU
-    "padded, length-grouped, bf16 autocast": (False, True, assistant_loss, True, True, False),
-    "padded, length-grouped, bf16 autocast, LoRA dropout 0": (False, True, assistant_loss, False, True, False),
-    "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16": (
-        False,
-        True,
-        assistant_loss,
-        False,
-        True,
-        True,
-    ),
+@dataclass(frozen=True)
+class Variant:
+    padding_free: bool = False
+    length_grouped: bool = True
+    loss: Callable = assistant_loss
+    dropout: bool = True  # LoRA dropout as configured; False: PEFT's Identity for dropout 0, no copy of the input
+    cpu_bf16: bool = False  # bf16 autocast on a CPU: float32 weights, bfloat16 matmuls (TrainingArguments(bf16=True))
+    frozen_bf16: bool = False  # frozen Linear weights stored in bfloat16: what train does under bf16 autocast
+    attention: str | None = None  # None: the model's own (sdpa)
+
+
+TRAIN = Variant(dropout=False, cpu_bf16=True, frozen_bf16=True)  # what train runs on a CPU with bf16
+VARIANTS = {
+    "padded": Variant(length_grouped=False),
+    "padded, length-grouped": Variant(),
+    "padded, length-grouped, LoRA dropout 0": Variant(dropout=False),
+    "padding_free": Variant(padding_free=True, length_grouped=False),
+    "padded, head on all positions": Variant(length_grouped=False, loss=all_positions_loss),
+    "padded, length-grouped, bf16 autocast": Variant(cpu_bf16=True),
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0": Variant(dropout=False, cpu_bf16=True),
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16": TRAIN,
     # measured, not taken: 1.08x, but eager keeps batch x heads x length^2 attention weights per layer (README)
-    "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16, eager attention": (
-        False,
-        True,
-        assistant_loss,
-        False,
-        True,
-        True,
-        "eager",
+    "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16, eager attention": replace(
+        TRAIN, attention="eager"
     ),
 }
 
@@ -110,30 +109,22 @@ def main() -> None:
 
     attention = model.config._attn_implementation
 
-    def measure(
-        padding_free: bool,
-        length_grouped: bool,
-        loss_fn,
-        dropout: bool,
-        cpu_bf16: bool,
-        frozen_bf16: bool,
-        implementation: str = attention,
-    ) -> tuple[float, int, float]:
-        model.base_model.model.set_attn_implementation(implementation)
+    def measure(variant: Variant) -> tuple[float, int, float]:
+        model.base_model.model.set_attn_implementation(variant.attention or attention)
         collate = DataCollatorForLanguageModeling(
-            pad_token_id=model.config.pad_token_id or 0, padding_free=padding_free
+            pad_token_id=model.config.pad_token_id or 0, padding_free=variant.padding_free
         )
         for holder in dropouts.values():  # an Identity is what PEFT builds for dropout 0: no copy of the input
             for adapter in holder:
-                holder[adapter] = holder[adapter] if dropout else torch.nn.Identity()
-        kept = frozen_in_autocast_dtype(model, "bf16") if frozen_bf16 else []
+                holder[adapter] = holder[adapter] if variant.dropout else torch.nn.Identity()
+        kept = frozen_in_autocast_dtype(model, "bf16") if variant.frozen_bf16 else []
         computed, losses, started = 0, [], time.perf_counter()
-        for group in batches(length_grouped):
+        for group in batches(variant.length_grouped):
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(group).items()}
             computed += batch["input_ids"].numel()
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else gpu_autocast
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if variant.cpu_bf16 else gpu_autocast
             with autocast:
-                loss = loss_fn(model, batch)
+                loss = variant.loss(model, batch)
             loss = loss[0] if isinstance(loss, tuple) else loss
             loss.backward()
             losses.append(loss.item())  # .item() waits for the device, so the clock sees finished work
@@ -145,11 +136,11 @@ def main() -> None:
             holder.update(original)
         return seconds, computed, sum(losses) / len(losses)
 
-    measure(*VARIANTS[args.variants[0]])  # warm-up: allocator and kernel caches
+    measure(VARIANTS[args.variants[0]])  # warm-up: allocator and kernel caches
     timings = {name: [] for name in args.variants}
     for _ in range(args.repeats):
         for name in args.variants:
-            timings[name].append(measure(*VARIANTS[name]))
+            timings[name].append(measure(VARIANTS[name]))
     peak, peak_bf16 = matmul_gflops(device), matmul_gflops(device, "bfloat16")
     per_token = flops_per_token(model)
     result = {
@@ -177,7 +168,7 @@ def main() -> None:
             "achieved_gflops": round(real_tokens * per_token / seconds / 1e9, 1),
             # of the peak in the variant's own matmul precision
             "fraction_of_matmul_peak": round(
-                real_tokens * per_token / seconds / 1e9 / (peak_bf16 if VARIANTS[name][4] else peak), 3
+                real_tokens * per_token / seconds / 1e9 / (peak_bf16 if VARIANTS[name].cpu_bf16 else peak), 3
             ),
         }
     print(json.dumps(result, indent=2))
