@@ -38,6 +38,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """Two pytest-xdist workers (pyproject's -n 2) share the cores, each process sized to all of them as tunemake
+    sizes it; their OpenMP threads sleep while they wait instead of spinning on a core the other worker needs."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(items):
+    """The minutes-long end-to-end runs first, so the workers finish together on the short tests."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the bundled GGUF."""

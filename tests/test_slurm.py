@@ -14,7 +14,7 @@ import yaml
 
 from conftest import BIN, REPO, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
 
 
 @pytest.fixture(scope="module")
