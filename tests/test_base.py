@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
 
 from tunemake import base, weights
+from tunemake.cache import make_once
 from tunemake.errors import StepError
 from tunemake.params import BaseParams
 
@@ -43,6 +46,30 @@ def test_gguf_is_dequantised_once_into_the_cache_and_found_again(tmp_path, monke
     assert cached.parent == tmp_path / "cache" / "base" and manifest["parameters"] == 134_515_008
     (cached / "model.safetensors").unlink()  # a fresh machine: the pinned GGUF is dequantised again
     assert weights.locate(tmp_path / "base") == cached and (cached / "model.safetensors").is_file()
+
+
+def test_a_cache_entry_is_made_once_when_two_processes_want_it_together_and_a_made_one_needs_no_lock(tmp_path):
+    """The mechanism behind the dequantised base, the converter and the base GGUF (tunemake.cache.make_once)."""
+    entry, makes = tmp_path / "cache" / "entry", tmp_path / "makes.log"
+    script = (
+        "import sys, time; from pathlib import Path; from tunemake.cache import make_once\n"
+        "entry, makes = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "def make():\n"
+        "    with makes.open('a') as log: log.write('made\\n')\n"
+        "    time.sleep(2)  # the other process asks meanwhile\n"
+        "    entry.write_text('done')\n"
+        "print(make_once(entry, entry.exists, make).read_text())\n"
+    )
+    both = [
+        subprocess.Popen([sys.executable, "-c", script, entry, makes], stdout=subprocess.PIPE, text=True) for _ in "ab"
+    ]
+    assert [process.communicate()[0] for process in both] == ["done\n", "done\n"]
+    assert makes.read_text() == "made\n"
+
+    # An entry already there is taken without creating the lock: a read-only cache that holds it works.
+    (tmp_path / "cache" / "entry.lock").unlink()
+    assert make_once(entry, entry.exists, lambda: pytest.fail("made again")) == entry
+    assert not (tmp_path / "cache" / "entry.lock").exists()
 
 
 def test_pickle_weights_are_refused(tiny_llama_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
@@ -15,8 +16,13 @@ def cache_root() -> Path:
     )
 
 
-def lock(entry: Path) -> FileLock:
-    """Held while an entry is made: runs that share the cache (a sweep, steps started together, parallel tests) make
-    it once, the others wait for it, and none reads a half-written entry."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(f"{entry}.lock")
+def make_once(entry: Path, ready: Callable[[], bool], make: Callable[[], None]) -> Path:
+    """The cache entry, made by `make` unless `ready`. Runs that share the cache (a sweep, steps started together,
+    parallel tests) make it once under a file lock while the others wait, and none reads a half-written entry; an
+    entry already there is taken without the lock, so a read-only cache that holds it works."""
+    if not ready():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{entry}.lock"):
+            if not ready():
+                make()
+    return entry

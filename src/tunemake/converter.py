@@ -18,7 +18,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from tunemake.cache import cache_root, lock
+from tunemake.cache import cache_root, make_once
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 
@@ -31,10 +31,8 @@ NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", TEMPLATES)  # unde
 def fetch(pinned: str) -> Path:
     """The extracted converter for llama-cpp-python==pinned, downloading the sdist on first use."""
     target = cache_root() / f"llama.cpp-converter-{pinned}"
-    with lock(target):
-        if not all((target / name).exists() for name in NEEDED):
-            _download(pinned, target)
-    return target
+    ready = lambda: all((target / name).exists() for name in NEEDED)  # noqa: E731
+    return make_once(target, ready, lambda: _download(pinned, target))
 
 
 def _download(pinned: str, target: Path) -> None:

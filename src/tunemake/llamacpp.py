@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tunemake.cache import cache_root, lock
+from tunemake.cache import cache_root, make_once
 from tunemake.errors import StepError
 from tunemake.runtime import threads
 
@@ -52,9 +52,8 @@ def base_gguf(base: Path, converter: Path) -> Path:
 
     pin = (base / "manifest.json").read_text(encoding="utf-8") + llama_cpp.__version__
     target = cache_root() / "gguf" / hashlib.sha256(pin.encode()).hexdigest()[:16] / "base.gguf"
-    with lock(target):  # the suite and baseline can start together: one converts, the other waits
-        if target.exists():
-            return target
+
+    def make() -> None:  # the suite and baseline can start together: one converts, the other waits
         weights = locate(base)
         with tempfile.TemporaryDirectory(dir=target.parent) as folder:
             folder = Path(folder)
@@ -66,7 +65,8 @@ def base_gguf(base: Path, converter: Path) -> Path:
                     shutil.copy2(file, folder / file.name)
             convert(converter, folder, folder / "base.gguf", "auto")
             (folder / "base.gguf").replace(target)
-    return target
+
+    return make_once(target, target.exists, make)
 
 
 def load(path: Path, n_ctx: int = 512):

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from tunemake.cache import cache_root, lock
+from tunemake.cache import cache_root, make_once
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
@@ -114,10 +114,8 @@ def materialise(source: dict, dtype: str, trust_remote_code: bool) -> Path:
         return Path(source["path"])
     dtype = "float32" if dtype == "auto" else dtype
     target = _dequantised(source["sha256"], dtype)
-    with lock(target):
-        if not any(target.glob("*.safetensors")):
-            _dequantise(source, target, dtype, trust_remote_code)
-    return target
+    ready = lambda: any(target.glob("*.safetensors"))  # noqa: E731
+    return make_once(target, ready, lambda: _dequantise(source, target, dtype, trust_remote_code))
 
 
 def _dequantise(source: dict, target: Path, dtype: str, trust_remote_code: bool) -> None:
