@@ -45,6 +45,15 @@ def pytest_configure(config):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_report_header(config):
+    """The CPU features that pick torch's and llama.cpp's kernels, and with them the rounding: a failure report
+    then says which CPU it came from."""
+    from tunemake.runtime import CPU_FLAGS, cpu_features
+
+    cpu = cpu_features()
+    return f"cpu: {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none of ' + ' '.join(CPU_FLAGS)}"
+
+
 def pytest_collection_modifyitems(items):
     """The minutes-long end-to-end runs first, so the workers finish together on the short tests."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -138,8 +138,9 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
 
 
 def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir):
-    """Each prompt draws from its own seeded generator: in float32 its answer is the same in batches of other sizes
-    (a prompt alone, without padding, can round differently: this random model's flat distributions are near ties)."""
+    """What hf_answers guarantees on every CPU: the same prompts, batch size and seed give the same answers, and
+    another seed gives others. Across batch sizes only each prompt's draws are fixed (the next test), not the rounding
+    of its probabilities: on an AVX2-only EPYC one of these six answers ended differently in batches of 2."""
     import torch
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:6], ["template"])
@@ -148,11 +149,31 @@ def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir)
     hot = {**generate, **general.sampling(temperature=1.5, top_p=0.95)}
     with torch.inference_mode():
         greedy, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
-        sampled, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=3)
-        for batch_size in (4, 2, 3, 6):
+        for batch_size in (4, 3):
+            sampled, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)
             assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)[0] == sampled
-        assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=4, seed=4)[0] != sampled
+            reseeded, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=4)
+            assert sum(a != b for a, b in zip(reseeded, sampled)) >= 4  # flat distributions: nearly every answer moves
     assert model.dtype == torch.float32 and len(set(sampled)) > 1 and sampled != greedy
+
+
+def test_a_rows_draws_come_from_its_own_generator_whatever_shares_its_batch():
+    """Nucleus draws each row's token with that row's generator: a row alone and the same row among five others draw
+    the same tokens from the same scores (softmax, top-k, sort and draw all run row by row)."""
+    import torch
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 49152) * torch.tensor([[1.0], [8.0], [8.0], [1.0], [8.0], [2.0]])  # wide and narrow nuclei
+    sampler = general.Nucleus(temperature=0.7, top_p=0.95)
+
+    def draws(rows: list[int]) -> list[list[int]]:
+        sampler.generators = [torch.Generator().manual_seed(10 + i) for i in rows]
+        return [sampler(None, scores[rows]).argmax(-1).tolist() for _ in range(8)]
+
+    together = draws(list(range(6)))
+    for i in range(6):
+        assert [step[0] for step in draws([i])] == [step[i] for step in together]
+    assert len({tuple(step) for step in together}) > 1  # the draws move from step to step
 
 
 # a flat distribution (nucleus wider than 256 tokens), a peaked one, and a batch of both (only flat rows get the sort)
@@ -242,10 +263,34 @@ def test_prompts_copy_the_longest_prefix_they_share_and_decode_their_own_last_to
     assert shared_prefixes(prompts) == [(None, 0), (0, 3), (0, 2), (2, 3), (2, 3), (None, 0)]
 
 
+def first_difference_is_a_near_tie(llm, prompt: str, one: str, other: str, within: float = 0.05) -> bool:
+    """Whether two greedy answers to `prompt` are equal, or part where the two likeliest next tokens' logits are
+    within `within` of each other (decoding the prompt and their shared text one token at a time): where batch
+    shapes change the kernels' summation order, only such a tie may round the other way."""
+    import numpy as np
+
+    if one == other:
+        return True
+    split = next((i for i, (a, b) in enumerate(zip(one, other)) if a != b), min(len(one), len(other)))
+    tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    llm.reset()
+    llm.eval(tokens)
+    generated = []
+    while True:
+        logits = np.asarray(llm.scores[llm.n_tokens - 1])
+        second, first = np.partition(logits, -2)[-2:]
+        generated.append(int(logits.argmax()))
+        text = llm.detokenize(generated).decode(errors="ignore").lstrip()  # the answers are stripped
+        if len(text) > split or generated[-1] == llm.token_eos() or len(generated) > 64:
+            return bool(first - second <= within)
+        llm.eval(generated[-1:])
+
+
 def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
-    """The low-level batched decoder gives the same greedy answers as decoding each prompt alone, and as
-    llama-cpp-python's chat completion on the file's own template, as a user of the file calls it (real SmolLM2).
-    Batched, the prompts share their system turns' KV cache, two levels deep (shared_prefixes)."""
+    """The low-level batched decoder gives the greedy answers of decoding each prompt alone, and of llama-cpp-python's
+    chat completion on the file's own template, as a user of the file calls it (real SmolLM2). Batched, the prompts
+    share their system turns' KV cache, two levels deep (shared_prefixes). Other batch shapes sum in another order,
+    so an answer may part only at a near tie (first_difference_is_a_near_tie); bit-equality is not guaranteed."""
     from transformers import AutoTokenizer
 
     from tunemake.llamacpp import answer, file_template, load, shared_prefixes
@@ -262,7 +307,7 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     assert any(plan[source][0] is not None for source, _ in plan if source is not None)  # a copy of a copy
     alone = answer(llm, prompts, 12, parallel=1)
     together = answer(llm, prompts, 12, parallel=len(prompts))
-    assert alone == together
+    assert all(map(first_difference_is_a_near_tie, [llm] * len(prompts), prompts, alone[0], together[0]))
     stopped = [together[1][i] for i in streams]
     assert stopped[0] and not stopped[-1]  # the last stream's answer moves into the first's mid-answer (compact)
     assert all(text for text in together[0])
@@ -271,7 +316,8 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
         llm.create_chat_completion(messages=row["messages"], temperature=0.0, max_tokens=12)["choices"][0]["message"]
         for row in rows
     ]
-    assert [message["content"].strip() for message in served] == together[0]
+    served = [message["content"].strip() for message in served]
+    assert all(map(first_difference_is_a_near_tie, [llm] * len(prompts), prompts, served, together[0]))
 
 
 def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir, converter_dir, tmp_path, monkeypatch):

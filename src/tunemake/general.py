@@ -93,11 +93,13 @@ def checkable(answer: str, accepted: list[str]) -> float | None:
 def hf_answers(model, tokenizer, prompts: list[str], generate: dict, batch_size: int, seed: int | None = None):
     """Each rendered prompt's answer (greedy, or sampled when `generate` samples), generated in batches of similar
     length (little padding), and whether the model ended its turn (generated one of its stop tokens) before the
-    token limit. A sampled answer draws from a generator of its own, seeded with seed + the prompt's index, so in
-    float32 it does not depend on the batch size or on which prompts share its batch (up to rounding at near ties);
-    bfloat16 rounds differently for each batch shape, which moves most sampled answers (16 of 16 changed on
-    SmolLM2 from batches of 16 to 4).
-    The same prompts, batch size and seed give the same answers."""
+    token limit. A sampled answer draws from a generator of its own, seeded with seed + the prompt's index.
+
+    Guaranteed on every CPU: the same prompts, batch size and seed give the same answers, and another seed gives
+    other answers. Not guaranteed: the same answers in batches of another size. A prompt's draws never depend on
+    the other prompts of its batch, but its probabilities do, by rounding: padding changes the matrix shapes, and
+    with them the kernels' summation order. In float32 that moves an answer only where a draw falls at a near tie
+    (rare for a trained model, seen on a tiny random one); in bfloat16 it moves most sampled answers."""
     import torch
 
     samplers = [p for p in generate.get("logits_processor") or [] if isinstance(p, Nucleus)]

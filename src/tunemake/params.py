@@ -162,7 +162,10 @@ class SuiteParams(Strict):
 class ReplayParams(Strict):
     max_new_tokens: int = Field(160, gt=0, description="longer base answers are left out, never cut")
     batch_size: int = Field(
-        128, gt=0, description="prompts per generate() call; in bfloat16 the sampled answers depend on it too"
+        128,
+        gt=0,
+        description="prompts per generate() call; part of what a sampled answer depends on (its rounding), with the"
+        " prompts and the seed",
     )
     limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
     temperature: float = Field(
