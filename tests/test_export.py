@@ -117,7 +117,12 @@ def test_gguf_writes_f32_and_quant_with_sizes_and_modelfile(exported):
     assert sizes["files"]["Q8_0"]["bytes"] < sizes["files"]["F32"]["bytes"] / 2  # the vocabulary is a large share here
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-Q8_0.gguf\n")
-    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}' in modelfile
+    # Ollama's Go template offers the tools and writes calls and results in the trained convention
+    assert 'TEMPLATE """{{- if or .System .Tools }}<|im_start|>system' in modelfile
+    assert (
+        "<tools>\n{{- range .Tools }}" in modelfile and '<tool_call>\n{"name": "{{ $call.Function.Name }}"' in modelfile
+    )
+    assert "<tool_response>\n{{ .Content }}\n</tool_response>" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
 
 
@@ -125,12 +130,11 @@ def test_llama_cpp_answers_a_test_prompt_in_the_trained_format(exported):
     """What a user of the shipped file does: llama_cpp.Llama(...).create_chat_completion(...)."""
     from llama_cpp import Llama
 
-    from tunemake.chat import with_fallback
-
     record = json.loads((exported / "results" / "data" / "test.jsonl").read_text().splitlines()[0])  # held out
-    prompt = with_fallback(record["messages"][:-1], record["tools"])
     llm = Llama(model_path=str(exported / "results" / "gguf" / "model-Q8_0.gguf"), n_ctx=1024, verbose=False)
-    response = llm.create_chat_completion(messages=prompt, temperature=0.0, max_tokens=80)
+    response = llm.create_chat_completion(
+        messages=record["messages"][:-1], tools=record["tools"], temperature=0.0, max_tokens=80
+    )
     answer = response["choices"][0]["message"]["content"]
     assert answer.lstrip().startswith("<tool_call>"), answer
     assert parse_calls(answer) == [{"name": "get_weather", "arguments": {"city": "Austin"}}], answer

@@ -74,8 +74,8 @@ def test_only_assistant_turns_and_their_end_token_are_labelled(renderer):
     assert all(label in (IGNORE, token) for token, label in zip(ids, labels))
 
 
-def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
-    assert not renderer.support.tools and not renderer.support.tool_calls
+def test_smollm2_template_is_extended_to_render_tools_and_trains_through_it(renderer):
+    assert renderer.extended and renderer.support.native  # SmolLM2's own template renders neither tools nor calls
     [(ids, labels)] = tokenize.encode(renderer, TOOL_RECORD)
     text = renderer.tokenizer.decode(ids)
     assert '<tools>\n{"name": "get_weather"' in text and "<|im_start|>user\nWeather in Oslo?" in text
@@ -85,11 +85,49 @@ def test_smollm2_template_needs_the_tool_fallback_and_gets_it(renderer):
     )
 
 
+def test_the_extended_template_renders_tools_calls_and_results_in_the_hermes_convention(renderer):
+    """Every part of the convention, as a server renders an OpenAI request (arguments as a JSON string) and as
+    training rows hold it (arguments as an object): the same text."""
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    as_sent = {**call, "function": {**call["function"], "arguments": '{"city": "Oslo"}'}}
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo and Bergen?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call, call]},
+        {"role": "tool", "content": '{"temp": 3}'},
+        {"role": "assistant", "content": "3 degrees."},
+    ]
+    block = (
+        chat.TOOL_INSTRUCTIONS
+        + '\n<tools>\n{"name": "get_weather", "description": "w", "parameters": '
+        + ('{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}\n</tools>')
+    )
+    tool_call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    expected = (
+        f"<|im_start|>system\nBe brief.\n\n{block}<|im_end|>\n<|im_start|>user\nWeather in Oslo and Bergen?<|im_end|>\n"
+        f"<|im_start|>assistant\nChecking.\n{tool_call}\n{tool_call}<|im_end|>\n"
+        '<|im_start|>user\n<tool_response>\n{"temp": 3}\n</tool_response><|im_end|>\n'
+        "<|im_start|>assistant\n3 degrees.<|im_end|>\n"
+    )
+    assert renderer.render(conversation, TOOLS) == expected
+    conversation[2] = {**conversation[2], "content": None, "tool_calls": [as_sent]}
+    assert f"<|im_start|>assistant\n{tool_call}<|im_end|>" in renderer.render(conversation, TOOLS)
+    # no system turn: the tools get one of their own; no tools: the base template's own rendering
+    assert renderer.render(conversation[1:2], TOOLS).startswith(f"<|im_start|>system\n{block}<|im_end|>")
+    assert renderer.render(MULTI_TURN["messages"], None) == renderer.render(
+        MULTI_TURN["messages"],
+        None,
+        template=(renderer.tokenizer.chat_template.split("{#- the base model's own template #}")[1]),
+    )
+    assert not chat.extend_tools(renderer.tokenizer)  # extending an extended template changes nothing
+
+
 def test_a_template_with_native_tool_support_is_used_natively(smol_tokenizer_dir, tmp_path):
     shutil.copytree(smol_tokenizer_dir, tmp_path / "tok")
     (tmp_path / "tok" / "chat_template.jinja").write_text(NATIVE_TOOLS_TEMPLATE)
     native = Renderer(fast_tokenizer(tmp_path / "tok"))
-    assert native.support.native
+    assert native.support.native and not native.extended
+    assert native.tokenizer.chat_template == NATIVE_TOOLS_TEMPLATE  # left exactly as it is
     [(ids, labels)] = tokenize.encode(native, TOOL_RECORD)
     assert "TOOLS [" in native.tokenizer.decode(ids)
     assert trained_text(native, labels) == 'CALL get_weather {"city": "Oslo"}<|im_end|>'
@@ -174,6 +212,8 @@ def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_us
     assert renderer.fold_system and renderer.no_tools is None
     [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
     assert "<start_of_turn>user\nBe brief.\n\nCapital of Norway?<end_of_turn>" in tokenizer.decode(ids)
+    [(ids, _)] = tokenize.encode(renderer, TOOL_RECORD)  # the tools open the first user turn
+    assert f"<start_of_turn>user\n{chat.TOOL_INSTRUCTIONS}\n<tools>" in tokenizer.decode(ids) and renderer.extended
     trained = trained_text(renderer, labels)
     assert trained == "Oslo.<end_of_turn>Lima.<end_of_turn>", trained
 
@@ -184,7 +224,9 @@ def test_a_template_that_loops_over_tools_unguarded_gets_an_empty_list(smol_toke
     tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     tokenizer.chat_template = TOOLS_LOOP_TEMPLATE
     renderer = Renderer(tokenizer)
-    assert renderer.no_tools == [] and not renderer.fold_system
+    # it renders tools but not calls: extended, and the extension hands the base template [] for no tools
+    assert renderer.extended and renderer.no_tools is None and not renderer.fold_system
+    assert "Tools:<|im_end|>" in renderer.render(*renderer.prepare(TOOL_RECORD["messages"], TOOLS))
     assert trained_text(renderer, tokenize.encode(renderer, MULTI_TURN)[0][1]) == "Oslo.<|im_end|>Lima.<|im_end|>"
 
 
@@ -229,7 +271,7 @@ def test_output_is_an_arrow_dataset_with_stats(tmp_path, smol_tokenizer_dir):
     assert 0 < train["trainable_fraction"] < 1 and train["trainable_tokens"] == sum(
         sum(1 for x in row if x != IGNORE) for row in dataset["train"]["labels"]
     )
-    assert stats["tool_format"].startswith("fallback")
+    assert stats["tool_format"].startswith("tunemake's extension")
 
     view = show_tokens.show(tmp_path / "out", smol_tokenizer_dir, "train", 0)
     trained = [line for line in view.splitlines()[1:] if line.split()[1] == "T"]

@@ -69,7 +69,7 @@ def trainer_class():
 
     class PretokenizedDPOTrainer(DPOTrainer):
         """DPOTrainer on pairs already tokenized by encode_pair (TRL would render them with the model's own
-        template, not the training one, and without tunemake's tool-call fallback), scoring answer tokens only."""
+        template, not the training one), scoring answer tokens only."""
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset

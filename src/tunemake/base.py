@@ -15,6 +15,7 @@ import logging
 import math
 from pathlib import Path
 
+from tunemake.chat import extend_tools
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import BaseParams
@@ -46,6 +47,7 @@ def run(params: BaseParams, out: Path) -> dict:
             f"{params.model}: the tokenizer has no chat template. Set base.chat_template in params.yaml to a .jinja file "
             "(a ChatML template works for most base models)."
         )
+    tools = "extended with tunemake's tool convention" if extend_tools(tokenizer) else "the model's own"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = str(config.dtype or "float32").removeprefix("torch.") if params.dtype == "auto" else params.dtype
@@ -61,6 +63,7 @@ def run(params: BaseParams, out: Path) -> dict:
             "dtype": dtype,
             "parameters": _parameters(folder),
             "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
+            "chat_template_tools": tools,
             "trust_remote_code": params.trust_remote_code,
         }
         write_json(tmp / "manifest.json", manifest)

@@ -1,12 +1,16 @@
 """Rendering canonical conversations with the base model's own chat template.
 
-Templates that understand `tools` and `tool_calls` get them natively. Many small models' templates (SmolLM2's among
-them) silently ignore both, which would train the model on empty answers. For those, tunemake uses the Hermes /
-Qwen2.5 convention as a documented fallback, applied identically in training and at inference:
+Templates that understand `tools` and `tool_calls` are used as they are. Many small models' templates (SmolLM2's
+among them) silently ignore both, which would train the model on empty answers and leave a served model blind to
+the tools a request offers. For those, tunemake extends the template (tool_template) with the Hermes / Qwen2.5
+convention, and that extended template is the one that trains, that results/merged and the GGUF carry, and that a
+server (llama-server --jinja, vLLM) renders requests with:
 
 - the function specs go into the system message inside <tools></tools>, one JSON object per line;
 - each assistant call is written as <tool_call>{"name": ..., "arguments": {...}}</tool_call>;
 - a tool result becomes a user turn wrapped in <tool_response></tool_response>.
+
+Servers read calls in this convention back as OpenAI `tool_calls` (llama.cpp's parser recognises the tags).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from tunemake.errors import StepError
 
 SENTINEL = "tunemake_sentinel_fn"
 OTHER_ANSWER = "\u00a7tunemake\u00a7"  # an answer no row starts with: where it departs from a real one, that one starts
-FALLBACK_PREAMBLE = (
+TOOL_INSTRUCTIONS = (
     "You may call one or more functions to answer the user. For each call, reply with a JSON object "
     'with "name" and "arguments" inside <tool_call></tool_call> tags. The functions:'
 )
@@ -65,6 +69,7 @@ def _safe_render(tokenizer, messages, **kwargs) -> str:
 
 
 def format_call(call: dict) -> str:
+    """One call as the extended template writes it (the reference text of a held-out row)."""
     function = call["function"]
     return (
         "<tool_call>\n"
@@ -73,25 +78,80 @@ def format_call(call: dict) -> str:
     )
 
 
-def with_fallback(messages: list[dict], tools: list[dict]) -> list[dict]:
-    """Rewrite tools, calls and tool results as plain text turns (see the module docstring)."""
-    out = [dict(m) for m in messages]
-    if tools:
-        listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
-        block = f"{FALLBACK_PREAMBLE}\n<tools>\n{listing}\n</tools>"
-        if out and out[0]["role"] == "system":
-            out[0]["content"] = f"{out[0]['content']}\n\n{block}"
-        else:
-            out.insert(0, {"role": "system", "content": block})
-    for message in out:
-        calls = message.pop("tool_calls", None)
-        if calls:
-            text = "\n".join(format_call(c) for c in calls)
-            message["content"] = f"{message['content']}\n{text}" if message["content"] else text
-        if message["role"] == "tool":
-            message["role"] = "user"
-            message["content"] = f"<tool_response>\n{message['content']}\n</tool_response>"
-    return out
+# Rewrites `messages` before the base template runs: the base's own turns, with tools, calls and tool results as
+# text (see the module docstring). `tojson` is json.dumps(ensure_ascii=False) in transformers and llama.cpp alike;
+# arguments arrive as a JSON string from OpenAI clients and as an object from training rows.
+TOOL_PREAMBLE = r"""{#- tunemake: tools, tool calls and tool results in the Hermes convention -#}
+{%- set tm = namespace(messages=[], listing="", block="") -%}
+{%- if tools -%}
+{%- for tool in tools -%}
+{%- set tm.listing = tm.listing ~ ("\n" if not loop.first else "") ~ ((tool.function if tool.function is defined else tool) | tojson) -%}
+{%- endfor -%}
+{%- set tm.block = 'PREAMBLE' ~ "\n<tools>\n" ~ tm.listing ~ "\n</tools>" -%}
+{%- if SYSTEM_ROLE and (not messages or messages[0].role != "system") -%}
+{%- set tm.messages = [{"role": "system", "content": tm.block}] -%}
+{%- endif -%}
+{%- endif -%}
+{%- for message in messages -%}
+{%- set content = message.content if message.content is string else "" -%}
+{%- if SYSTEM_ROLE and loop.first and tm.block and message.role == "system" -%}
+{%- set content = content ~ "\n\n" ~ tm.block -%}
+{%- elif not SYSTEM_ROLE and tm.block and message.role == "user" -%}
+{%- set content = tm.block ~ "\n\n" ~ content -%}
+{%- set tm.block = "" -%}
+{%- endif -%}
+{%- if message.tool_calls -%}
+{%- set calls = namespace(text="") -%}
+{%- for call in message.tool_calls -%}
+{%- set function = call.function if call.function is defined else call -%}
+{%- set arguments = function.arguments if function.arguments is string else function.arguments | tojson -%}
+{%- set calls.text = calls.text ~ ("\n" if not loop.first else "") ~ '<tool_call>\n{"name": ' ~ (function.name | tojson) ~ ', "arguments": ' ~ arguments ~ '}\n</tool_call>' -%}
+{%- endfor -%}
+{%- set content = content ~ "\n" ~ calls.text if content else calls.text -%}
+{%- endif -%}
+{%- if message.role == "tool" -%}
+{%- set tm.messages = tm.messages + [{"role": "user", "content": "<tool_response>\n" ~ content ~ "\n</tool_response>"}] -%}
+{%- else -%}
+{%- set tm.messages = tm.messages + [{"role": message.role, "content": content}] -%}
+{%- endif -%}
+{%- endfor -%}
+{%- set messages = tm.messages -%}
+{%- set tools = NO_TOOLS -%}
+{#- the base model's own template #}""".replace("PREAMBLE", TOOL_INSTRUCTIONS)
+
+
+def tool_template(template: str, system_role: bool = True, no_tools: str = "none") -> str:
+    """The base's template extended to render `tools`, assistant `tool_calls` and `tool` turns (the module
+    docstring's convention). Without a system role (Gemma 2) the tools go at the top of the first user turn. The
+    base template then sees no tools: `no_tools` is what it takes for none ("[]" where it loops over them
+    unguarded)."""
+    return TOOL_PREAMBLE.replace("SYSTEM_ROLE", "true" if system_role else "false").replace("NO_TOOLS", no_tools) + (
+        template
+    )
+
+
+def is_extended(tokenizer) -> bool:
+    return isinstance(tokenizer.chat_template, str) and tokenizer.chat_template.startswith(TOOL_PREAMBLE[:40])
+
+
+def extend_tools(tokenizer) -> bool:
+    """Give a tokenizer whose template ignores tools or calls the extended one (templates that render both stay as
+    they are); True if it did."""
+    if not isinstance(tokenizer.chat_template, str) or tool_support(tokenizer).native:
+        return False
+    user = [{"role": "user", "content": "hi"}]
+    system_role = bool(_safe_render(tokenizer, [{"role": "system", "content": "s"}, *user])) or not _safe_render(
+        tokenizer, user
+    )
+    no_tools = "[]" if _raises(lambda: tokenizer.apply_chat_template(user, tools=None, tokenize=False)) else "none"
+    own, tokenizer.chat_template = (
+        tokenizer.chat_template,
+        tool_template(tokenizer.chat_template, system_role, no_tools),
+    )
+    if not tool_support(tokenizer).native:  # a template that cannot render even then: Renderer.prepare says so
+        tokenizer.chat_template = own
+        return False
+    return True
 
 
 def folded(messages: list[dict]) -> list[dict]:
@@ -132,7 +192,7 @@ PROBE = [  # two turns: a template that rewrites earlier turns (reasoning models
 
 
 class Renderer:
-    """Renders canonical records with one tokenizer's template, natively or through the fallback.
+    """Renders canonical records with one tokenizer's template (extended with tools where it ignores them).
 
     Training finds the assistant tokens by rendering growing prefixes of each conversation. A family whose own
     template rewrites earlier turns (Qwen3, DeepSeek-R1 distills, Mistral-Nemo...) cannot be read that way; for
@@ -144,6 +204,8 @@ class Renderer:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        extend_tools(tokenizer)  # a no-op for a template already extended, or native
+        self.extended = is_extended(tokenizer)
         self.no_tools = None  # render() reads it while the probes below decide it
         # `tools` for a conversation without any: None, or [] for templates that loop over it unguarded (Hermes
         # tool_use, Command-R), which raise on None
@@ -165,11 +227,12 @@ class Renderer:
             self.training, self.training_template = trl_training_template(self)
 
     def prepare(self, messages: list[dict], tools: list[dict]) -> tuple[list[dict], list[dict] | None]:
-        if self.support.native or (not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
-            messages, tools = messages, tools or None
-        else:
-            messages, tools = with_fallback(messages, tools), None
-        return (folded(messages) if self.fold_system else messages), tools
+        if not self.support.native and (tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
+            raise StepError(
+                "the chat template does not render tools or tool calls, and it is not one template tunemake can "
+                "extend (a dict of named templates); set base.chat_template in params.yaml to one that does"
+            )
+        return (folded(messages) if self.fold_system else messages), tools or None
 
     def render(
         self, messages: list[dict], tools: list[dict] | None, *, add_generation_prompt: bool = False, template=None

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from tunemake import imatrix
-from tunemake.chat import Renderer, stop_token_ids
+from tunemake.chat import TOOL_INSTRUCTIONS, Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.llamacpp import convert, file_template, load
@@ -32,22 +32,58 @@ from tunemake.weights import final_model
 
 log = logging.getLogger("tunemake")
 
-# Covers a system prompt, several turns and the tool-call tags the fallback convention trains on.
+# Covers a system prompt, tools, several turns, a call and its result: what a served request renders.
+SAMPLE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "convert_currency",
+            "description": "Convert an amount between currencies.",
+            "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]},
+        },
+    }
+]
 SAMPLE = [
     {"role": "system", "content": "You answer by calling functions."},
     {"role": "user", "content": "How much is 161 AUD in GBP?"},
     {
         "role": "assistant",
-        "content": '<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 161.0}}\n</tool_call>',
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": "convert_currency", "arguments": {"amount": 161.0}}}],
     },
-    {"role": "user", "content": '<tool_response>\n{"result": 84.2}\n</tool_response>'},
+    {"role": "tool", "content": '{"result": 84.2}'},
 ]
 BLOCKS_OF_32 = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"}  # what the 256-block types fall back to
 CHATML_PROBE = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
-CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
-{{ .Content }}<|im_end|>
-{{ end }}<|im_start|>assistant
-"""
+# Ollama's Go template for a ChatML model: the system turn with the tools in tunemake's convention (chat.py), calls
+# and tool results as training wrote them, so Ollama offers the tools and reads <tool_call> answers back as calls.
+# Go prints JSON without Python's spaces: the same convention, not the same tokens (checked: the Jinja template's).
+CHATML_TEMPLATE = """{{- if or .System .Tools }}<|im_start|>system
+{{ if .System }}{{ .System }}{{ if .Tools }}
+
+{{ end }}{{ end }}{{ if .Tools }}INSTRUCTIONS
+<tools>
+{{- range .Tools }}
+{{ .Function }}
+{{- end }}
+</tools>{{ end }}<|im_end|>
+{{ end }}
+{{- range $i, $_ := .Messages }}
+{{- if eq .Role "tool" }}<|im_start|>user
+<tool_response>
+{{ .Content }}
+</tool_response><|im_end|>
+{{ else if ne .Role "system" }}<|im_start|>{{ .Role }}
+{{ .Content }}
+{{- $content := .Content }}
+{{- range $j, $call := .ToolCalls }}{{ if or $j $content }}
+{{ end }}<tool_call>
+{"name": "{{ $call.Function.Name }}", "arguments": {{ $call.Function.Arguments }}}
+</tool_call>
+{{- end }}<|im_end|>
+{{ end }}
+{{- end }}<|im_start|>assistant
+""".replace("INSTRUCTIONS", TOOL_INSTRUCTIONS)
 
 
 def quantize(source: Path, target: Path, quant: str, matrix: imatrix.QuantizeArray | None) -> None:
@@ -92,9 +128,9 @@ def check_template(llm, path: Path, tokenizer) -> dict:
             "it from the merged model's tokenizer_config.json / chat_template.jinja"
         )
     token_text = lambda t: llm._model.token_get_text(t)  # noqa: E731
-    gguf_text = formatter(messages=SAMPLE).prompt
+    gguf_text = formatter(messages=SAMPLE, tools=SAMPLE_TOOLS).prompt
     gguf_ids = llm.tokenize(gguf_text.encode(), add_bos=False, special=True)
-    hf_text = Renderer(tokenizer).render(SAMPLE, None, add_generation_prompt=True)
+    hf_text = Renderer(tokenizer).render(SAMPLE, SAMPLE_TOOLS, add_generation_prompt=True)
     hf_ids = tokenizer(hf_text, add_special_tokens=False)["input_ids"]
     if gguf_ids != hf_ids:
         at = next((i for i, (a, b) in enumerate(zip(gguf_ids, hf_ids)) if a != b), min(len(gguf_ids), len(hf_ids)))

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tunemake import general
-from tunemake.chat import Renderer, encode_pair, with_fallback
+from tunemake.chat import Renderer, encode_pair, format_call
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import EvalParams
@@ -32,12 +32,13 @@ def examples(test_file: Path, limit: int | None) -> list[dict]:
         messages = record["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         reference = messages[last]
+        calls = [format_call(call) for call in reference.get("tool_calls") or []]
         out.append(
             {
                 "id": record["id"],
                 "prompt": messages[:last],
                 "tools": record.get("tools") or [],
-                "reference": with_fallback([reference], [])[0]["content"],
+                "reference": "\n".join(filter(None, [reference["content"], *calls])),
                 "reference_calls": reference.get("tool_calls") or [],
             }
         )

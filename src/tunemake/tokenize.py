@@ -75,9 +75,9 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
     stats: dict = {
         "max_length": params.max_length,
         "overlong": params.overlong,
-        "tool_format": "native"
-        if renderer.support.native
-        else "fallback (<tool_call> JSON in text, see tunemake.chat)",
+        "tool_format": "tunemake's extension of the model's template (<tool_call> JSON, see tunemake.chat)"
+        if renderer.extended
+        else "the model's own template",
         "training_template": renderer.training_template,
         "system_turn": "folded into the first user turn (the template has no system role)"
         if renderer.fold_system
