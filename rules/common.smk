@@ -35,6 +35,11 @@ def align_params(wildcards):
     return align if align["enabled"] else {"enabled": False}
 
 
+def replay_params(wildcards):
+    """When replay is off (prepare.replay: 0) its settings change nothing; switching it on re-runs the step."""
+    return config["replay"] if config["prepare"]["replay"] else {"enabled": False}
+
+
 def point_set(wildcards):
     """The `--set KEY=VALUE` a sweep point's commands carry; nothing for params.yaml's run."""
     return SWEEP.set_args(wildcards.point)
