@@ -6,9 +6,12 @@ from snakemake.settings.types import SharedFSUsage
 
 from tunemake.dag import code_files
 from tunemake.params import load as load_params
+from tunemake.profiles import check as check_profile
 from tunemake.sweep import parse as parse_sweep
 
 PARAMS = load_params("params.yaml")
+# A cluster profile's bucket, credentials, image and scheduler, checked before the DAG is built (tunemake.profiles).
+check_profile(workflow)
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
 # Rules whose step uses every core it may (torch, llama.cpp) take `all_cores=1`; local/config.yaml caps it at 1, so
 # on one machine they take turns: two side by side each ran 2 to 6 times slower (llama.cpp's threads spin).
@@ -33,6 +36,11 @@ def align_params(wildcards):
     """When align is off its settings change nothing: editing them must not re-run what follows."""
     align = point_params("align")(wildcards)
     return align if align["enabled"] else {"enabled": False}
+
+
+def replay_params(wildcards):
+    """When replay is off (prepare.replay: 0) its settings change nothing; switching it on re-runs the step."""
+    return config["replay"] if config["prepare"]["replay"] else {"enabled": False}
 
 
 def point_set(wildcards):

@@ -13,7 +13,7 @@ rule replay:
     resources:
         all_cores=1,
     params:
-        replay=config["replay"],
+        replay=replay_params,
     shell:
         "tunemake replay --params params.yaml --base {input.base} --out {output} --log-file {log}"
 

@@ -214,6 +214,32 @@ def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp
     assert stats["dropped"]["unfinished"] > 0
 
 
+def test_replay_off_writes_no_rows_and_loads_no_model(tmp_path):
+    """prepare.replay: 0: the step as its rule runs it, in a fresh interpreter, imports no torch and never reads the
+    base (the path given does not exist)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["prepare"]["replay"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = ["replay", "--params", str(tmp_path / "params.yaml"), "--base", str(tmp_path / "no-base"), "--out"]
+    code = (
+        "import sys; from tunemake import cli; code = cli.main(sys.argv[1:]); "
+        "print(code, sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv, str(tmp_path / "out")], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "0 []\n", done.stderr
+    assert (tmp_path / "out" / "rows.jsonl").read_text() == ""
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["enabled"] is False
+
+
 @pytest.mark.parametrize(
     "config_class, extra",
     [

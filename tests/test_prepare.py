@@ -11,6 +11,7 @@ from tunemake import prepare
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import PrepareParams
+from tunemake.replay import off as replay_off
 
 
 def chat(user: str, answer: str, **extra) -> dict:
@@ -327,3 +328,7 @@ def test_replay_rows_join_the_training_split_only_in_the_asked_share(tmp_path):
     assert replayed(1.0)["train"] == 30  # all there are, with a warning
     with pytest.raises(StepError, match="prepare.replay is 0.25 but no --replay folder"):
         replayed(0.25, given=None)
+    replay_off(tmp_path / "off")  # what the replay step makes with prepare.replay: 0
+    assert replayed(0, given=tmp_path / "off")["train"] == 0
+    with pytest.raises(StepError, match="was made with replay off: run the replay step again"):
+        replayed(0.25, given=tmp_path / "off")

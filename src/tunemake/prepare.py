@@ -114,6 +114,12 @@ def _replay_rows(replay: Path | None, params: PrepareParams, task_rows: int) -> 
         return []
     if replay is None:
         raise StepError(f"prepare.replay is {params.replay:g} but no --replay folder was given; set prepare.replay: 0")
+    stats = replay / "stats.json"
+    if stats.is_file() and not json.loads(stats.read_text()).get("enabled", True):
+        raise StepError(
+            f"prepare.replay is {params.replay:g} but {replay} was made with replay off: run the replay step again "
+            "(snakemake does; with DVC: dvc repro --force --single-item replay)"
+        )
     rows = read_jsonl(replay / "rows.jsonl")
     if wanted > len(rows):
         log.warning(

@@ -7,7 +7,8 @@ base on everything else. The prompts (tunemake/prompts/replay.jsonl) never overl
 one system turn in turn (SYSTEMS: none, so the template's default; empty; a plain one; two personas), covering the
 contexts the task rows lack. Answers that did not end their turn within `replay.max_new_tokens`, or are
 degenerate, are left out: replay must never teach truncation or loops. `replay.temperature` above 0 samples the
-answers (seeded) instead of taking the greedy ones.
+answers (seeded) instead of taking the greedy ones. With `prepare.replay: 0` the step writes no rows at once and loads
+no model (torch is imported inside `run`).
 
 The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (general.fast_dtype):
 they are training rows, compared with nothing, and on 2 cores with AMX that took 45 s where llama.cpp's portable
@@ -46,7 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).replay, args.base, args.out)
+    params = load_params(args.params, args.set)
+    if params.prepare.replay:
+        run(params.replay, args.base, args.out)
+    else:
+        off(args.out)
+
+
+def off(out: Path) -> dict:
+    """prepare.replay: 0. Nothing to answer; `enabled: false` lets prepare refuse this output if replay is switched on
+    later without re-running the step."""
+    stats = {"enabled": False, "prompts": 0, "rows": 0}
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / "rows.jsonl", [])
+        write_json(tmp / "stats.json", stats)
+    log.info("replay: off (prepare.replay: 0); no model loaded")
+    return stats
 
 
 def run(params: ReplayParams, base: Path, out: Path) -> dict:
@@ -80,6 +96,7 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
                 {"id": f"replay:{index + 1}", "messages": messages, "meta": {"source": "replay", "line": index + 1}}
             )
     stats = {
+        "enabled": True,
         "prompts": len(prompts),
         "rows": len(rows),
         "dropped": dropped,
