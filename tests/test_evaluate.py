@@ -11,7 +11,14 @@ import logging
 import pytest
 
 from tunemake.errors import StepError
-from tunemake.evaluate import engine_check, preference_change, read_baseline
+from tunemake.evaluate import (
+    drift_summary,
+    engine_check,
+    general_scores,
+    preference_change,
+    read_baseline,
+    sound_answers,
+)
 from tunemake.params import EvalParams
 
 
@@ -54,6 +61,26 @@ def test_what_alignment_changed_is_measured_pair_by_pair():
     assert change["accuracy"] == 25.0 and change["margin"] == 1.625 and change["margins_rose"] == 3
     assert change["pairs"] == 4 and change["ci95"]["margin"][0] <= 1.625 <= change["ci95"]["margin"][1]
     assert change["ci95"]["accuracy"][0] == 0.0  # three of four pairs did not flip: a single pair is noise
+
+
+def test_drift_is_measured_on_every_conversation_and_on_those_the_base_answered_soundly():
+    """A base that answered three of four prompts well (one of them cut at the cap, as the suite's short cap cuts
+    fair answers) and looped on one: the tuned model's drift on the three is what the gate judges; on all four it is
+    dominated by the loop it moved away from."""
+    suite = [{"answer": []}] * 4
+    answers = ["Paris is the capital.", "Two plus two is four.", "First, boil the water. Then", "the the the the"]
+    base = general_scores(suite, answers, [True, True, False, True])
+    sound = sound_answers(base)
+    assert sound == [True, True, True, False]
+    summary = drift_summary([1.0, 1.0, 1.0, 0.2], [1.1, 1.0, 1.0, 4.0], sound)
+    assert (summary["drift"], summary["drift_sound"]) == (0.975, 0.0333)
+    assert (summary["conversations"], summary["sound_conversations"]) == (4, 3)
+    assert summary["ci95"]["drift"][1] > 0.1 >= summary["ci95"]["drift_sound"][1]
+    # A base that ends its turn on under a quarter of the prompts is a pretrained one: none of its answers is sound
+    rambling = general_scores(suite * 2, ["Once upon a time there was"] * 7 + ["Paris."], [False] * 7 + [True])
+    assert sound_answers(rambling) == [False] * 8
+    none = drift_summary([1.0] * 8, [2.0] * 8, [False] * 8)
+    assert (none["drift_sound"], none["ci95"]["drift_sound"], none["sound_conversations"]) == (None, None, 0)
 
 
 def test_the_held_out_loss_is_the_training_loss_on_the_test_rows(tmp_path, tiny_llama_dir):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunemake import gate
+from tunemake import evaluate, gate
 from tunemake.errors import StepError
 from tunemake.params import GateParams
 from tunemake.stats import interval
@@ -19,39 +19,47 @@ MODELS = ("base", "tuned", "gguf-F16", "gguf-Q4_K_M")
 GENERAL = 60  # general conversations
 
 
-def general_evaluation(broken_base: int, broken_quant: int, drift: float) -> tuple[dict, list[dict]]:
-    """Each model's `general` summary and general_samples.jsonl: the first N conversations degenerate; every model
-    gets the 20 checkable ones right; the tuned model's per-conversation drift is `drift` give or take 0.05."""
+def general_evaluation(
+    broken_base: int, broken_quant: int, drift: float, unfinished_base: int = 0, far: float | None = None
+) -> tuple[dict, list[dict]]:
+    """Each model's `general` summary and general_samples.jsonl: the first N conversations degenerate, and the base's
+    last `unfinished_base` answers still going at the cap; every model gets the 20 checkable ones right; the tuned
+    model's per-conversation drift is `drift` give or take 0.05, and `far` on the base's unsound answers when given."""
     broken = {"base": broken_base, "tuned": broken_quant, "gguf-F16": broken_quant, "gguf-Q4_K_M": broken_quant}
     samples = [
         {
             "scores": {
-                m: {"degenerate": ["loop"] if i < broken[m] else [], "checkable": 1.0 if i < 20 else None}
+                m: {
+                    "degenerate": ["loop"] if i < broken[m] else [],
+                    "unfinished": m == "base" and i >= GENERAL - unfinished_base,
+                    "checkable": 1.0 if i < 20 else None,
+                }
                 for m in MODELS
             }
         }
         for i in range(GENERAL)
     ]
-    drifts = [drift + (0.05 if i % 2 else -0.05) for i in range(GENERAL)]
+    sound = evaluate.sound_answers([s["scores"]["base"] for s in samples])
+    drifts = [(drift if ok or far is None else far) + (0.05 if i % 2 else -0.05) for i, ok in enumerate(sound)]
     summaries = {
         m: {
             "degenerate_rate": round(100 * broken[m] / GENERAL, 1),
+            "unfinished_rate": round(100 * unfinished_base / GENERAL, 1) if m == "base" else 0.0,
             "checkable": 100.0,
-            "ci95": {"drift": interval(drifts, scale=1)},
-            "drift": drift,
         }
         for m in MODELS
     }
+    summaries["tuned"] = evaluate.drift_summary([2.0] * GENERAL, [2.0 + d for d in drifts], sound)  # as evaluate
     return summaries, samples
 
 
 def evaluation(
-    base: int, tuned: int, f16: int, quant: int, broken=(1, 1), drift: float = 0.1
+    base: int, tuned: int, f16: int, quant: int, broken=(1, 1), drift: float = 0.05, **suite
 ) -> tuple[dict, list[dict], list[dict]]:
     """metrics.json, samples.jsonl and general_samples.jsonl of an evaluation where each model gets its first N rows
     right (so the quant's right rows are a subset of F16's, as when quantization loses some)."""
     right = dict(zip(MODELS, (base, tuned, f16, quant)))
-    summaries, general = general_evaluation(*broken, drift)
+    summaries, general = general_evaluation(*broken, drift, **suite)
     samples = [
         {"scores": {m: {"tool_calls": {"exact_match": float(i < right[m])}} for m in MODELS}} for i in range(ROWS)
     ]
@@ -68,8 +76,8 @@ def evaluation(
     return metrics, samples, general
 
 
-def verdict(*right, broken=(1, 1), drift=0.1, **params) -> dict:
-    metrics, samples, general = evaluation(*right, broken=broken, drift=drift)
+def verdict(*right, broken=(1, 1), drift=0.05, unfinished_base=0, far=None, **params) -> dict:
+    metrics, samples, general = evaluation(*right, broken=broken, drift=drift, unfinished_base=unfinished_base, far=far)
     return gate.verdict(metrics, samples, general, SIZES, GateParams(**params))
 
 
@@ -130,6 +138,63 @@ def test_drift_blocks_only_when_its_interval_lies_past_the_limit():
     far = verdict(0, 28, 28, 28, drift=1.5)
     assert far["checks"][5]["status"] == "fail" and far["verdict"] == "iterate"
     assert far["regressions"] == ["drift: tuned loss on the base's general answers minus the base's (nats/token)"]
+    # a base with sound answers (59 of 60: one degenerate) still fails a tuned model that drifted far from them
+    assert far["checks"][5]["scope"] == "on the 59 of 60 conversations the base answered soundly"
+    assert far["reasons"][5].endswith("FAILED, on the 59 of 60 conversations the base answered soundly")
+    assert far["base_answers"]["mostly_broken"] is False
+
+
+def test_drift_from_a_pretrained_bases_broken_answers_is_not_applicable():
+    """A pretrained base: 55 of 60 answers degenerate and every one still going at the cap. The tuned model moved far
+    from them (+1.7 nats/token), which is the point of the fine-tune: drift is not applicable and does not block."""
+    result = verdict(0, 28, 28, 28, broken=(55, 0), drift=1.7, unfinished_base=GENERAL)
+    drift = result["checks"][5]
+    assert (drift["status"], drift["passed"], drift["value"], drift["ci95"]) == ("not applicable", True, None, None)
+    assert result["verdict"] == "deploy" and result["regressions"] == []
+    assert (
+        "drift: tuned loss on the base's general answers minus the base's (nats/token): not applicable, the base "
+        "answered only 0 of 60 conversations soundly (91.7% degenerate, 100% unfinished at the cap)"
+    ) in result["reasons"]
+    assert result["base_answers"] == {
+        "conversations": 60,
+        "sound": 0,
+        "degenerate_rate": 91.7,
+        "unfinished_rate": 100.0,
+        "mostly_broken": True,
+    }
+    # The other regression checks keep comparing with the base: a tuned model worse than a bad base still fails
+    worse = verdict(0, 28, 28, 28, broken=(40, 55), drift=1.7, unfinished_base=GENERAL)
+    assert worse["verdict"] == "iterate" and worse["regressions"] == ["degenerate general answers, Q4_K_M minus base"]
+    # ...and gate.drift_on: all judges every conversation anyway
+    every = verdict(0, 28, 28, 28, broken=(55, 0), drift=1.7, unfinished_base=GENERAL, drift_on="all")
+    assert every["checks"][5]["status"] == "fail" and every["checks"][5]["scope"] == "on all 60 conversations"
+
+
+@pytest.mark.parametrize(("broken_base", "status"), [(GENERAL - 10, "pass"), (GENERAL - 9, "not applicable")])
+def test_drift_is_judged_on_the_sound_conversations_only(broken_base, status):
+    """Mixed: the tuned model stays close where the base answered soundly and moved far (1.5) from the base's
+    degenerate answers; only the sound ones count, and how many there are is reported. Below gate.MIN_SOUND of them
+    drift is not applicable."""
+    result = verdict(0, 28, 28, 28, broken=(broken_base, 0), drift=0.0, far=1.5)
+    drift = result["checks"][5]
+    sound = GENERAL - broken_base
+    assert drift["status"] == status and result["base_answers"]["sound"] == sound
+    assert result["base_answers"]["mostly_broken"] and result["verdict"] == "deploy"
+    if status == "pass":
+        assert abs(drift["value"]) <= 0.01 and drift["ci95"][1] < 0.1
+        assert drift["scope"] == f"on the {sound} of 60 conversations the base answered soundly"
+    every = verdict(0, 28, 28, 28, broken=(broken_base, 0), drift=0.0, far=1.5, drift_on="all")
+    assert every["checks"][5]["status"] == "fail" and every["checks"][5]["value"] > 1
+
+
+@pytest.mark.parametrize(("unfinished", "sound"), [(45, 59), (46, 0)])
+def test_answers_cut_at_the_cap_count_as_sound_from_a_base_that_ends_its_turns(unfinished, sound):
+    """An instruct base's answers still going at the suite's short cap are fair answers cut short: drift is judged
+    on them (59: all but the one degenerate). A base that ended its turn on under a quarter of the conversations
+    (14 of 60) is a pretrained one rambling on: none of its answers counts."""
+    result = verdict(0, 28, 28, 28, drift=1.5, unfinished_base=unfinished)
+    assert result["base_answers"]["sound"] == sound
+    assert result["checks"][5]["status"] == ("fail" if sound else "not applicable")
 
 
 def test_latency_and_memory_limits_are_checked_on_the_shipped_quant():

@@ -24,7 +24,9 @@ one, which has no GGUF, answers in transformers.
 The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
 answers the general prompts the base answered, greedily, all at once (llama.cpp batched decoding); each answer's
 degenerate reasons, whether it ended its turn, and the checkable prompts' scores go to general_samples.jsonl. Drift:
-the tuned model's loss on the base's own answers minus the base's (nats per token), one teacher-forced pass. Each
+the tuned model's loss on the base's own answers minus the base's (nats per token), one teacher-forced pass, over
+every conversation and over those the base answered soundly (sound_answers: not degenerate, from a base that ends
+its turns). Each
 model's `general` summary carries 95% intervals like the test scores.
 """
 
@@ -161,13 +163,33 @@ def general_scores(suite: list[dict], answers: list[str], stopped: list[bool]) -
     ]
 
 
-def drift_summary(base: list[float], tuned: list[float]) -> dict:
+ENDS_TURNS = 0.25  # a base that ended its turn on fewer of the suite's answers never learned to: a pretrained one
+
+
+def sound_answers(base: list[dict]) -> list[bool]:
+    """Which conversations the base answered well (its general_scores rows): not degenerate, from a base that ends
+    its turns. An instruct base's answer still going at the suite's short cap is a fair answer cut short (SmolLM2:
+    29 of 66), so it counts; a base that ended its turn on under ENDS_TURNS of them rambles on everywhere, as a
+    pretrained one does, and the detector misses some rambling: then none counts."""
+    ends_turns = sum(not s["unfinished"] for s in base) >= ENDS_TURNS * len(base)
+    return [ends_turns and not s["degenerate"] for s in base]
+
+
+def drift_summary(base: list[float], tuned: list[float], sound: list[bool]) -> dict:
     """The tuned model's loss on the base's own general answers minus the base's, nats per token (mean over
-    conversations), with its paired 95% interval."""
+    conversations), with its paired 95% interval: over every conversation (`drift`), and over those the base
+    answered soundly (`drift_sound`, None when there are none): moving away from a broken answer is no harm."""
+    kept = [i for i, ok in enumerate(sound) if ok]
+    base_kept, tuned_kept = [base[i] for i in kept], [tuned[i] for i in kept]
     return {
         "drift": round(statistics.mean(tuned) - statistics.mean(base), 4),
-        "ci95": {"drift": paired_interval(tuned, base, scale=1)},
+        "drift_sound": round(statistics.mean(tuned_kept) - statistics.mean(base_kept), 4) if kept else None,
+        "ci95": {
+            "drift": paired_interval(tuned, base, scale=1),
+            "drift_sound": paired_interval(tuned_kept, base_kept, scale=1),
+        },
         "conversations": len(base),
+        "sound_conversations": len(kept),
     }
 
 
@@ -303,7 +325,7 @@ def run(
         if name in general_rows:
             summary["general"] = general_summary(suite, general_rows[name])
         if name == "tuned":
-            summary["general"] = drift_summary(base_losses, tuned_losses)
+            summary["general"] = drift_summary(base_losses, tuned_losses, sound_answers(general_rows["base"]))
         if result["loss"] is not None:
             summary = {"loss": round(result["loss"], 4), "perplexity": round(math.exp(result["loss"]), 3), **summary}
         if result.get("pairs"):

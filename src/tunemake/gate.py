@@ -8,7 +8,11 @@ gate.enforce on, a verdict other than deploy fails the step (and so the pipeline
 Regressions are judged on the general prompts (results/suite, tunemake.general), which no training row shares: the
 shipped model's degenerate answers and checkable answers against the base model's, and the tuned model's drift (its
 loss on the base's own answers minus the base's). They are harms, so each blocks on evidence: its 95% interval lies
-past the limit.
+past the limit. Drift is judged only where the base answered soundly (tunemake.evaluate.sound_answers: not
+degenerate, from a base that ends its turns; gate.drift_on: all judges every conversation): moving away from a
+broken answer is no harm. A pretrained base never ends its turn, so there drift is not applicable, and
+`base_answers` says the base is mostly broken; degenerate and checkable answers are still compared with the base's,
+so a tuned model worse than a bad base still fails.
 
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
 (try more epochs, another learning rate, more data, replay); `regressions` names the failed regression checks.
@@ -31,6 +35,8 @@ from tunemake.params import load as load_params
 from tunemake.stats import paired_interval
 
 log = logging.getLogger("tunemake")
+DRIFT = "drift: tuned loss on the base's general answers minus the base's (nats/token)"
+MIN_SOUND = 10  # fewer sound base answers than this: too few to judge drift on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,17 +95,45 @@ def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: s
                 burden="harm",
             )
         )
-    checks.append(
-        check(
-            "drift: tuned loss on the base's general answers minus the base's (nats/token)",
-            general["tuned"]["drift"],
-            params.max_drift,
-            at_least=False,
-            ci=general["tuned"]["ci95"]["drift"],
-            burden="harm",
-        )
-    )
+    checks.append(drift_check(general, params))
     return [{**c, "regression": True} for c in checks]
+
+
+def drift_check(general: dict, params: GateParams) -> dict:
+    """Drift on the conversations the base answered soundly (gate.drift_on: sound), or on all of them. Moving away
+    from a degenerate or rambling answer is what a fine-tune of a pretrained base is for, so where too few answers
+    are sound drift is not applicable: it passes, and says why."""
+    tuned, base = general["tuned"], general["base"]
+    total, sound = tuned["conversations"], tuned["sound_conversations"]
+    if params.drift_on == "all":
+        value, ci, scope = tuned["drift"], tuned["ci95"]["drift"], f"on all {total} conversations"
+    elif sound >= MIN_SOUND:
+        value, ci = tuned["drift_sound"], tuned["ci95"]["drift_sound"]
+        scope = f"on the {sound} of {total} conversations the base answered soundly"
+    else:
+        return {
+            "check": DRIFT,
+            "value": None,
+            "ci95": None,
+            "limit": f"<= {params.max_drift:g}",
+            "status": "not applicable",
+            "passed": True,
+            "scope": f"the base answered only {sound} of {total} conversations soundly ({base['degenerate_rate']:g}% "
+            f"degenerate, {base['unfinished_rate']:g}% unfinished at the cap)",
+        }
+    return {**check(DRIFT, value, params.max_drift, at_least=False, ci=ci, burden="harm"), "scope": scope}
+
+
+def base_answers(general: dict) -> dict:
+    """How well the base answered the suite. Mostly unsound answers mean a pretrained base, or a poorly chosen one."""
+    tuned, base = general["tuned"], general["base"]
+    return {
+        "conversations": tuned["conversations"],
+        "sound": tuned["sound_conversations"],
+        "degenerate_rate": base["degenerate_rate"],
+        "unfinished_rate": base["unfinished_rate"],
+        "mostly_broken": tuned["sound_conversations"] < tuned["conversations"] / 2,
+    }
 
 
 def check(name: str, value: float, limit: float, *, at_least: bool, ci=None, burden: str = "estimate") -> dict:
@@ -195,14 +229,18 @@ def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict
         "metric": metric,
         "checks": checks,
         "regressions": [c["check"] for c in checks if c.get("regression") and not c["passed"]],
+        "base_answers": base_answers({name: model.get("general") for name, model in metrics["models"].items()}),
         "reasons": [reason(c) for c in checks],
     }
 
 
 def reason(c: dict) -> str:
+    if c["status"] == "not applicable":
+        return f"{c['check']}: not applicable, {c['scope']}"
     interval = f" [95% interval {c['ci95'][0]:g} to {c['ci95'][1]:g}]" if c["ci95"] else ""
     status = {"pass": "ok", "within noise": "within noise (does not block)", "fail": "FAILED"}[c["status"]]
-    return f"{c['check']}: {c['value']:g}{interval} (needs {c['limit']}) {status}"
+    scope = f", {c['scope']}" if c.get("scope") else ""
+    return f"{c['check']}: {c['value']:g}{interval} (needs {c['limit']}) {status}{scope}"
 
 
 def run(params: GateParams, evaluation: Path, gguf: Path, out: Path) -> dict:

@@ -399,6 +399,11 @@ class GateParams(Strict):
     max_drift: float = Field(
         0.1, ge=0, description="nats per token the tuned model's loss on the base's own general answers may rise"
     )
+    drift_on: Literal["sound", "all"] = Field(
+        "sound",
+        description="the base's general answers drift is judged on: sound (not degenerate, from a base that ends its "
+        "turns; too few and drift is not applicable, as on a pretrained base) | all",
+    )
     max_latency_s: float | None = Field(None, gt=0, description="mean seconds per answer of the shipped GGUF")
     max_memory_mb: float | None = Field(None, gt=0, description="peak RSS of the process running the shipped GGUF")
     enforce: bool = Field(False, description="true: the pipeline fails unless the verdict is deploy")

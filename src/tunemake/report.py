@@ -312,9 +312,25 @@ def tables(
         "alignment": (["", ""], alignment_rows(aligned, metrics.get("alignment"))),
         "gate": (
             ["check", "value", "95% interval", "limit", "status"],
-            [[c["check"], c["value"], span(c["ci95"]), c["limit"], c["status"]] for c in result["checks"]],
+            [
+                [c["check"] + (f", {c['scope']}" if c.get("scope") else ""), c["value"], span(c["ci95"])]
+                + [c["limit"], c["status"]]
+                for c in result["checks"]
+            ],
         ),
     }
+
+
+def base_note(result: dict) -> str | None:
+    """The line atop the regression section when the base answered most general prompts badly."""
+    base = result["base_answers"]
+    if not base["mostly_broken"]:
+        return None
+    return (
+        f"The base model answered only {base['sound']} of {base['conversations']} general conversations soundly "
+        f"({base['degenerate_rate']:g}% degenerate, {base['unfinished_rate']:g}% unfinished at the cap): it is a "
+        "pretrained model, or a poorly chosen one."
+    )
 
 
 def general_samples(samples: list[dict], shipped: str) -> list[dict]:
@@ -376,6 +392,7 @@ def markdown(
         "",
         "## What the fine-tune broke: general prompts no training row shares",
         "",
+        *([f"**{base_note(result)}**", ""] if base_note(result) else []),
         md("general"),
         "",
         *[
@@ -523,6 +540,7 @@ def run(
             samples=samples,
             general=general,
             general_count=metrics["models"]["base"]["general"]["conversations"],
+            base_note=base_note(result),
             params_text=params_text,
             swept=swept and {"title": sweep_title(swept), "note": SWEEP_NOTE},
             summary=summary,
