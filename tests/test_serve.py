@@ -140,8 +140,9 @@ def _cmdline(proc: Path) -> bytes:
         return b""
 
 
-def test_tunemake_serve_serves_the_shipped_gguf_until_interrupted(tiny_gguf, tmp_path):
-    """The command line: the file sizes.json ships, found in the gguf step's output; Ctrl-C stops it."""
+def test_tunemake_serve_serves_the_shipped_gguf_until_stopped(tiny_gguf, tmp_path):
+    """The command line: the file sizes.json ships, found in the gguf step's output; SIGTERM (as Ctrl-C) stops it
+    and its server."""
     gguf = tmp_path / "results" / "gguf"
     gguf.mkdir(parents=True)
     (gguf / "model-Q8_0.gguf").symlink_to(tiny_gguf)
@@ -171,9 +172,10 @@ def test_tunemake_serve_serves_the_shipped_gguf_until_interrupted(tiny_gguf, tmp
         assert served["total_slots"] == 2 and served["model_path"].endswith("model-Q8_0.gguf")
         assert served["default_generation_settings"]["n_ctx"] == 1024  # --ctx-size is per slot
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
+    assert not [p for p in Path("/proc").glob("[0-9]*") if f"--port\0{port}\0".encode() in _cmdline(p)]
     assert f"model-Q8_0.gguf at {url}/v1" in output and "API key required" in output
     assert (tmp_path / "logs" / "serve" / "llama-server.log").is_file()
 
@@ -207,3 +209,18 @@ def test_clear_errors_no_gguf_port_in_use_and_a_server_that_dies(tiny_gguf, tmp_
         with serve.serving(broken, log_file=tmp_path / "broken.log"):
             pass
     assert "broken.gguf" in str(died.value) and str(tmp_path / "broken.log") in str(died.value)
+
+
+def test_a_failed_build_names_its_log_and_leaves_no_entry(tmp_path, monkeypatch):
+    """Without cmake on PATH: a one-line error pointing at the build log, and nothing in the cache taken for built."""
+    archive = converter.sdist(version("llama-cpp-python"))  # the shared download, made by the converter tests too
+    monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / archive.parent.name).symlink_to(archive.parent)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(StepError, match="building llama-server from the llama-cpp-python==") as failed:
+        serve.server_binary()
+    build_log = tmp_path / "cache" / f"llama-server-{version('llama-cpp-python')}.build.log"
+    assert str(failed.value).endswith(f"the build log is {build_log}") and "\n" not in str(failed.value)
+    assert "cmake not found" in build_log.read_text()
+    assert not (tmp_path / "cache" / f"llama-server-{version('llama-cpp-python')}").exists()

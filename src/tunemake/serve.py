@@ -272,6 +272,7 @@ def main(args: argparse.Namespace) -> None:
             f"API key required ({KEY_ENV})" if key else "no API key",
             args.server_log,
         )
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, docker stop: stop the server as Ctrl-C
         with contextlib.suppress(KeyboardInterrupt):
             while _running(url):
                 time.sleep(1)
