@@ -60,7 +60,7 @@ def test_the_command_line_lists_every_step_without_importing_it():
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
-    assert set(STEPS) | {"sync", "launch", "show-tokens", "dag", "sweep"} == set(cli.commands())
+    assert set(STEPS) | {"sync", "launch", "show-tokens", "dag", "sweep", "serve"} == set(cli.commands())
 
 
 def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(workspace):

@@ -2,8 +2,9 @@
 
 The converter must match the llama.cpp that llama-cpp-python was built from, and it ships in that package's sdist
 (vendor/llama.cpp) but not in its wheel. The sdist comes from the package index (pip download), never from a git
-branch; the few files the converter needs are extracted once into a per-version cache and copied into the step's
-output, so the gguf step reads only declared files.
+branch, downloaded once per version into the cache (`sdist`, which tunemake.serve builds llama-server from too); the
+few files the converter needs are extracted once into a per-version cache and copied into the step's output, so the
+gguf step reads only declared files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,16 +28,45 @@ TEMPLATES = "models/templates/"  # the real chat templates llama.cpp tests with:
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", TEMPLATES)  # under vendor/llama.cpp/ in the sdist
 
 
+def sdist(pinned: str) -> Path:
+    """The llama-cpp-python==pinned sdist archive, downloaded once into the cache: the converter and llama-server
+    (tunemake.serve) both come from its vendor/llama.cpp, so they are the llama.cpp the Python binding was built from."""
+    folder = cache_root() / f"{PACKAGE}-{pinned}-sdist"
+    make_once(folder, lambda: any(folder.glob("*.tar.gz")), lambda: _download(pinned, folder))
+    return next(folder.glob("*.tar.gz"))
+
+
+def extract(archive: Path, into: Path, wanted: tuple[str, ...] = ("",), skip: tuple[str, ...] = ()) -> None:
+    """The files under vendor/llama.cpp/ of the sdist whose relative path starts with one of `wanted` and none of
+    `skip`, extracted into `into` (paths relative to vendor/llama.cpp)."""
+    with tarfile.open(archive) as tar:
+        prefix = f"{tar.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
+        members = []
+        for member in tar.getmembers():
+            name = member.name[len(prefix) :]
+            if member.name.startswith(prefix) and name.startswith(wanted) and not name.startswith(skip):
+                member.name = name
+                members.append(member)
+        tar.extractall(into, members=members, filter="data")
+
+
 def fetch(pinned: str) -> Path:
     """The extracted converter for llama-cpp-python==pinned, downloading the sdist on first use."""
     target = cache_root() / f"llama.cpp-converter-{pinned}"
     ready = lambda: all((target / name).exists() for name in NEEDED)  # noqa: E731
-    return make_once(target, ready, lambda: _download(pinned, target))
+
+    def make() -> None:
+        with atomic_dir(target) as staging:
+            extract(sdist(pinned), staging, NEEDED)
+            if not (staging / "convert_hf_to_gguf.py").is_file():
+                raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
+
+    return make_once(target, ready, make)
 
 
 def _download(pinned: str, target: Path) -> None:
     log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
-    with tempfile.TemporaryDirectory() as download, atomic_dir(target) as staging:
+    with atomic_dir(target) as staging:
         cmd = [
             sys.executable,
             "-m",
@@ -48,27 +77,16 @@ def _download(pinned: str, target: Path) -> None:
             "--no-binary",
             ":all:",
             "--dest",
-            download,
+            str(staging),
             f"{PACKAGE}=={pinned}",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        archives = list(Path(download).glob("*.tar.gz"))
-        if result.returncode != 0 or not archives:
+        if result.returncode != 0 or not list(staging.glob("*.tar.gz")):
             raise StepError(
                 f"could not download the {PACKAGE}=={pinned} sdist from the package index:\n"
                 f"{result.stderr.strip()[-2000:]}\nCheck the network or pip's index settings "
                 f"(PIP_INDEX_URL), or set TUNEMAKE_CACHE to a folder holding {target.name}/."
             )
-        with tarfile.open(archives[0]) as sdist:
-            prefix = f"{sdist.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
-            members = []
-            for member in sdist.getmembers():
-                if member.name.startswith(prefix) and member.name[len(prefix) :].startswith(NEEDED):
-                    member.name = member.name[len(prefix) :]
-                    members.append(member)
-            sdist.extractall(staging, members=members, filter="data")
-        if not (staging / "convert_hf_to_gguf.py").is_file():
-            raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
