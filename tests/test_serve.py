@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN
-from tunemake import converter, serve
+from tunemake import chat, evaluate, llamaserver, sdist, serve
 from tunemake.errors import StepError
 from tunemake.llamacpp import convert
 
@@ -44,19 +44,18 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</t
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory, tiny_llama_dir, converter_dir) -> Path:
-    """The tiny Llama taught to answer QUESTION with a call to get_weather, as an F32 GGUF whose chat template
-    renders tools: llama-server parses tool calls only in a format the template itself writes (SmolLM2's plain
-    ChatML has none). Qwen2.5's, from the pinned llama.cpp's own test templates, is the Hermes convention on ChatML's
-    tokens: tools in <tools></tools>, calls as <tool_call>{"name": ..., "arguments": ...}</tool_call>. Taught,
-    because a random model rambles: even with tool_choice="required" llama.cpp's grammar lets text come first."""
+    """The tiny Llama taught to answer QUESTION with a call to get_weather, as an F32 GGUF carrying SmolLM2's template
+    as tunemake extends it (chat.tool_template): llama-server parses tool calls only in a format the file's template
+    writes. Taught, because a random model rambles: even with tool_choice="required" llama.cpp's grammar lets text
+    come first."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(tiny_llama_dir, root / "hf")
-    template = converter.fetch(version("llama-cpp-python")) / converter.TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja"
-    shutil.copy(template, root / "hf" / "chat_template.jinja")
     tokenizer = AutoTokenizer.from_pretrained(root / "hf")
+    assert chat.extend_tools(tokenizer)  # SmolLM2's own template renders no tools
+    tokenizer.save_pretrained(root / "hf")
     prompt = tokenizer.apply_chat_template(QUESTION, tools=[WEATHER], add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(CALL, add_special_tokens=False)["input_ids"]
@@ -88,9 +87,9 @@ def ask(url: str, key: str = "none", **extra):
 def test_the_openai_client_gets_tool_calls_parsed_by_the_server(tiny_gguf):
     """The call the model writes comes back parsed, as tool_calls with finish_reason tool_calls, whether the model
     chooses to call (auto) or must (required: a grammar from the tool's schema constrains the call)."""
-    build = json.loads((serve.server_binary().parent / "build.json").read_text())
+    build = json.loads((llamaserver.server_binary().parent / "build.json").read_text())
     assert build["version"] == version("llama-cpp-python") and "-DLLAMA_USE_PREBUILT_UI=OFF" in build["cmake_flags"]
-    with serve.serving(tiny_gguf) as url:
+    with llamaserver.serving(tiny_gguf) as url:
         responses = [ask(url), ask(url, tool_choice="required")]
     for response in responses:
         choice = response.choices[0]
@@ -99,6 +98,51 @@ def test_the_openai_client_gets_tool_calls_parsed_by_the_server(tiny_gguf):
         assert call.type == "function" and call.function.name == "get_weather"
         assert json.loads(call.function.arguments) == {"city": "Oslo"}
         assert not choice.message.content and "<tool_call>" not in str(choice.message)
+
+
+def test_the_server_renders_a_request_with_tools_as_training_did(tiny_gguf):
+    """llama.cpp's own template engine (the server's /apply-template) and transformers render a conversation with
+    tools, calls and a tool result to the same tokens: the model is served the format it trained on. (One known
+    difference: llama.cpp reads a call's arguments back from JSON text, so a float with nothing after the point in an
+    earlier call, 161.0, is written 161.)"""
+    from transformers import AutoTokenizer
+
+    from tunemake.gguf import SAMPLE, SAMPLE_TOOLS
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gguf.parent / "hf")
+    trained = tokenizer.apply_chat_template(SAMPLE, tools=SAMPLE_TOOLS, add_generation_prompt=True, tokenize=False)
+    request = {"messages": evaluate.openai_messages(SAMPLE), "tools": SAMPLE_TOOLS}
+    with llamaserver.serving(tiny_gguf) as url:
+        served = urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}/apply-template", json.dumps(request).encode(), {"Content-Type": "application/json"}
+            )
+        )
+        prompt = json.loads(served.read())["prompt"]
+    assert "<tools>" in prompt and "<tool_response>" in prompt
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert ids(prompt) == ids(trained), (prompt, trained)
+
+
+def test_evaluate_scores_the_served_answers_from_the_parsed_tool_calls(tiny_gguf):
+    """evaluate's served pass: each row as an OpenAI request, the parsed calls scored by the same checker as the
+    in-process answers, and the rows where the two differ named."""
+    rows = [
+        {"id": f"r{i}", "prompt": QUESTION, "tools": [WEATHER], "reference": CALL, "reference_calls": calls}
+        for i, calls in enumerate(
+            [[{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]] * 2
+            + [[{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Austin"}}}]]
+        )
+    ]
+    params = evaluate.EvalParams(max_new_tokens=48, served_parallel=2).model_dump()
+    served = evaluate.served_model(str(tiny_gguf), rows, params)
+    in_process = [CALL.removesuffix("<|im_end|>"), "I do not know.", CALL.removesuffix("<|im_end|>")]
+    summary, texts, per_row = evaluate.served_summary(rows, served, in_process)
+    assert [a["finish"] for a in served["answers"]] == ["tool_calls"] * 3
+    assert summary["answered_with_tool_calls"] == summary["tool_call_rows"] == 3
+    assert [s["tool_calls"]["exact_match"] for s in per_row] == [1.0, 1.0, 0.0]  # r2 wanted Austin
+    assert summary["same_as_in_process"] == 2 and summary["differing"] == ["r1"]
+    assert texts[0] == CALL.removesuffix("<|im_end|>")
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -118,7 +162,7 @@ def test_loopback_only_and_the_api_key_is_required_never_shown(tiny_gguf, tmp_pa
 
     key = "sk-test-7f3a9c"
     log = tmp_path / "server.log"
-    with serve.serving(tiny_gguf, api_key=key, log_file=log) as url:
+    with llamaserver.serving(tiny_gguf, api_key=key, log_file=log) as url:
         port = int(url.rsplit(":", 1)[1])
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and no other address
         with pytest.raises(AuthenticationError) as refused:
@@ -148,7 +192,7 @@ def test_tunemake_serve_serves_the_shipped_gguf_until_stopped(tiny_gguf, tmp_pat
     (gguf / "model-Q8_0.gguf").symlink_to(tiny_gguf)
     sizes = {"shipped": "Q8_0", "files": {"Q8_0": {"file": "model-Q8_0.gguf"}, "F32": {"file": "model-F32.gguf"}}}
     (gguf / "sizes.json").write_text(json.dumps(sizes))
-    port = serve.free_port()
+    port = llamaserver.free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", serve.KEY_ENV: "k"}
     process = subprocess.Popen(
         ["tunemake", "serve", "--port", str(port), "--parallel", "2", "--ctx-size", "1024"],
@@ -166,6 +210,11 @@ def test_tunemake_serve_serves_the_shipped_gguf_until_stopped(tiny_gguf, tmp_pat
             time.sleep(0.3)
         response = ask(url, key="k", tool_choice="required")
         assert response.choices[0].message.tool_calls[0].function.name == "get_weather"
+        ready = ""
+        while f"at {url}/v1" not in ready:  # tunemake says where it serves once the server is ready
+            line = process.stdout.readline()
+            assert line, ready  # not ended before saying so
+            ready += line
         request = urllib.request.Request(f"{url}/props", headers={"Authorization": "Bearer k"})
         with urllib.request.urlopen(request) as props:
             served = json.loads(props.read())
@@ -176,6 +225,7 @@ def test_tunemake_serve_serves_the_shipped_gguf_until_stopped(tiny_gguf, tmp_pat
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert not [p for p in Path("/proc").glob("[0-9]*") if f"--port\0{port}\0".encode() in _cmdline(p)]
+    output = ready + output
     assert f"model-Q8_0.gguf at {url}/v1" in output and "API key required" in output
     assert (tmp_path / "logs" / "serve" / "llama-server.log").is_file()
 
@@ -200,26 +250,26 @@ def test_clear_errors_no_gguf_port_in_use_and_a_server_that_dies(tiny_gguf, tmp_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(StepError, match=f"cannot listen on 127.0.0.1:{taken.getsockname()[1]}"):
-            with serve.serving(tiny_gguf, port=taken.getsockname()[1]):
+            with llamaserver.serving(tiny_gguf, port=taken.getsockname()[1]):
                 pass
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(StepError, match="llama-server exited with code") as died:
-        with serve.serving(broken, log_file=tmp_path / "broken.log"):
+        with llamaserver.serving(broken, log_file=tmp_path / "broken.log"):
             pass
     assert "broken.gguf" in str(died.value) and str(tmp_path / "broken.log") in str(died.value)
 
 
 def test_a_failed_build_names_its_log_and_leaves_no_entry(tmp_path, monkeypatch):
     """Without cmake on PATH: a one-line error pointing at the build log, and nothing in the cache taken for built."""
-    archive = converter.sdist(version("llama-cpp-python"))  # the shared download, made by the converter tests too
+    archive = sdist.sdist(version("llama-cpp-python"))  # the shared download, made by the converter tests too
     monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / archive.parent.name).symlink_to(archive.parent)
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
     with pytest.raises(StepError, match="building llama-server from the llama-cpp-python==") as failed:
-        serve.server_binary()
+        llamaserver.server_binary()
     build_log = tmp_path / "cache" / f"llama-server-{version('llama-cpp-python')}.build.log"
     assert str(failed.value).endswith(f"the build log is {build_log}") and "\n" not in str(failed.value)
     assert "cmake not found" in build_log.read_text()

@@ -2,7 +2,7 @@
 
 The converter must match the llama.cpp that llama-cpp-python was built from, and it ships in that package's sdist
 (vendor/llama.cpp) but not in its wheel. The sdist comes from the package index (pip download), never from a git
-branch, downloaded once per version into the cache (`sdist`, which tunemake.serve builds llama-server from too); the
+branch, downloaded once per version into the cache (tunemake.sdist, which llama-server is built from too); the
 few files the converter needs are extracted once into a per-version cache and copied into the step's output, so the
 gguf step reads only declared files.
 """
@@ -12,42 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import subprocess
-import sys
-import tarfile
 from importlib.metadata import version
 from pathlib import Path
 
 from tunemake.cache import cache_root, make_once
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
+from tunemake.sdist import PACKAGE, extract, sdist
 
 log = logging.getLogger("tunemake")
-PACKAGE = "llama-cpp-python"
 TEMPLATES = "models/templates/"  # the real chat templates llama.cpp tests with: tests/test_templates.py reads them
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", TEMPLATES)  # under vendor/llama.cpp/ in the sdist
-
-
-def sdist(pinned: str) -> Path:
-    """The llama-cpp-python==pinned sdist archive, downloaded once into the cache: the converter and llama-server
-    (tunemake.serve) both come from its vendor/llama.cpp, so they are the llama.cpp the Python binding was built from."""
-    folder = cache_root() / f"{PACKAGE}-{pinned}-sdist"
-    make_once(folder, lambda: any(folder.glob("*.tar.gz")), lambda: _download(pinned, folder))
-    return next(folder.glob("*.tar.gz"))
-
-
-def extract(archive: Path, into: Path, wanted: tuple[str, ...] = ("",), skip: tuple[str, ...] = ()) -> None:
-    """The files under vendor/llama.cpp/ of the sdist whose relative path starts with one of `wanted` and none of
-    `skip`, extracted into `into` (paths relative to vendor/llama.cpp)."""
-    with tarfile.open(archive) as tar:
-        prefix = f"{tar.getnames()[0].split('/')[0]}/vendor/llama.cpp/"
-        members = []
-        for member in tar.getmembers():
-            name = member.name[len(prefix) :]
-            if member.name.startswith(prefix) and name.startswith(wanted) and not name.startswith(skip):
-                member.name = name
-                members.append(member)
-        tar.extractall(into, members=members, filter="data")
 
 
 def fetch(pinned: str) -> Path:
@@ -62,31 +37,6 @@ def fetch(pinned: str) -> Path:
                 raise StepError(f"the {PACKAGE}=={pinned} sdist has no vendor/llama.cpp/convert_hf_to_gguf.py")
 
     return make_once(target, ready, make)
-
-
-def _download(pinned: str, target: Path) -> None:
-    log.info("converter: downloading the %s==%s sdist (once; cached in %s)", PACKAGE, pinned, target)
-    with atomic_dir(target) as staging:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            "--dest",
-            str(staging),
-            f"{PACKAGE}=={pinned}",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0 or not list(staging.glob("*.tar.gz")):
-            raise StepError(
-                f"could not download the {PACKAGE}=={pinned} sdist from the package index:\n"
-                f"{result.stderr.strip()[-2000:]}\nCheck the network or pip's index settings "
-                f"(PIP_INDEX_URL), or set TUNEMAKE_CACHE to a folder holding {target.name}/."
-            )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

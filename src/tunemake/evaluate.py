@@ -38,15 +38,24 @@ import logging
 import math
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tunemake import degenerate, general
+from tunemake.chat import format_call
 from tunemake.errors import StepError
-from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
+from tunemake.heldout import (
+    gguf_model,
+    hf_model,
+    in_fresh_process,
+    suite_request,
+    test_pairs,
+    test_rows,
+)
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
 from tunemake.params import load as load_params
-from tunemake.scoring import text_scores, tool_scores
+from tunemake.scoring import parse_calls, text_scores, tool_scores
 from tunemake.stats import interval, paired_interval
 from tunemake.weights import final_model
 
@@ -127,13 +136,19 @@ def speed(timings: list[tuple], peak: float) -> dict:
     }
 
 
-def summarise(rows: list[dict], answers: list[str], stopped: list[bool]) -> tuple[dict, list[dict]]:
+def summarise(
+    rows: list[dict], answers: list[str], stopped: list[bool], calls: list[str] | None = None
+) -> tuple[dict, list[dict]]:
+    """Scores per row and their means with 95% intervals. Tool calls are read from each answer's text, or from
+    `calls` where given (a server's parsed calls, so a call it failed to parse does not count)."""
     per_row, tool_rows = [], []
-    for row, answer, ended in zip(rows, answers, stopped):
+    for i, (row, answer, ended) in enumerate(zip(rows, answers, stopped)):
         scores = text_scores(answer, row["reference"])
         scores["degenerate"] = degenerate.reasons(answer, ended)
         if row["reference_calls"]:
-            scores["tool_calls"] = tool_scores(answer, row["reference_calls"], row["tools"])
+            scores["tool_calls"] = tool_scores(
+                answer if calls is None else calls[i], row["reference_calls"], row["tools"]
+            )
             tool_rows.append(scores["tool_calls"])
         per_row.append(scores)
     columns = {
@@ -161,6 +176,95 @@ def general_scores(suite: list[dict], answers: list[str], stopped: list[bool]) -
         }
         for row, answer, ended in zip(suite, answers, stopped)
     ]
+
+
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Canonical messages as an OpenAI request carries them: call arguments as JSON text, each call with an id."""
+    out = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": call["function"]["name"],
+                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for i, call in enumerate(message["tool_calls"])
+            ]
+        out.append(message)
+    return out
+
+
+def served_model(path: str, rows: list[dict], params: dict) -> dict:
+    """Each row as an application asks a served model: the OpenAI request (messages and `tools`) to llama-server
+    --jinja on the GGUF, through the openai client, greedy; its answer is the server's parsed `tool_calls` and its
+    text. Rows go to `eval.served_parallel` slots at once (continuous batching)."""
+    from openai import OpenAI
+
+    from tunemake.llamaserver import serving
+
+    params = EvalParams(**params)
+    started = time.perf_counter()
+    with serving(Path(path), parallel=params.served_parallel, ctx_size=4096) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+
+        def ask(row: dict) -> dict:
+            response = client.chat.completions.create(
+                model=Path(path).name,
+                messages=openai_messages(row["prompt"]),
+                **({"tools": row["tools"]} if row["tools"] else {}),
+                temperature=0.0,
+                max_tokens=params.max_new_tokens,
+            )
+            choice = response.choices[0]
+            calls = [
+                {
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)},
+                }
+                for c in choice.message.tool_calls or []
+            ]
+            return {
+                "content": (choice.message.content or "").strip(),
+                "tool_calls": calls,
+                "finish": choice.finish_reason,
+            }
+
+        with ThreadPoolExecutor(params.served_parallel) as pool:
+            answers = list(pool.map(ask, rows))
+    return {"answers": answers, "seconds": time.perf_counter() - started}
+
+
+def served_summary(rows: list[dict], served: dict, in_process: list[str]) -> tuple[dict, list[str], list[dict]]:
+    """The served answers scored like every model's (their text: the parsed calls as training writes them, after
+    any text), how many tool rows came back as `tool_calls`, and which rows differ from the same file's in-process
+    answers (the same calls, or the same text)."""
+    texts, calls, same, differing = [], [], 0, []
+    for row, answer, local in zip(rows, served["answers"], in_process):
+        parsed = "\n".join(format_call(call) for call in answer["tool_calls"])
+        texts.append("\n".join(filter(None, [answer["content"], parsed])))
+        calls.append(parsed)
+        local_calls = parse_calls(local) or []
+        if [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in answer["tool_calls"]] == (
+            local_calls
+        ) and (local_calls or answer["content"] == local.strip()):
+            same += 1
+        else:
+            differing.append(row["id"])
+    summary, per_row = summarise(rows, texts, [a["finish"] != "length" for a in served["answers"]], calls)
+    tool_rows = [a for row, a in zip(rows, served["answers"]) if row["reference_calls"]]
+    summary.update(
+        answered_with_tool_calls=sum(a["finish"] == "tool_calls" and bool(a["tool_calls"]) for a in tool_rows),
+        tool_call_rows=len(tool_rows),
+        same_as_in_process=same,
+        differing=differing,
+        seconds=round(served["seconds"], 1),
+    )
+    return summary, texts, per_row
 
 
 ENDS_TURNS = 0.25  # a base that ended its turn on fewer of the suite's answers never learned to: a pretrained one
@@ -293,6 +397,11 @@ def run(
         started = time.perf_counter()
         results[name] = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
         log.info("evaluate: %s in %.0fs", name, time.perf_counter() - started)
+    shipped = f"gguf-{sizes['shipped']}"
+    served = None
+    if params.served:  # the shipped file as an application calls it: llama-server, OpenAI tools in, tool_calls out
+        served = served_model(str(gguf / sizes["files"][sizes["shipped"]]["file"]), rows, params.model_dump())
+        log.info("evaluate: %s served by llama-server answered %d rows in %.0fs", shipped, len(rows), served["seconds"])
     results["tuned"]["answers"] = results[unquantized]["answers"]
     results["tuned"]["stopped"] = results[unquantized]["stopped"]
     metrics = {
@@ -342,6 +451,19 @@ def run(
             summary.get("preference", {}).get("accuracy"),
             summary["speed"].get("generation_tokens_per_second"),
         )
+    if served:
+        metrics["served"], answers["served"], row_scores["served"] = served_summary(rows, served, answers[shipped])
+        metrics["served"]["model"] = shipped
+        log.info(
+            "evaluate: served %s: tool-call exact match %s (in-process %s), %d of %d tool rows as tool_calls; "
+            "differs from in-process on %s",
+            shipped,
+            metrics["served"].get("tool_calls", {}).get("exact_match"),
+            metrics["models"][shipped].get("tool_calls", {}).get("exact_match"),
+            metrics["served"]["answered_with_tool_calls"],
+            metrics["served"]["tool_call_rows"],
+            ", ".join(metrics["served"]["differing"]) or "no row",
+        )
     if "sft" in results and pairs:  # align ran: the DPO model against the SFT model it started from
         metrics["alignment"] = preference_change(results["sft"]["pairs"], results["tuned"]["pairs"])
         log.info("evaluate: DPO minus SFT on the held-out pairs: %s", metrics["alignment"])
@@ -354,8 +476,8 @@ def run(
                     "id": row["id"],
                     "prompt": row["prompt"][-1]["content"],
                     "reference": row["reference"],
-                    "answers": {name: answers[name][i] for name in results},
-                    "scores": {name: row_scores[name][i] for name in results},
+                    "answers": {name: answers[name][i] for name in answers},
+                    "scores": {name: row_scores[name][i] for name in answers},
                 }
                 for i, row in enumerate(rows)
             ),

@@ -39,7 +39,11 @@ SAMPLE_TOOLS = [
         "function": {
             "name": "convert_currency",
             "description": "Convert an amount between currencies.",
-            "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"amount": {"type": "number"}, "to": {"type": "string"}},
+                "required": ["amount", "to"],
+            },
         },
     }
 ]
@@ -49,7 +53,9 @@ SAMPLE = [
     {
         "role": "assistant",
         "content": "",
-        "tool_calls": [{"type": "function", "function": {"name": "convert_currency", "arguments": {"amount": 161.0}}}],
+        "tool_calls": [
+            {"type": "function", "function": {"name": "convert_currency", "arguments": {"amount": 161, "to": "GBP"}}}
+        ],
     },
     {"role": "tool", "content": '{"result": 84.2}'},
 ]

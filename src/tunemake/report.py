@@ -364,6 +364,15 @@ def engines(metrics: dict) -> str:
         agreed = f"transformers gave the same answer on {check['equal']} of the {check['rows']} rows it timed"
         differing = "; differing: " + ", ".join(d["id"] for d in check["differing"]) if check["differing"] else ""
         lines.append(f"The {name} model's answers are those of {check['answers_from']}: {agreed}{differing}.")
+    if served := metrics.get("served"):
+        score = served.get("tool_calls", {}).get("exact_match")
+        ci = served["ci95"].get("tool_calls.exact_match")
+        lines.append(
+            f"Served by llama-server --jinja as an OpenAI client calls it, {served['model']} answered "
+            f"{served['answered_with_tool_calls']} of the {served['tool_call_rows']} tool rows with parsed tool_calls"
+            + (f" (tool-call exact match {score} [{ci[0]}, {ci[1]}])" if score is not None and ci else "")
+            + f"; the same answer as in-process on {served['same_as_in_process']} of {len(served['differing']) + served['same_as_in_process']} rows."
+        )
     return " ".join(lines)
 
 
