@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from tunemake import base, weights
 from tunemake.cache import make_once
+from tunemake.chat import OWN_TEMPLATE, TOOL_PREAMBLE
 from tunemake.errors import StepError
 from tunemake.params import BaseParams
 
@@ -20,7 +21,11 @@ def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
     manifest = base.run(BaseParams(model=str(tiny_llama_dir)), tmp_path / "base")
     out = tmp_path / "base"
     assert (out / "tokenizer.json").is_file() and not list(out.glob("*.safetensors"))
-    assert (out / "chat_template.jinja").read_text().startswith("{% for message in messages %}")
+    # SmolLM2's own template, extended to render tools (tunemake.chat.tool_template)
+    saved = (out / "chat_template.jinja").read_text()
+    assert saved.startswith(TOOL_PREAMBLE[:40]) and saved.split(OWN_TEMPLATE)[1].startswith(
+        "{% for message in messages %}"
+    )
     assert manifest["kind"] == "local" and manifest["architecture"] == "LlamaForCausalLM"
     assert manifest["parameters"] == sum(p.numel() for p in weights.load(out).parameters())
     assert (
@@ -89,7 +94,7 @@ def test_model_without_chat_template_needs_one_in_params(tiny_llama_dir, tmp_pat
     template = tmp_path / "chatml.jinja"
     template.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
     base.run(BaseParams(model=str(folder), chat_template=str(template)), tmp_path / "base")
-    assert (tmp_path / "base" / "chat_template.jinja").read_text() == template.read_text()
+    assert (tmp_path / "base" / "chat_template.jinja").read_text().split(OWN_TEMPLATE)[1] == template.read_text()
 
 
 def test_unreachable_hub_id_says_how_to_use_a_local_copy(tmp_path, monkeypatch):

@@ -367,4 +367,4 @@ def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir,
     template.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: ")
     base_step.run(BaseParams(model=str(tiny_llama_dir), chat_template=str(template)), results / "custom")
     custom = base_gguf(results / "custom", converter_dir)
-    assert custom != made and load(custom).metadata["tokenizer.chat_template"] == template.read_text()
+    assert custom != made and load(custom).metadata["tokenizer.chat_template"].endswith(template.read_text())

@@ -117,7 +117,7 @@ def test_the_extended_template_renders_tools_calls_and_results_in_the_hermes_con
     assert renderer.render(MULTI_TURN["messages"], None) == renderer.render(
         MULTI_TURN["messages"],
         None,
-        template=(renderer.tokenizer.chat_template.split("{#- the base model's own template #}")[1]),
+        template=(renderer.tokenizer.chat_template.split(chat.OWN_TEMPLATE)[1]),
     )
     assert not chat.extend_tools(renderer.tokenizer)  # extending an extended template changes nothing
 

@@ -78,6 +78,7 @@ def format_call(call: dict) -> str:
     )
 
 
+OWN_TEMPLATE = "{#- the base model's own template #}"  # where the extension ends and the base's template begins
 # Rewrites `messages` before the base template runs: the base's own turns, with tools, calls and tool results as
 # text (see the module docstring). `tojson` is json.dumps(ensure_ascii=False) in transformers and llama.cpp alike;
 # arguments arrive as a JSON string from OpenAI clients and as an object from training rows.
@@ -117,7 +118,7 @@ TOOL_PREAMBLE = r"""{#- tunemake: tools, tool calls and tool results in the Herm
 {%- endfor -%}
 {%- set messages = tm.messages -%}
 {%- set tools = NO_TOOLS -%}
-{#- the base model's own template #}""".replace("PREAMBLE", TOOL_INSTRUCTIONS)
+OWN_TEMPLATE""".replace("PREAMBLE", TOOL_INSTRUCTIONS).replace("OWN_TEMPLATE", OWN_TEMPLATE)
 
 
 def tool_template(template: str, system_role: bool = True, no_tools: str = "none") -> str:
