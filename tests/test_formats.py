@@ -82,6 +82,24 @@ def test_xlam_row_becomes_openai_tool_calls_with_json_schema():
     assert result.tools[1]["function"]["parameters"]["properties"]["codes"]["type"] == "array"
 
 
+def test_an_xlam_row_with_no_fitting_function_becomes_a_text_answer_with_the_sources_reply():
+    """xlam's `answers: []` (no offered function fits) is a row that teaches restraint: the tools are offered and
+    the answer is the source's reply in words, not a call; not a list at all is still a defect."""
+    tools = json.dumps([{"name": "delete_file", "description": "d", "parameters": {"path": {"type": "str"}}}])
+    row = {"query": "What is the capital of Peru?", "tools": tools, "answers": "[]"}
+    default = FORMATS["xlam"](row, source("xlam"))
+    assert default.messages == [
+        {"role": "user", "content": "What is the capital of Peru?"},
+        {"role": "assistant", "content": "None of the functions I can call does that."},
+    ]
+    assert [t["function"]["name"] for t in default.tools] == ["delete_file"]
+    reply = FORMATS["xlam"](row, source("xlam", no_call_reply="I can only manage files."))
+    assert reply.messages[1] == {"role": "assistant", "content": "I can only manage files."}
+    with pytest.raises(RowError) as err:
+        FORMATS["xlam"]({**row, "answers": '{"name": "delete_file"}'}, source("xlam"))
+    assert err.value.reason == "bad_tool_json" and "[] where no offered function fits" in err.value.fix
+
+
 def test_openai_tool_calls_with_string_arguments_are_parsed():
     row = {
         "messages": [

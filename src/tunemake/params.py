@@ -77,6 +77,12 @@ class SourceParams(Strict):
         default_factory=dict,
         description="format 'fields': map prompt/response/system to row fields (dotted paths allowed)",
     )
+    no_call_reply: str = Field(
+        "None of the functions I can call does that.",
+        min_length=1,
+        description="format 'xlam': the assistant's answer in words to a row whose `answers` is [] (no offered "
+        "function fits), so the model learns when not to call",
+    )
 
     @cached_property  # read for every row
     def label(self) -> str:

@@ -2,6 +2,9 @@
 
     {"query": str, "tools": "<JSON list>", "answers": "<JSON list of {name, arguments}>"}
 
+`answers: []` is xlam's "no offered function fits": the row's answer is then text, the source's `no_call_reply`,
+so restraint is trained too.
+
 xlam writes each tool's parameters as {arg: {"type": "str, optional", "description", "default"}}; they become the
 JSON Schema that chat templates and the evaluator expect. Tools already in JSON Schema form pass through.
 """
@@ -30,12 +33,15 @@ def convert(row: dict, source) -> Chat:
         raise RowError(
             "bad_tool_json", "'tools' is not a list of {name, description, parameters}", "fix the 'tools' JSON"
         )
-    if not isinstance(answers, list) or not answers:
+    if not isinstance(answers, list):
         raise RowError(
             "bad_tool_json",
-            "'answers' is not a non-empty list of calls",
-            "give 'answers' at least one {name, arguments}",
+            "'answers' is not a list of calls",
+            "give 'answers' a list of {name, arguments}, or [] where no offered function fits",
         )
+    if not answers:
+        messages = [{"role": "user", "content": query}, {"role": "assistant", "content": source.no_call_reply}]
+        return Chat(messages, [_tool_spec(t) for t in tools], consumed=("query", "tools", "answers"))
     names = {t["name"] for t in tools}
     calls = []
     for i, answer in enumerate(answers):
