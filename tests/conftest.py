@@ -36,6 +36,8 @@ STEPS = [
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Nor an instance's metadata address: botocore's credential chain (the k8s profile check) asks it last.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def pytest_configure(config):

@@ -1,4 +1,4 @@
-"""The degenerate-answer detector, on real broken answers of a fine-tuned SmolLM2 (issue 14) and on fair ones."""
+"""The degenerate-answer detector, on real broken answers of a fine-tuned SmolLM2 (from an earlier over-trained run) and on fair ones."""
 
 from __future__ import annotations
 

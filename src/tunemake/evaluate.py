@@ -44,14 +44,7 @@ from pathlib import Path
 from tunemake import degenerate, general
 from tunemake.chat import format_call
 from tunemake.errors import StepError
-from tunemake.heldout import (
-    gguf_model,
-    hf_model,
-    in_fresh_process,
-    suite_request,
-    test_pairs,
-    test_rows,
-)
+from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import EvalParams
 from tunemake.params import load as load_params
@@ -248,10 +241,8 @@ def served_summary(rows: list[dict], served: dict, in_process: list[str]) -> tup
         parsed = "\n".join(format_call(call) for call in answer["tool_calls"])
         texts.append("\n".join(filter(None, [answer["content"], parsed])))
         calls.append(parsed)
-        local_calls = parse_calls(local) or []
-        if [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in answer["tool_calls"]] == (
-            local_calls
-        ) and (local_calls or answer["content"] == local.strip()):
+        local_calls, served_calls = parse_calls(local), parse_calls(parsed)
+        if local_calls == served_calls if local_calls or served_calls else answer["content"] == local.strip():
             same += 1
         else:
             differing.append(row["id"])
@@ -259,6 +250,7 @@ def served_summary(rows: list[dict], served: dict, in_process: list[str]) -> tup
     tool_rows = [a for row, a in zip(rows, served["answers"]) if row["reference_calls"]]
     summary.update(
         answered_with_tool_calls=sum(a["finish"] == "tool_calls" and bool(a["tool_calls"]) for a in tool_rows),
+        rows=len(rows),
         tool_call_rows=len(tool_rows),
         same_as_in_process=same,
         differing=differing,

@@ -371,7 +371,7 @@ def engines(metrics: dict) -> str:
             f"Served by llama-server --jinja as an OpenAI client calls it, {served['model']} answered "
             f"{served['answered_with_tool_calls']} of the {served['tool_call_rows']} tool rows with parsed tool_calls"
             + (f" (tool-call exact match {score} [{ci[0]}, {ci[1]}])" if score is not None and ci else "")
-            + f"; the same answer as in-process on {served['same_as_in_process']} of {len(served['differing']) + served['same_as_in_process']} rows."
+            + f"; the same answer as in-process on {served['same_as_in_process']} of {served['rows']} rows."
         )
     return " ".join(lines)
 
@@ -401,7 +401,7 @@ def markdown(
         "",
         "## What the fine-tune broke: general prompts no training row shares",
         "",
-        *([f"**{base_note(result)}**", ""] if base_note(result) else []),
+        *([f"**{note}**", ""] if (note := base_note(result)) else []),
         md("general"),
         "",
         *[
