@@ -18,9 +18,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from conftest import BIN
-from tunemake import chat, evaluate, llamaserver, sdist, serve
+from tunemake import chat, evaluate, heldout, llamaserver, sdist, serve
 from tunemake.errors import StepError
 from tunemake.llamacpp import convert
 
@@ -111,7 +112,7 @@ def test_the_server_renders_a_request_with_tools_as_training_did(tiny_gguf):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gguf.parent / "hf")
     trained = tokenizer.apply_chat_template(SAMPLE, tools=SAMPLE_TOOLS, add_generation_prompt=True, tokenize=False)
-    request = {"messages": evaluate.openai_messages(SAMPLE), "tools": SAMPLE_TOOLS}
+    request = {"messages": chat.openai_messages(SAMPLE), "tools": SAMPLE_TOOLS}
     with llamaserver.serving(tiny_gguf) as url:
         served = urllib.request.urlopen(
             urllib.request.Request(
@@ -124,9 +125,10 @@ def test_the_server_renders_a_request_with_tools_as_training_did(tiny_gguf):
     assert ids(prompt) == ids(trained), (prompt, trained)
 
 
-def test_evaluate_scores_the_served_answers_from_the_parsed_tool_calls(tiny_gguf):
-    """evaluate's served pass: each row as an OpenAI request, the parsed calls scored by the same checker as the
-    in-process answers, and the rows where the two differ named."""
+def test_evaluate_asks_a_gguf_through_the_server_and_scores_the_parsed_tool_calls(tiny_gguf, tmp_path):
+    """evaluate's GGUF pass as users call the file: each row's messages and tools through the openai client to
+    llama-server, the parsed calls scored; the suite's rendered prompts through its completions endpoint. On the
+    taught tiny model it answers as llama-cpp-python does in-process."""
     rows = [
         {"id": f"r{i}", "prompt": QUESTION, "tools": [WEATHER], "reference": CALL, "reference_calls": calls}
         for i, calls in enumerate(
@@ -134,15 +136,29 @@ def test_evaluate_scores_the_served_answers_from_the_parsed_tool_calls(tiny_gguf
             + [[{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Austin"}}}]]
         )
     ]
-    params = evaluate.EvalParams(max_new_tokens=48, served_parallel=2).model_dump()
-    served = evaluate.served_model(str(tiny_gguf), rows, params)
-    in_process = [CALL.removesuffix("<|im_end|>"), "I do not know.", CALL.removesuffix("<|im_end|>")]
-    summary, texts, per_row = evaluate.served_summary(rows, served, in_process)
-    assert [a["finish"] for a in served["answers"]] == ["tool_calls"] * 3
-    assert summary["answered_with_tool_calls"] == summary["tool_call_rows"] == 3
-    assert [s["tool_calls"]["exact_match"] for s in per_row] == [1.0, 1.0, 0.0]  # r2 wanted Austin
-    assert summary["same_as_in_process"] == 2 and summary["differing"] == ["r1"]
-    assert texts[0] == CALL.removesuffix("<|im_end|>")
+    rows.append({"id": "plain", "prompt": QUESTION, "tools": [], "reference": "Sunny.", "reference_calls": []})
+    prompt = chat.Renderer(AutoTokenizer.from_pretrained(tiny_gguf.parent / "hf")).render(
+        QUESTION, None, add_generation_prompt=True
+    )
+    suite = {"prompts": [prompt, prompt + "Well"], "max_new_tokens": 8}
+    params = evaluate.EvalParams(max_new_tokens=48, served_parallel=2, speed_rows=1)
+    served = heldout.gguf_model(str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, params.model_dump(), suite)
+    local = heldout.gguf_model(
+        str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, {**params.model_dump(), "served": False}, suite
+    )
+    assert served["calls"][:3] == [CALL.removesuffix("<|im_end|>")] * 3 and served["answered_with_tool_calls"] == 3
+    summary, per_row = evaluate.summarise(rows, served["answers"], served["stopped"], served["calls"])
+    assert [s["tool_calls"]["exact_match"] for s in per_row[:3]] == [1.0, 1.0, 0.0]  # r2 wanted Austin
+    assert served["answers"][:3] == local["answers"][:3] and served["stopped"][:3] == local["stopped"][:3]
+    # offered no tools, the server parses no call: the answer is its text (an untaught prompt: the tiny model rambles)
+    assert served["calls"][3] == "" and served["answers"][3]
+    assert served["general"]["answers"] == local["general"]["answers"]
+    assert served["general"]["stopped"] == local["general"]["stopped"]
+    assert len(served["timings"]) == 1 and "calls" not in local
+    # an unparsed call counts as none: the text still shows it, the score does not take it
+    text = CALL.removesuffix("<|im_end|>")
+    _, per_row = evaluate.summarise(rows[:1], [text], [True], [""])
+    assert per_row[0]["tool_calls"]["exact_match"] == 0.0
 
 
 def listening_addresses(port: int) -> set[str]:

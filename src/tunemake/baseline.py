@@ -5,7 +5,7 @@ so it is a step of its own: retraining, re-aligning, re-exporting, or each point
 never scores the base again. The passes are evaluate's own (tunemake.heldout.hf_model and gguf_model, each in a
 fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general answers (the
 reference drift is measured against) and the timed rows in transformers; every test row answered by its 16-bit GGUF
-(tunemake.llamacpp.base_gguf), whose answers are the base's.
+(tunemake.llamacpp.base_gguf), whose answers are the base's: served by llama-server like every GGUF (eval.served).
 
 Output: base.json, the result evaluate reads as the base row (answers from the GGUF, `answers_from` says which),
 with the eval settings it was scored with; evaluate refuses one scored with other settings.
@@ -26,7 +26,7 @@ from tunemake.params import load as load_params
 log = logging.getLogger("tunemake")
 
 # The eval settings the base's scores depend on; evaluate checks its own against them.
-SETTINGS = ("max_new_tokens", "speed_rows", "limit")
+SETTINGS = ("max_new_tokens", "speed_rows", "limit", "served")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +73,8 @@ def run(
         hf_model, str(base), str(tokenized), False, pairs, rows, params.model_dump(), suite_request(suite_dir)
     )
     gguf = in_fresh_process(gguf_model, str(base_gguf(base, converter)), str(base), rows, params.model_dump(), None)
-    result.update(answers=gguf["answers"], stopped=gguf["stopped"], answers_from="gguf-base")
+    served = {key: gguf[key] for key in ("calls", "answered_with_tool_calls") if key in gguf}
+    result.update(answers=gguf["answers"], stopped=gguf["stopped"], answers_from="gguf-base", **served)
     with atomic_dir(out) as tmp:
         write_json(tmp / "base.json", {"settings": params.model_dump(include=set(SETTINGS)), **result})
     log.info(

@@ -78,6 +78,27 @@ def format_call(call: dict) -> str:
     )
 
 
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Canonical messages as an OpenAI request carries them: call arguments as JSON text, each call with an id."""
+    out = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": call["function"]["name"],
+                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for i, call in enumerate(message["tool_calls"])
+            ]
+        out.append(message)
+    return out
+
+
 OWN_TEMPLATE = "{#- the base model's own template #}"  # where the extension ends and the base's template begins
 # Rewrites `messages` before the base template runs: the base's own turns, with tools, calls and tool results as
 # text (see the module docstring). `tojson` is json.dumps(ensure_ascii=False) in transformers and llama.cpp alike;

@@ -13,16 +13,17 @@ scored against the reference (exact match, ROUGE-L, and the schema-aware tool-ca
 and speed (prompt and generation tokens/s, time to first token, the process's peak memory). Each model runs in a
 fresh process, so its peak memory is its own and no model's memory lingers into the next one.
 
-The prompt is every turn before the reference (the last assistant turn), rendered with the training template;
-GGUF files render it with their own embedded template as llama-cpp-python's chat completion does, as a user of the
-file would, and answer all rows at once (llama.cpp batched decoding). No model answers twice: the tuned model's
-answers are its unquantized GGUF's, the base model's its 16-bit GGUF's (tunemake.llamacpp.base_gguf, the suite's),
-and transformers answers only the rows it times, which double as a check that the two engines agree (metrics.json
-`engine_check`, per model; a difference is logged and shown in the report). Only the SFT model beside an aligned
-one, which has no GGUF, answers in transformers.
+The prompt is every turn before the reference (the last assistant turn). Every GGUF file is asked as users call
+it (eval.served, the default): llama-server --jinja on the file, the row's messages and OpenAI `tools` through the
+openai client, the file's own chat template rendering them, and the server's parsed `tool_calls` scored (a call
+the server cannot parse counts as none). With eval.served off, llama-cpp-python answers in-process instead. No model
+answers twice: the tuned model's answers are its unquantized GGUF's, the base model's its 16-bit GGUF's
+(tunemake.llamacpp.base_gguf, the suite's), and transformers answers only the rows it times, which double as a check
+that the two engines agree (metrics.json `engine_check`, per model; a difference is logged and shown in the
+report). Only the SFT model beside an aligned one, which has no GGUF, answers in transformers.
 
 The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
-answers the general prompts the base answered, greedily, all at once (llama.cpp batched decoding); each answer's
+answers the general prompts the base answered, greedily, through the same server (its completions endpoint); each answer's
 degenerate reasons, whether it ended its turn, and the checkable prompts' scores go to general_samples.jsonl. Drift:
 the tuned model's loss on the base's own answers minus the base's (nats per token), one teacher-forced pass, over
 every conversation and over those the base answered soundly (sound_answers: not degenerate, from a base that ends
@@ -38,11 +39,9 @@ import logging
 import math
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tunemake import degenerate, general
-from tunemake.chat import format_call
 from tunemake.errors import StepError
 from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
@@ -91,7 +90,7 @@ def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
     differing = [
         {"id": rows[i]["id"], "transformers": answer, "gguf": model["answers"][i]}
         for i, answer in zip(model["timed_rows"], model["timed_answers"])
-        if answer != model["answers"][i]
+        if not same_answer(answer, model["answers"][i])
     ]
     for row in differing:
         log.warning(
@@ -111,6 +110,12 @@ def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
         "equal": len(model["timed_rows"]) - len(differing),
         "differing": differing,
     }
+
+
+def same_answer(one: str, other: str) -> bool:
+    """The same calls, when either answer makes one; else the same text."""
+    calls = parse_calls(one), parse_calls(other)
+    return calls[0] == calls[1] if any(calls) else one.strip() == other.strip()
 
 
 def speed(timings: list[tuple], peak: float) -> dict:
@@ -169,94 +174,6 @@ def general_scores(suite: list[dict], answers: list[str], stopped: list[bool]) -
         }
         for row, answer, ended in zip(suite, answers, stopped)
     ]
-
-
-def openai_messages(messages: list[dict]) -> list[dict]:
-    """Canonical messages as an OpenAI request carries them: call arguments as JSON text, each call with an id."""
-    out = []
-    for message in messages:
-        message = dict(message)
-        if message.get("tool_calls"):
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{i}",
-                    "type": "function",
-                    "function": {
-                        "name": call["function"]["name"],
-                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
-                    },
-                }
-                for i, call in enumerate(message["tool_calls"])
-            ]
-        out.append(message)
-    return out
-
-
-def served_model(path: str, rows: list[dict], params: dict) -> dict:
-    """Each row as an application asks a served model: the OpenAI request (messages and `tools`) to llama-server
-    --jinja on the GGUF, through the openai client, greedy; its answer is the server's parsed `tool_calls` and its
-    text. Rows go to `eval.served_parallel` slots at once (continuous batching)."""
-    from openai import OpenAI
-
-    from tunemake.llamaserver import serving
-
-    params = EvalParams(**params)
-    started = time.perf_counter()
-    with serving(Path(path), parallel=params.served_parallel, ctx_size=4096) as url:
-        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
-
-        def ask(row: dict) -> dict:
-            response = client.chat.completions.create(
-                model=Path(path).name,
-                messages=openai_messages(row["prompt"]),
-                **({"tools": row["tools"]} if row["tools"] else {}),
-                temperature=0.0,
-                max_tokens=params.max_new_tokens,
-            )
-            choice = response.choices[0]
-            calls = [
-                {
-                    "type": "function",
-                    "function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)},
-                }
-                for c in choice.message.tool_calls or []
-            ]
-            return {
-                "content": (choice.message.content or "").strip(),
-                "tool_calls": calls,
-                "finish": choice.finish_reason,
-            }
-
-        with ThreadPoolExecutor(params.served_parallel) as pool:
-            answers = list(pool.map(ask, rows))
-    return {"answers": answers, "seconds": time.perf_counter() - started}
-
-
-def served_summary(rows: list[dict], served: dict, in_process: list[str]) -> tuple[dict, list[str], list[dict]]:
-    """The served answers scored like every model's (their text: the parsed calls as training writes them, after
-    any text), how many tool rows came back as `tool_calls`, and which rows differ from the same file's in-process
-    answers (the same calls, or the same text)."""
-    texts, calls, same, differing = [], [], 0, []
-    for row, answer, local in zip(rows, served["answers"], in_process):
-        parsed = "\n".join(format_call(call) for call in answer["tool_calls"])
-        texts.append("\n".join(filter(None, [answer["content"], parsed])))
-        calls.append(parsed)
-        local_calls, served_calls = parse_calls(local), parse_calls(parsed)
-        if local_calls == served_calls if local_calls or served_calls else answer["content"] == local.strip():
-            same += 1
-        else:
-            differing.append(row["id"])
-    summary, per_row = summarise(rows, texts, [a["finish"] != "length" for a in served["answers"]], calls)
-    tool_rows = [a for row, a in zip(rows, served["answers"]) if row["reference_calls"]]
-    summary.update(
-        answered_with_tool_calls=sum(a["finish"] == "tool_calls" and bool(a["tool_calls"]) for a in tool_rows),
-        rows=len(rows),
-        tool_call_rows=len(tool_rows),
-        same_as_in_process=same,
-        differing=differing,
-        seconds=round(served["seconds"], 1),
-    )
-    return summary, texts, per_row
 
 
 ENDS_TURNS = 0.25  # a base that ended its turn on fewer of the suite's answers never learned to: a pretrained one
@@ -389,16 +306,15 @@ def run(
         started = time.perf_counter()
         results[name] = in_fresh_process(function, *where, rows, params.model_dump(), asked if name in asks else None)
         log.info("evaluate: %s in %.0fs", name, time.perf_counter() - started)
-    shipped = f"gguf-{sizes['shipped']}"
-    served = None
-    if params.served:  # the shipped file as an application calls it: llama-server, OpenAI tools in, tool_calls out
-        served = served_model(str(gguf / sizes["files"][sizes["shipped"]]["file"]), rows, params.model_dump())
-        log.info("evaluate: %s served by llama-server answered %d rows in %.0fs", shipped, len(rows), served["seconds"])
-    results["tuned"]["answers"] = results[unquantized]["answers"]
-    results["tuned"]["stopped"] = results[unquantized]["stopped"]
+    for key in ("answers", "stopped", "calls", "answered_with_tool_calls"):
+        if key in results[unquantized]:
+            results["tuned"][key] = results[unquantized][key]
     metrics = {
         "test_rows": len(rows),
         "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
+        "answered_by": "llama-server --jinja, OpenAI chat completions with tools"
+        if params.served
+        else "llama-cpp-python in-process",
         "aligned": tuned_dir != merged,
         "preference_pairs": len(pairs),
         "engine_check": {name: engine_check(rows, results[name], name, gguf) for name, gguf in answered_by.items()},
@@ -417,7 +333,9 @@ def run(
     )
     metrics["scoring_precision"] = results["tuned"]["scoring_precision"]
     for name, result in results.items():
-        summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"])
+        summary, row_scores[name] = summarise(rows, result["answers"], result["stopped"], result.get("calls"))
+        if "answered_with_tool_calls" in result:  # tool rows the server answered with parsed tool_calls
+            summary["answered_with_tool_calls"] = result["answered_with_tool_calls"]
         if "general" in result:
             answered = result["general"]
             general_answers[name] = answered["answers"]
@@ -442,19 +360,6 @@ def run(
             summary.get("tool_calls", {}).get("exact_match"),
             summary.get("preference", {}).get("accuracy"),
             summary["speed"].get("generation_tokens_per_second"),
-        )
-    if served:
-        metrics["served"], answers["served"], row_scores["served"] = served_summary(rows, served, answers[shipped])
-        metrics["served"]["model"] = shipped
-        log.info(
-            "evaluate: served %s: tool-call exact match %s (in-process %s), %d of %d tool rows as tool_calls; "
-            "differs from in-process on %s",
-            shipped,
-            metrics["served"].get("tool_calls", {}).get("exact_match"),
-            metrics["models"][shipped].get("tool_calls", {}).get("exact_match"),
-            metrics["served"]["answered_with_tool_calls"],
-            metrics["served"]["tool_call_rows"],
-            ", ".join(metrics["served"]["differing"]) or "no row",
         )
     if "sft" in results and pairs:  # align ran: the DPO model against the SFT model it started from
         metrics["alignment"] = preference_change(results["sft"]["pairs"], results["tuned"]["pairs"])

@@ -199,17 +199,6 @@ def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict
                 burden="harm",
             )
         )
-    if "served" in metrics:  # the same file as an application calls it: tools in, parsed tool_calls out
-        checks.append(
-            check(
-                f"served drop: {sizes['shipped']} in-process minus through llama-server",
-                score(metrics, shipped, metric) - dotted(metrics["served"], metric),
-                params.max_served_drop,
-                at_least=False,
-                ci=paired(samples, shipped, "served", metric),
-                burden="harm",
-            )
-        )
     if "sft" in metrics["models"]:  # align ran: DPO must not cost the task what SFT taught
         checks.append(
             check(

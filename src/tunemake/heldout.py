@@ -2,8 +2,9 @@
 
 A transformers model (hf_model): teacher-forced loss on the assistant tokens, each held-out preference pair's
 log-likelihoods, its loss on the base's general answers (drift), and the timed rows answered one at a time; a GGUF
-file (gguf_model): every test row answered at once through llama.cpp's batched decoding, rendered by the file's own
-template, and the timed rows through the chat API. Each runs in a fresh process (in_fresh_process), so its peak
+file (gguf_model): every test row asked through llama-server as an OpenAI client asks it, tools included (or, with
+eval.served off, answered at once in-process through llama.cpp's batched decoding), and the timed rows through
+llama-cpp-python's chat API. Each runs in a fresh process (in_fresh_process), so its peak
 memory is its own.
 """
 
@@ -12,11 +13,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 from tunemake import general
-from tunemake.chat import Renderer, encode_pair, format_call
+from tunemake.chat import Renderer, encode_pair, format_call, openai_messages
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import EvalParams
@@ -157,10 +158,14 @@ def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]
 
 
 def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
-    """Answers and speed of a GGUF file through llama-cpp-python, and its general answers when given the suite
-    (runs in its own process). Prompts are rendered by the file's own chat template as llama-cpp-python's chat
-    completion renders them; all rows are answered at once (batched decoding), and the timed rows one at a time
-    through create_chat_completion, as a user of the file would call it."""
+    """Answers and speed of a GGUF file, and its general answers when given the suite (runs in its own process).
+
+    With eval.served (the default) the file answers as users call it: llama-server --jinja renders each row's
+    messages and OpenAI `tools` with the file's own chat template, and its answer is the server's text plus its
+    parsed `tool_calls` (`calls`: a call the server did not parse counts as none). Otherwise llama-cpp-python
+    answers in-process, rendering as its chat completion does, all rows at once (batched decoding). Either way the
+    timed rows go one at a time through llama-cpp-python's create_chat_completion, where llama.cpp's own counters
+    time them."""
     import llama_cpp
     from transformers import AutoTokenizer
 
@@ -168,11 +173,21 @@ def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, su
 
     params = EvalParams(**params)
     renderer = Renderer(AutoTokenizer.from_pretrained(tokenizer_dir))
-    llm = load(Path(path), n_ctx=4096)
-    template = file_template(llm)
     prepared = [renderer.prepare(row["prompt"], row["tools"]) for row in rows]
-    prompts = [template(messages=messages, tools=tools).prompt for messages, tools in prepared]
-    answers, stopped = answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
+    llm = load(Path(path), n_ctx=4096)
+    if params.served:
+        result = served_answers(Path(path), rows, params, suite)
+    else:
+        template = file_template(llm)
+        prompts = [template(messages=messages, tools=tools).prompt for messages, tools in prepared]
+        answers, stopped = answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
+        result = {"answers": answers, "stopped": stopped}
+        if suite:
+            started = time.perf_counter()
+            result["general"] = dict(
+                zip(("answers", "stopped"), answer(llm, suite["prompts"], suite["max_new_tokens"]))
+            )
+            result["general"]["seconds"] = time.perf_counter() - started
     timings = []
     for messages, tools in (prepared[i] for i in general.spread(len(rows), params.speed_rows)):
         llm.reset()  # no prompt cache carried between rows: each is timed from a cold prompt, like the HF rows
@@ -184,12 +199,62 @@ def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, su
         # the tokens decoded after that one.
         perf = llama_cpp.llama_perf_context(llm.ctx)
         timings.append((perf.n_p_eval, perf.n_eval + 1, perf.t_p_eval_ms / 1000, elapsed - perf.t_p_eval_ms / 1000))
-    result = {"answers": answers, "stopped": stopped, "loss": None, "timings": timings}
+    return {**result, "loss": None, "timings": timings, "peak_rss_mb": peak_rss_mb()}
+
+
+def served_answers(gguf: Path, rows: list[dict], params: EvalParams, suite: dict | None) -> dict:
+    """Each row as an application asks a served model, through the openai client: its messages and `tools` to
+    llama-server --jinja's chat completions, greedy, `served_parallel` requests at once (continuous batching). The
+    suite's prompts, already rendered, go to its completions endpoint."""
+    from openai import OpenAI
+
+    from tunemake.llamaserver import serving
+
+    with serving(gguf, parallel=params.served_parallel, ctx_size=4096) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+
+        def chat(row: dict) -> tuple[str, str, str]:
+            choice = client.chat.completions.create(
+                model=gguf.name,
+                messages=openai_messages(row["prompt"]),
+                **({"tools": row["tools"]} if row["tools"] else {}),
+                temperature=0.0,
+                max_tokens=params.max_new_tokens,
+            ).choices[0]
+            calls = "\n".join(
+                format_call({"function": {"name": c.function.name, "arguments": json.loads(c.function.arguments)}})
+                for c in choice.message.tool_calls or []
+            )
+            return "\n".join(filter(None, [(choice.message.content or "").strip(), calls])), calls, choice.finish_reason
+
+        def complete(prompt: str) -> tuple[str, bool]:
+            choice = client.completions.create(
+                model=gguf.name, prompt=prompt, temperature=0.0, max_tokens=suite["max_new_tokens"]
+            ).choices[0]
+            return choice.text.strip(), choice.finish_reason != "length"
+
+        with ThreadPoolExecutor(params.served_parallel) as pool:
+            answers, calls, finish = zip(*pool.map(chat, rows))
+            started = time.perf_counter()
+            answered = list(pool.map(complete, suite["prompts"])) if suite else []
+    result = {
+        "answers": list(answers),
+        "stopped": [reason != "length" for reason in finish],
+        "calls": list(calls),
+        "answered_with_tool_calls": sum(
+            reason == "tool_calls" and bool(call)
+            for row, call, reason in zip(rows, calls, finish)
+            if row["reference_calls"]
+        ),
+    }
     if suite:
-        started = time.perf_counter()
-        result["general"] = dict(zip(("answers", "stopped"), answer(llm, suite["prompts"], suite["max_new_tokens"])))
-        result["general"]["seconds"] = time.perf_counter() - started
-    return {**result, "peak_rss_mb": peak_rss_mb()}
+        general_answers, stopped = zip(*answered)
+        result["general"] = {
+            "answers": list(general_answers),
+            "stopped": list(stopped),
+            "seconds": time.perf_counter() - started,
+        }
+    return result
 
 
 # What every model's process imports: the forkserver imports them once, and each process forked from it starts

@@ -386,8 +386,8 @@ class EvalParams(Strict):
     )
     served: bool = Field(
         True,
-        description="also ask the shipped GGUF every test row through llama-server --jinja as an OpenAI client does "
-        "(tools in, parsed tool_calls out); false skips it (and the server's one-off build)",
+        description="every GGUF answers the test rows and the suite through llama-server --jinja as an OpenAI client "
+        "asks it (tools in, parsed tool_calls out); false: in-process through llama-cpp-python (no server build)",
     )
     served_parallel: int = Field(4, gt=0, description="requests the served model answers at once (server slots)")
 
@@ -399,12 +399,6 @@ class GateParams(Strict):
     min_score: float = Field(40, description="the tuned model must score at least this")
     min_gain: float = Field(10, description="...and beat the base model by at least this many points")
     max_quant_drop: float = Field(5, ge=0, description="points the shipped quant may lose against our own F16 GGUF")
-    max_served_drop: float = Field(
-        0,
-        ge=0,
-        description="points the shipped GGUF may lose served (llama-server's parsed tool_calls) against the same file "
-        "in-process; blocks only on evidence",
-    )
     max_align_drop: float = Field(
         2, ge=0, description="points the aligned model may lose against the SFT model alone (when align ran)"
     )

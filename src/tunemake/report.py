@@ -364,14 +364,17 @@ def engines(metrics: dict) -> str:
         agreed = f"transformers gave the same answer on {check['equal']} of the {check['rows']} rows it timed"
         differing = "; differing: " + ", ".join(d["id"] for d in check["differing"]) if check["differing"] else ""
         lines.append(f"The {name} model's answers are those of {check['answers_from']}: {agreed}{differing}.")
-    if served := metrics.get("served"):
-        score = served.get("tool_calls", {}).get("exact_match")
-        ci = served["ci95"].get("tool_calls.exact_match")
+    if metrics.get("answered_by", "").startswith("llama-server"):
         lines.append(
-            f"Served by llama-server --jinja as an OpenAI client calls it, {served['model']} answered "
-            f"{served['answered_with_tool_calls']} of the {served['tool_call_rows']} tool rows with parsed tool_calls"
-            + (f" (tool-call exact match {score} [{ci[0]}, {ci[1]}])" if score is not None and ci else "")
-            + f"; the same answer as in-process on {served['same_as_in_process']} of {served['rows']} rows."
+            "Every GGUF answered through llama-server --jinja as an OpenAI client asks it (tools in, the server's "
+            "parsed tool_calls scored); "
+            + ", ".join(
+                f"{name} with tool_calls on {summary['answered_with_tool_calls']} of the {metrics['tool_call_rows']} "
+                "tool rows"
+                for name, summary in metrics["models"].items()
+                if name.startswith("gguf-") and "answered_with_tool_calls" in summary
+            )
+            + "."
         )
     return " ".join(lines)
 
