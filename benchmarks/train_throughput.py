@@ -61,7 +61,7 @@ VARIANTS = {
     "padded, length-grouped, bf16 autocast": Variant(cpu_bf16=True),
     "padded, length-grouped, bf16 autocast, LoRA dropout 0": Variant(dropout=False, cpu_bf16=True),
     "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16": TRAIN,
-    # measured, not taken: 1.08x, but eager keeps batch x heads x length^2 attention weights per layer (README)
+    # measured, not taken: eager keeps batch x heads x length^2 attention weights per layer (docs/benchmarks/training.md)
     "padded, length-grouped, bf16 autocast, LoRA dropout 0, frozen in bf16, eager attention": replace(
         TRAIN, attention="eager"
     ),

@@ -1,6 +1,6 @@
 """`tunemake train` against the plain TRL + PEFT script a user would write, on the same rows, in one run.
 
-Made for a GPU (the speed issue's GPU part): a random-weights model with a real architecture's shape (weights cannot
+Made for a GPU: a random-weights model with a real architecture's shape (weights cannot
 travel; default: Llama 3.2 1B's shape with the bundled tokenizer's vocabulary, about 1.0B parameters), trained for
 the same steps on the default data's training split with the same LoRA, batch, learning rate and schedule. tunemake
 runs as a user runs it: `tunemake base`, `prepare`, `tokenize`, `train`, each its own process. The baseline is
@@ -16,7 +16,7 @@ the process's (on a GPU, torch's peak allocation). Prints JSON.
     python benchmarks/train_vs_trl.py                          # a GPU: Llama 3.2 1B's shape, 40 steps
     python benchmarks/train_vs_trl.py --shape tiny --steps 3   # a CPU smoke run (tests/test_benchmarks.py)
 
-No session has had a GPU yet: the figures for it are still to be taken (README "Training").
+It has not been run on a GPU yet; the CPU figures are in docs/benchmarks/training.md.
 """
 
 from __future__ import annotations

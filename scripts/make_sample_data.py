@@ -664,7 +664,7 @@ def near_miss(calls: list[dict], tools: list[dict], query: str, kind: int, rng: 
 
 def spurious_call(tools: list[dict], calls: list[dict], query: str, rng: random.Random) -> dict:
     """A call to an offered tool the answer does not use (else the first one again), its required arguments filled
-    with words and numbers of the request: what DPO without such pairs learned to append (README "Alignment")."""
+    with words and numbers of the request: what DPO without such pairs learned to append (docs/benchmarks/alignment.md)."""
     used = {c["function"]["name"] for c in calls}
     spare = [t["function"] for t in tools if t["function"]["name"] not in used] or [tools[0]["function"]]
     function = rng.choice(spare)
@@ -833,7 +833,7 @@ def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
 def without_last_part(answer: str) -> str:
     """The answer cut before its last sentence, or for one sentence before its last clause: the step, check or warning
     that makes it safe and complete is what is missing, and both sides stay alike in length and wording (a generic
-    deflection made the held-out pairs a test of answer length, README "Alignment")."""
+    deflection made the held-out pairs a test of answer length, docs/benchmarks/alignment.md)."""
     sentences = answer.split(". ")
     if len(sentences) > 1:
         return ". ".join(sentences[:-1]) + "."

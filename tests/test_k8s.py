@@ -1,6 +1,6 @@
 """Kubernetes: the manifests tunemake generates or ships, checked against the Kubernetes API schemas
 (kubernetes-validate, strict) and the Kubeflow training operator's PyTorchJob types (its Python SDK's models, with
-unknown fields rejected). Nothing here reaches a cluster: README "Run on a cluster" lists what needs a real one."""
+unknown fields rejected). Nothing here reaches a cluster: docs/clusters.md lists what needs a real one."""
 
 from __future__ import annotations
 

@@ -431,7 +431,7 @@ def test_training_uses_its_share_of_the_cores_whatever_omp_num_threads_says(monk
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU auto precision follows the GPU")
 def test_auto_precision_takes_bf16_on_a_cpu_only_where_its_matmuls_measure_faster(monkeypatch):
     """The flags alone mislead: a Xeon with AVX-512 BF16 but its AMX hidden multiplies bfloat16 at half its float32
-    rate. The rates below are three CPUs' measured ones (README); the measurement itself is real on this CPU."""
+    rate. The rates below are three CPUs' measured ones (docs/benchmarks/training.md); the measurement itself is real on this CPU."""
     from tunemake import runtime
 
     measured = runtime.cpu_matmul_rates()

@@ -122,8 +122,7 @@ class Nucleus:
     """Sampling with temperature, then top-p as transformers' TopPLogitsWarper keeps it (the likeliest tokens until
     their mass reaches top_p, the likeliest always), as a logits processor under greedy decoding: it draws the token
     and leaves only it standing. transformers' own sampling sorts the whole vocabulary and draws from all of it at
-    every step (on 2 cores, with SmolLM2's 49k words and 32 rows: 50 ms and 33 ms a step, replay 91 s sampled
-    against 48 s greedy); here the nucleus is looked for among the `among` likeliest tokens, and the draw is made
+    every step (docs/benchmarks/replay.md); here the nucleus is looked for among the `among` likeliest tokens, and the draw is made
     there. Only a row whose nucleus is wider gets the full sort. Each row draws from its own generator
     (`generators`, set per batch by hf_answers; torch's global one when unset), so a row's draws do not depend on
     the other rows of its batch."""
@@ -280,8 +279,8 @@ def padded(sequences: list[list[int]], pad: int, device, left: bool = False):
 
 def scoring_precision() -> str:
     """bf16 autocast for teacher-forced scoring where the CPU multiplies bfloat16 fast (runtime.cpu_bf16_pays, as
-    train's precision auto), else fp32. On the default model and test split: 1.7x faster, held-out loss 0.22826
-    against 0.22816, drift within 0.001 nats/token, every preference pair ranked the same (README "evaluate")."""
+    train's precision auto), else fp32: faster, with the same rankings and losses to a few decimals
+    (docs/benchmarks/evaluate.md)."""
     import torch
 
     from tunemake.runtime import cpu_bf16_pays
@@ -323,7 +322,7 @@ def load_model(model_dir: str | Path, max_new_tokens: int, dtype: str = "auto"):
 def fast_dtype() -> str:
     """bfloat16 where the device multiplies it fast (a GPU that has it, a CPU where runtime.cpu_bf16_pays), else
     float32. Weights held in bfloat16, not autocast: autocast casts every weight at every step, which dominates
-    generating a few tokens at a time (replay's answers: 45 s against 99 s on 2 AMX cores, README)."""
+    generating a few tokens at a time (docs/benchmarks/replay.md)."""
     import torch
 
     from tunemake.runtime import cpu_bf16_pays

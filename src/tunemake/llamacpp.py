@@ -116,7 +116,7 @@ def answer(llm, prompts: list[str], max_new_tokens: int, parallel: int = 32) -> 
     in sorted order and a prompt's shared leading tokens are read once and their KV cache copied (shared_prefixes):
     on the default test split, 3,888 prompt tokens instead of 8,289. The answers can differ from decoding each prompt
     alone where 16-bit rounding breaks a near tie (other batch shapes, other rounding), as batching alone can;
-    README, evaluate, says how often.
+    docs/benchmarks/evaluate.md says how often.
     """
     import llama_cpp as C
     import numpy as np

@@ -190,7 +190,7 @@ class LoraParams(Strict):
     r: int = Field(16, gt=0, description="adapter rank")
     alpha: float = Field(32, gt=0, description="scaling numerator: updates are scaled by alpha / r")
     dropout: float = Field(
-        0.0, ge=0, lt=1, description="above 0 PEFT runs a dropout copy of every adapted layer's input (slower, README)"
+        0.0, ge=0, lt=1, description="above 0 PEFT runs a dropout copy of every adapted layer's input (slower)"
     )
     target_modules: str | list[str] = Field(
         "all-linear", description="'all-linear' or module names such as [q_proj, v_proj]"
@@ -343,7 +343,7 @@ class GgufParams(Strict):
         [],
         description="the quants made with the importance matrix (the IQ1/IQ2, IQ3_XXS and Q2_K_S types must be); "
         "the others are made without it. Measured on the default model it lifts IQ4_XS and Q3_K_M and costs Q5_0 "
-        "and Q5_K_M (README, Quantization)",
+        "and Q5_K_M (docs/benchmarks/quantization.md)",
     )
     imatrix_compare: bool = Field(
         True,

@@ -11,8 +11,8 @@ answers (seeded) instead of taking the greedy ones. With `prepare.replay: 0` the
 no model (torch is imported inside `run`).
 
 The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (general.fast_dtype):
-they are training rows, compared with nothing, and on 2 cores with AMX that took 45 s where llama.cpp's portable
-build took 116 s for the same greedy answers (README "Data"). The answers that are compared with the tuned
+they are training rows, compared with nothing, and transformers answers them faster than llama.cpp's portable
+build on CPUs that multiply bfloat16 fast (docs/benchmarks/replay.md). The answers that are compared with the tuned
 model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
 """
 
@@ -80,7 +80,7 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
         )
     model, tokenizer, generate = general.load_model(base, params.max_new_tokens, dtype=general.fast_dtype())
     prompts = general.render(tokenizer, conversations)
-    if params.temperature > 0:  # temperature, then top-p; greedy answers sharpen the tuned model (README)
+    if params.temperature > 0:  # temperature, then top-p (greedy: docs/benchmarks/defaults.md)
         generate.update(general.sampling(params.temperature, params.top_p))
     with torch.inference_mode():
         answers, stopped = general.hf_answers(model, tokenizer, prompts, generate, params.batch_size, params.seed)

@@ -29,8 +29,8 @@ def use_cores() -> None:
     torch.set_num_threads(max(1, threads() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-# How much faster than float32 bfloat16 matmuls must be before auto precision takes their rounding: measured 2.3x on
-# an AMD EPYC with AVX-512 BF16, 6x on a Xeon with AMX, 0.51-0.56x on a Xeon whose AMX the hypervisor hides (README).
+# How much faster than float32 bfloat16 matmuls must be before auto precision takes their rounding; the CPUs measured
+# are in docs/benchmarks/training.md.
 BF16_PAYS = 1.3
 
 
@@ -60,8 +60,8 @@ def cpu_matmul_rates() -> dict[str, float]:
 
 def cpu_bf16_pays() -> bool:
     """What auto precision takes on a CPU: bfloat16 where the CPU has it and torch multiplies it at least BF16_PAYS
-    times its float32 rate, measured here, since the flags alone mislead (a Xeon with AVX-512 BF16 but its AMX
-    hidden multiplied bfloat16 at 139 GFLOP/s, float32 at 248: training there took 1.4x as long in bf16)."""
+    times its float32 rate, measured here, since the flags alone mislead (a CPU that lists AVX-512 BF16 but whose
+    AMX the hypervisor hides multiplies bfloat16 slower than float32: docs/benchmarks/training.md)."""
     if not cpu_bf16():
         return False
     rates = cpu_matmul_rates()

@@ -31,9 +31,8 @@ class Interrupted(StepError):
 
 def precision(name: str) -> str:
     """auto: bf16 on a GPU that has it, else fp16 there; on a CPU, bf16 autocast (float32 weights, bfloat16 matmuls)
-    where it has AVX-512 BF16 or AMX and they measure faster (runtime.cpu_bf16_pays), else fp32. On the default model
-    and data bf16 autocast trained 1.45x the real tokens/s of fp32 on a 2-core AMD EPYC with AVX-512 BF16, mean loss
-    1.04145 against 1.04291, and 0.71x on a Xeon with its AMX hidden (benchmarks/train_throughput.py)."""
+    where it has AVX-512 BF16 or AMX and they measure faster (runtime.cpu_bf16_pays), else fp32. What bf16 autocast
+    gains or loses on the CPUs measured: docs/benchmarks/training.md."""
     gpu = torch.cuda.is_available()
     if name == "auto":
         if gpu:
