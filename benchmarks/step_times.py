@@ -43,14 +43,20 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--src", type=Path, action="append", required=True, help="a source tree's src/ (repeat)")
     parser.add_argument("--steps", nargs="+", default=["suite", "replay", "baseline", "evaluate"])
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument(
+        "--params", type=Path, action="append", help="params.yaml, once for all trees or once per --src, in order"
+    )
     parser.add_argument(
         "--keep", type=Path, help="keep each tree's outputs and step logs in KEEP/1, KEEP/2... (to compare them)"
     )
     args = parser.parse_args()
+    params = args.params or [REPO / "params.yaml"]
+    if len(params) not in (1, len(args.src)):
+        parser.error("give --params once, or once per --src")
+    params = params * len(args.src) if len(params) == 1 else params
     results = args.results.resolve()
     report = {"results": str(results), "runs": []}
-    for number, src in enumerate(args.src, 1):
+    for number, (src, settings) in enumerate(zip(args.src, params), 1):
         with tempfile.TemporaryDirectory() as scratch:
             if args.keep:
                 scratch = args.keep / str(number)
@@ -61,7 +67,7 @@ def main() -> None:
                 if flags is None:
                     report["runs"].append({"src": str(src), "step": step, "seconds": None, "note": "no such step"})
                     continue
-                command = [sys.executable, "-m", "tunemake.cli", step, "--params", str(args.params)]
+                command = [sys.executable, "-m", "tunemake.cli", step, "--params", str(settings)]
                 for flag in sorted(flags):
                     folder = made.get(flag, results / flag)
                     if folder.exists():

@@ -81,11 +81,36 @@ rule evaluate:
         " --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
 
 
+# BFCL's rows and checker (tunemake.bfcl): base, tuned and shipped GGUF through llama-server, the base cached per base.
+rule bfcl:
+    input:
+        base="results/base",
+        converter="results/converter",
+        gguf="results/{point}gguf",
+        weights=base_weights(),
+        code=code("bfcl"),
+    output:
+        directory("results/{point}bfcl"),
+    log:
+        "logs/{point}bfcl.log",
+    conda:
+        TUNEMAKE_ENV
+    resources:
+        all_cores=1,
+    params:
+        bfcl=point_params("bfcl"),
+        sweep=point_set,
+    shell:
+        "tunemake bfcl --params params.yaml{params.sweep} --base {input.base} --converter {input.converter}"
+        " --gguf {input.gguf} --out {output} --log-file {log}"
+
+
 # Decides deploy / iterate / abort; with gate.enforce on, anything but deploy stops the pipeline here.
 rule gate:
     input:
         eval="results/{point}eval",
         gguf="results/{point}gguf",
+        bfcl="results/{point}bfcl",
         code=code("gate"),
     output:
         "results/{point}gate.json",
@@ -97,8 +122,8 @@ rule gate:
         gate=point_params("gate"),
         sweep=point_set,
     shell:
-        "tunemake gate --params params.yaml{params.sweep} --eval {input.eval} --gguf {input.gguf} --out {output}"
-        " --log-file {log}"
+        "tunemake gate --params params.yaml{params.sweep} --eval {input.eval} --gguf {input.gguf}"
+        " --bfcl {input.bfcl} --out {output} --log-file {log}"
 
 
 # The report prints every parameter of the run, so params.yaml itself is an input: any edit re-renders it (seconds).
@@ -111,6 +136,7 @@ rule report:
         gguf="results/gguf",
         eval="results/eval",
         gate="results/gate.json",
+        bfcl="results/bfcl",
         sweep=SWEEP.outputs(),
         code=code("report") + job_sources("src/tunemake/templates/report.html"),
     output:
@@ -128,7 +154,7 @@ rule report:
         sweep="".join(f" --sweep {path}" for path in SWEEP.outputs()),
     shell:
         "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --align {input.align}"
-        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate}{params.sweep} --out {output} --log-file {log}"
+        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate} --bfcl {input.bfcl}{params.sweep} --out {output} --log-file {log}"
 
 
 dvc_metrics("results/eval/metrics.json", "results/gate.json")

@@ -15,6 +15,9 @@ row's split. Chosen is the row's answer; rejected is a near miss: for tool calls
 missing argument, the wrong function, the right call followed by a spurious second one, or the right call wrapped in
 chatty prose; for Q&A the answer without its last sentence (the warning or the check that makes it safe and
 complete), or for one-sentence answers without its last clause.
+No-call rows: 48 requests that none of the offered tools fits (xlam's `answers: []`, twelve phrasing groups of
+four), about one in nine tool rows; prepare gives them the source's no_call_reply as their answer, so the model
+learns when not to call. Each has a pair too: chosen is that reply, rejected a spurious call to an offered tool.
 Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
 timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
 follow no row, so pairs splits them by their phrasing group: held-out phrasings are never trained on.
@@ -496,6 +499,74 @@ def tool_rows() -> list[dict]:
     return rows
 
 
+# Requests none of the twelve tools serves, some close to one (a ride is not directions, a text is not an email).
+NO_CALL = [
+    ["Tell me a joke.", "Say something funny.", "Do you know a good pun?", "Make me laugh."],
+    ["Write a short poem about autumn.", "Compose a haiku about the sea.", "Give me a limerick about a cat.",
+     "Write two lines of verse about rain."],
+    ["Who was the first person on the moon?", "When did the Berlin Wall fall?", "Who painted the Mona Lisa?",
+     "What year did the Second World War end?"],
+    ["What is 17 times 23?", "Is 91 a prime number?", "What's the square root of 144?", "How much is 15% of 80?"],
+    ["How can I sleep better?", "Any tips for a job interview?", "How do I stay focused while studying?",
+     "What should I pack for a weekend hike?"],
+    ["What does 'ephemeral' mean?", "Define photosynthesis.", "What is a black hole?", "Explain what inflation is."],
+    ["Book me a table for two at an Italian restaurant.", "Reserve a hotel room in Rome for Friday.",
+     "Buy two tickets for the concert tonight.", "Order a pizza for delivery."],
+    ["Turn off the living room lights.", "Set the thermostat to 21 degrees.", "Lock the front door.",
+     "Start the robot vacuum."],
+    ["Send 50 dollars to my brother.", "Pay my electricity bill.", "Transfer 200 euros to my savings account.",
+     "Split the dinner bill with Sam."],
+    ["Call my mom.", "Text Alex that I'm running late.", "Call a taxi for me.", "Dial the nearest pharmacy."],
+    ["Delete my old photos.", "Back up my documents folder.", "Rename this file to report.pdf.",
+     "Empty the recycle bin."],
+    ["Book me a ride to the airport.", "Order a car to take me home.", "Get me a ride to the station.",
+     "Find a shared bike near me."],
+]  # fmt: skip
+
+
+def no_call_rows(first_id: int) -> list[dict]:
+    """xlam rows with `answers: []`: one row per request of NO_CALL, two or three tools offered, a group per list."""
+    rng = random.Random(20261207)
+    rows = []
+    for g, requests in enumerate(NO_CALL):
+        for request in requests:
+            offered = rng.sample(sorted(TOOLS), rng.choice([2, 3]))
+            rows.append(
+                {
+                    "id": first_id + len(rows),
+                    "query": request,
+                    "tools": json.dumps([TOOLS[n] for n in offered]),
+                    "answers": "[]",
+                    "group": f"none:{g}",
+                }
+            )
+    return rows
+
+
+def no_call_pairs(rows: list[dict], reply: str) -> list[dict]:
+    """Chosen: the source's reply in words; rejected: a call to an offered tool, filled from the request's words."""
+    from tunemake.formats import FORMATS
+    from tunemake.params import SourceParams
+
+    rng = random.Random(11)
+    source = SourceParams(path="tool_calls.jsonl", format="xlam", no_call_reply=reply)
+    out = []
+    for row in rows:
+        chat = FORMATS["xlam"](row, source)
+        prompt = [{"role": "system", "content": TOOL_SYSTEM}, *chat.messages[:-1]]
+        call = spurious_call(chat.tools, [], row["query"], rng)
+        out.append(
+            {
+                "prompt": prompt,
+                "tools": chat.tools,
+                "chosen": [chat.messages[-1]],
+                "rejected": [{"role": "assistant", "content": "", "tool_calls": [call]}],
+                "group": row["group"],
+            }
+        )
+    return out
+
+
 QA = {
     "Wilderness Survival Basics": [
         (
@@ -843,12 +914,16 @@ def without_last_part(answer: str) -> str:
 
 
 def main() -> None:
+    from tunemake.params import SourceParams
+
     OUT.mkdir(parents=True, exist_ok=True)
     tools, qa = tool_rows(), qa_rows()
+    none = no_call_rows(len(tools))
+    reply = SourceParams.model_fields["no_call_reply"].default  # params.yaml gives the source no other
     for name, rows in (
-        ("tool_calls.jsonl", tools),
+        ("tool_calls.jsonl", tools + none),
         ("practical_qa.jsonl", qa),
-        ("preferences.jsonl", preference_rows(tools, qa)),
+        ("preferences.jsonl", preference_rows(tools, qa) + no_call_pairs(none, reply)),
     ):
         with open(OUT / name, "w", encoding="utf-8") as handle:
             for row in rows:

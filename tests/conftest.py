@@ -29,6 +29,7 @@ STEPS = [
     "suite",
     "baseline",
     "evaluate",
+    "bfcl",
     "gate",
     "report",
 ]
@@ -183,6 +184,7 @@ def workspace(tmp_path, tiny_llama_dir) -> Path:
     params["gguf"].update(quants=["Q5_0"], imatrix_quants=[])
     params["suite"].update(limit=4, max_new_tokens=8)
     params["replay"].update(limit=8, max_new_tokens=16)
+    params["bfcl"].update(rows=2, max_new_tokens=16)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], tmp_path)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], tmp_path)

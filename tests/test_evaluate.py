@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+from tunemake import evaluate
 from tunemake.errors import StepError
 from tunemake.evaluate import (
     drift_summary,
@@ -123,3 +124,19 @@ def test_the_held_out_loss_is_the_training_loss_on_the_test_rows(tmp_path, tiny_
         trained, _ = assistant_loss(model, batch)
     assert len(held_out) == 4 and pairs == []
     assert loss == pytest.approx(trained.item(), rel=1e-5)
+
+
+def test_restraint_scores_a_call_where_no_offered_tool_fits_as_wrong():
+    """A row that offers tools none of which fits (its reference answers in words) scores `no_call`; a call counts
+    against it even when nobody could parse it."""
+    tool = {"type": "function", "function": {"name": "set_timer", "parameters": {"type": "object", "properties": {}}}}
+    row = {"tools": [tool], "reference": "None fits.", "reference_calls": []}
+    plain = {"tools": [], "reference": "Hi.", "reference_calls": []}
+    call = '<tool_call>\n{"name": "set_timer", "arguments": {}}\n</tool_call>'
+    answers = ["None fits.", call, "<tool_call>{broken", "Hello."]
+    summary, per_row = evaluate.summarise([row, row, row, plain], answers, [True] * 4)
+    assert [s.get("no_call") for s in per_row] == [1.0, 0.0, 0.0, None]
+    assert summary["no_call"] == 33.3 and summary["ci95"]["no_call"]
+    # served: the parsed calls decide, and text the server left unparsed still shows a call
+    _, per_row = evaluate.summarise([row, row], ["None fits.", call], [True, True], ["", ""])
+    assert [s["no_call"] for s in per_row] == [1.0, 0.0]

@@ -90,7 +90,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
     assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
     assert (workspace / "results" / "merged" / "model.safetensors").is_file()
-    for step in ("tokenize", "train", "merge", "pairs", "align", "gguf", "baseline", "evaluate", "report", "gate"):
+    steps = ("tokenize", "train", "merge", "pairs", "align", "gguf", "baseline", "evaluate", "bfcl", "report", "gate")
+    for step in steps:
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
@@ -129,11 +130,22 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert "gain over base: 0 [95% interval 0 to 0] (needs >= 10, interval above 0) FAILED" in gate["reasons"]
     assert any(c["check"].startswith("alignment drop: sft minus tuned") for c in gate["checks"])
     assert f"rose on {rose} of 4" in (workspace / "results" / "report" / "report.md").read_text()
+    restraint = ["no call where none fits: base minus Q5_0, our test rows"] if metrics["no_call_rows"] else []
     assert [c["check"] for c in gate["checks"] if c.get("regression")] == [
         "degenerate general answers, Q5_0 minus base",
         "checkable general answers, base minus Q5_0",
         "drift: tuned loss on the base's general answers minus the base's (nats/token)",
+        *restraint,
+        "BFCL irrelevance: base minus Q5_0",
     ]
+    # BFCL: its rows (2 per category here) asked of base, tuned and shipped through the server, its checker scoring
+    scored = json.loads((workspace / "results" / "bfcl" / "summary.json").read_text())
+    assert list(scored["categories"]) == ["simple_python", "multiple", "parallel", "irrelevance"]
+    for category in scored["categories"].values():
+        assert {m: s["total"] for m, s in category["models"].items()} == {"base": 2, "tuned": 2, "shipped": 2}
+        assert set(category["minus_base"]) == {"tuned", "shipped"}
+    bfcl_rows = (workspace / "results" / "bfcl" / "answers.jsonl").read_text().splitlines()
+    assert len(bfcl_rows) == 8 and all({"base", "tuned", "shipped"} <= set(json.loads(r)) for r in bfcl_rows)
     # A random base rambles to the suite's cap: too few sound answers to judge drift on, and the report says why
     name = "drift: tuned loss on the base's general answers minus the base's (nats/token)"
     drift = next(c for c in gate["checks"] if c["check"] == name)
@@ -153,6 +165,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     for name in ("base", "tuned", "gguf-F16", "gguf-Q5_0"):
         assert 0 <= metrics["models"][name]["answered_with_tool_calls"] <= metrics["tool_call_rows"]
     assert "Every GGUF answered through llama-server --jinja" in page
+    assert "Berkeley Function Calling Leaderboard" in page and "no call where none fits (%)" in page
     assert "prefers the chosen answer (%)" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
     assert "DPO rewards and margins" in page
@@ -162,7 +175,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # Each parameter re-runs its step and what follows, nothing before it: an export or eval setting never retrains.
-    after_merge = {"gguf", "evaluate", "report", "gate"}
+    after_merge = {"gguf", "evaluate", "bfcl", "report", "gate"}
     assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge", "align"} | after_merge
     # An alignment setting or preference pair re-runs DPO and what follows, never SFT
     assert planned_jobs(workspace, align={"beta": 0.2}) == {"align"} | after_merge
@@ -173,6 +186,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"baseline", "evaluate", "report", "gate"}
     assert planned_jobs(workspace, gate={"min_score": 50}) == {"report", "gate"}
+    assert planned_jobs(workspace, bfcl={"rows": 1}) == {"bfcl", "report", "gate"}
     # The suite's base answers are made once: a suite setting re-runs the suite and the evaluation, never training.
     assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "baseline", "evaluate", "report", "gate"}
     assert (

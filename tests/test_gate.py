@@ -263,3 +263,51 @@ def test_alignment_may_not_cost_the_task_score_beyond_noise(sft_right, status, d
     result = gate.verdict(metrics, samples, general, SIZES, GateParams())
     check = next(c for c in result["checks"] if c["check"].startswith("alignment drop"))
     assert check["status"] == status and result["verdict"] == decision
+
+
+def restraint_run(base_right: int, shipped_right: int, rows: int) -> tuple[dict, list[dict], dict]:
+    """Our no-call rows and BFCL irrelevance, each of `rows` rows: the base abstains on its first `base_right`, the
+    shipped Q4_K_M on its first `shipped_right`; on simple_python the shipped model loses three rows of ten."""
+    from tunemake import bfcl
+
+    right = {"base": base_right, "gguf-Q4_K_M": shipped_right}
+    samples = [{"scores": {m: {"no_call": float(i < n)} for m, n in right.items()}} for i in range(rows)]
+    metrics = {"models": {m: {"no_call": round(100 * n / rows, 1)} for m, n in right.items()}}
+    verdicts = {
+        m: {
+            "irrelevance": [{"valid": i < n} for i in range(rows)],
+            "simple_python": [{"valid": i < (5 if m == "base" else 2)} for i in range(10)],
+        }
+        for m, n in (("base", base_right), ("tuned", shipped_right), ("shipped", shipped_right))
+    }
+    asked = {"irrelevance": [None] * rows, "simple_python": [None] * 10}
+    return metrics, samples, {"categories": bfcl.summary(asked, verdicts)}
+
+
+def test_calling_where_the_base_abstains_blocks_and_one_row_does_not():
+    metrics, samples, scored = restraint_run(30, 2, 30)
+    checks = gate.restraint_checks(metrics, samples, scored, "Q4_K_M", GateParams())
+    assert [c["check"] for c in checks] == [
+        "no call where none fits: base minus Q4_K_M, our test rows",
+        "BFCL irrelevance: base minus Q4_K_M",
+    ]  # simple_python is shown, not judged, while gate.max_bfcl_drop is null
+    assert all(c["status"] == "fail" and c["regression"] for c in checks)
+    assert checks[1]["value"] == 93.3 and checks[1]["ci95"][0] > 0
+    metrics, samples, scored = restraint_run(30, 29, 30)  # one row of 30: within noise, does not block
+    assert all(c["passed"] for c in gate.restraint_checks(metrics, samples, scored, "Q4_K_M", GateParams()))
+    judged = gate.restraint_checks(metrics, samples, scored, "Q4_K_M", GateParams(max_bfcl_drop=0))
+    assert judged[-1]["check"] == "BFCL simple_python: base minus Q4_K_M" and judged[-1]["value"] == 30.0
+
+
+def test_the_verdict_names_irrelevance_when_the_tuned_model_lost_its_restraint():
+    metrics, samples, general = evaluation(8, 30, 30, 30)
+    restraint, restraint_samples, scored = restraint_run(30, 2, 30)
+    for name, values in restraint["models"].items():
+        metrics["models"][name].update(values)
+    for row, extra in zip(samples, restraint_samples):
+        for name, scores in extra["scores"].items():
+            row["scores"][name].update(scores)
+    result = gate.verdict(metrics, samples, general, SIZES, GateParams(), scored)
+    assert result["verdict"] == "iterate"
+    assert "BFCL irrelevance: base minus Q4_K_M" in result["regressions"]
+    assert any(r.startswith("BFCL irrelevance") and "FAILED" in r for r in result["reasons"])

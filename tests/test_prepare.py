@@ -8,6 +8,7 @@ import pytest
 
 from conftest import REPO, run, write_jsonl
 from tunemake import prepare
+from tunemake.chat import answer_kind
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params import PrepareParams
@@ -304,6 +305,13 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
     groups = {s: {r["meta"]["group"] for r in rows[s]} for s in rows}
     assert len(rows["test"]) >= 20 and groups["test"] and not groups["test"] & groups["train"]
     assert not values("test") & values("train")
+    # The no-call rows (xlam `answers: []`) are split by their request group like the others, and answered in words
+    no_call = {s: [r for r in rows[s] if answer_kind(r) == "no_call"] for s in rows}
+    assert no_call["test"] and no_call["train"]
+    assert all(r["meta"]["group"].startswith("none:") for s in rows for r in no_call[s])
+    assert {r["messages"][-1]["content"] for s in rows for r in no_call[s]} == {params.prepare.sources[0].no_call_reply}
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["splits"]["test"]["by_kind"]["no_call"] == len(no_call["test"])
 
 
 def test_replay_rows_join_the_training_split_only_in_the_asked_share(tmp_path):

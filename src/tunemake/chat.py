@@ -78,6 +78,15 @@ def format_call(call: dict) -> str:
     )
 
 
+def answer_kind(record: dict) -> str:
+    """What a canonical record's last assistant turn is: `tool_call` (it calls), `no_call` (tools were offered and
+    it answers in words: restraint) or `text` (no tools offered)."""
+    last = next(m for m in reversed(record["messages"]) if m["role"] == "assistant")
+    if last.get("tool_calls"):
+        return "tool_call"
+    return "no_call" if record.get("tools") else "text"
+
+
 def openai_messages(messages: list[dict]) -> list[dict]:
     """Canonical messages as an OpenAI request carries them: call arguments as JSON text, each call with an id."""
     out = []

@@ -138,16 +138,19 @@ def summarise(
     rows: list[dict], answers: list[str], stopped: list[bool], calls: list[str] | None = None
 ) -> tuple[dict, list[dict]]:
     """Scores per row and their means with 95% intervals. Tool calls are read from each answer's text, or from
-    `calls` where given (a server's parsed calls, so a call it failed to parse does not count)."""
+    `calls` where given (a server's parsed calls, so a call it failed to parse does not count). A row that offers
+    tools none of which fits (the reference answers in words) scores `no_call`: 1 when the answer calls nothing,
+    not even in a form nobody parses."""
     per_row, tool_rows = [], []
     for i, (row, answer, ended) in enumerate(zip(rows, answers, stopped)):
         scores = text_scores(answer, row["reference"])
         scores["degenerate"] = degenerate.reasons(answer, ended)
+        called = answer if calls is None else calls[i]
         if row["reference_calls"]:
-            scores["tool_calls"] = tool_scores(
-                answer if calls is None else calls[i], row["reference_calls"], row["tools"]
-            )
+            scores["tool_calls"] = tool_scores(called, row["reference_calls"], row["tools"])
             tool_rows.append(scores["tool_calls"])
+        elif row["tools"]:
+            scores["no_call"] = float(not parse_calls(called) and "<tool_call>" not in answer)
         per_row.append(scores)
     columns = {
         "exact_match": [s["exact_match"] for s in per_row],
@@ -155,8 +158,12 @@ def summarise(
         "degenerate_rate": [float(bool(s["degenerate"])) for s in per_row],
     }
     columns.update({f"tool_calls.{k}": [t[k] for t in tool_rows] for k in (tool_rows[0] if tool_rows else [])})
+    if restraint := [s["no_call"] for s in per_row if "no_call" in s]:
+        columns["no_call"] = restraint
     points = {name: round(100 * statistics.mean(values), 1) for name, values in columns.items()}
-    summary = {name: points[name] for name in ("exact_match", "rouge_l", "degenerate_rate")}
+    summary = {
+        name: points[name] for name in ("exact_match", "rouge_l", "degenerate_rate", "no_call") if name in points
+    }
     if tool_rows:
         summary["tool_calls"] = {k: points[f"tool_calls.{k}"] for k in tool_rows[0]}
     summary["ci95"] = {name: interval(values) for name, values in columns.items()}  # bootstrap over rows, points
@@ -312,6 +319,7 @@ def run(
     metrics = {
         "test_rows": len(rows),
         "tool_call_rows": sum(bool(r["reference_calls"]) for r in rows),
+        "no_call_rows": sum(bool(r["tools"]) and not r["reference_calls"] for r in rows),
         "answered_by": "llama-server --jinja, OpenAI chat completions with tools"
         if params.served
         else "llama-cpp-python in-process",

@@ -19,6 +19,10 @@ deploy: every check passes. abort: the tuned model does not beat the base model 
 The quant check compares the shipped quant with our own F16 GGUF of the same model, never with another model:
 perplexity and scores only compare within one model. When align ran, the aligned model's score against the SFT
 model's (gate.max_align_drop) is a harm check too.
+
+Restraint is a regression too: where no offered tool fits, the shipped model must not call one more often than the
+base, beyond noise, on our no-call test rows and on BFCL irrelevance (tunemake.bfcl); gate.max_bfcl_drop can also
+judge BFCL's other categories.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ MIN_SOUND = 10  # fewer sound base answers than this: too few to judge drift on
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", type=Path, required=True, help="the evaluate step's output")
     parser.add_argument("--gguf", type=Path, required=True, help="the gguf step's output (which quant is shipped)")
+    parser.add_argument("--bfcl", type=Path, help="the bfcl step's output: restraint on BFCL irrelevance is judged")
     parser.add_argument("--out", type=Path, required=True, help="the verdict, as JSON")
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out)
+    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out, args.bfcl)
 
 
 def score(metrics: dict, model: str, metric: str) -> float:
@@ -96,6 +101,41 @@ def regression_checks(metrics: dict, samples: list[dict], shipped: str, label: s
             )
         )
     checks.append(drift_check(general, params))
+    return [{**c, "regression": True} for c in checks]
+
+
+def restraint_checks(metrics: dict, samples: list[dict], bfcl: dict, label: str, params: GateParams) -> list[dict]:
+    """Not calling where no offered tool fits, the shipped model against the base, paired over the same rows: our
+    no-call test rows and BFCL irrelevance (gate.max_no_call_drop); with gate.max_bfcl_drop set, BFCL's other
+    categories too. Harms: each blocks on evidence only."""
+    shipped = f"gguf-{label}"
+    checks = []
+    if metrics["models"]["base"].get("no_call") is not None:
+        checks.append(
+            check(
+                f"no call where none fits: base minus {label}, our test rows",
+                metrics["models"]["base"]["no_call"] - metrics["models"][shipped]["no_call"],
+                params.max_no_call_drop,
+                at_least=False,
+                ci=paired(samples, "base", shipped, "no_call"),
+                burden="harm",
+            )
+        )
+    for category, scores in (bfcl.get("categories") or {}).items():
+        limit = params.max_no_call_drop if category == "irrelevance" else params.max_bfcl_drop
+        if limit is None:
+            continue
+        change = scores["minus_base"]["shipped"]
+        checks.append(
+            check(
+                f"BFCL {category}: base minus {label}",
+                -change["value"],
+                limit,
+                at_least=False,
+                ci=[-change["ci95"][1], -change["ci95"][0]] if change["ci95"] else None,
+                burden="harm",
+            )
+        )
     return [{**c, "regression": True} for c in checks]
 
 
@@ -166,7 +206,9 @@ def check(name: str, value: float, limit: float, *, at_least: bool, ci=None, bur
     }
 
 
-def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict, params: GateParams) -> dict:
+def verdict(
+    metrics: dict, samples: list[dict], general: list[dict], sizes: dict, params: GateParams, bfcl: dict | None = None
+) -> dict:
     shipped, unquantized = f"gguf-{sizes['shipped']}", f"gguf-{sizes['unquantized']}"
     metric = params.metric
     tuned, base = score(metrics, "tuned", metric), score(metrics, "base", metric)
@@ -211,6 +253,7 @@ def verdict(metrics: dict, samples: list[dict], general: list[dict], sizes: dict
             )
         )
     checks += regression_checks(metrics, general, shipped, sizes["shipped"], params)
+    checks += restraint_checks(metrics, samples, bfcl or {}, sizes["shipped"], params)
     speed = metrics["models"][shipped]["speed"]
     if params.max_latency_s is not None:
         latency = speed.get("seconds_per_answer", float("inf"))
@@ -243,13 +286,14 @@ def reason(c: dict) -> str:
     return f"{c['check']}: {c['value']:g}{interval} (needs {c['limit']}) {status}{scope}"
 
 
-def run(params: GateParams, evaluation: Path, gguf: Path, out: Path) -> dict:
+def run(params: GateParams, evaluation: Path, gguf: Path, out: Path, bfcl: Path | None = None) -> dict:
     """Decide and record the verdict; fail instead when gate.enforce is on and it is not deploy."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")
     general = read_jsonl(evaluation / "general_samples.jsonl")
     sizes = json.loads((gguf / "sizes.json").read_text())
-    result = {**verdict(metrics, samples, general, sizes, params), "enforced": params.enforce}
+    scored = json.loads((bfcl / "summary.json").read_text()) if bfcl else {}
+    result = {**verdict(metrics, samples, general, sizes, params, scored), "enforced": params.enforce}
     summary = "\n".join(f"  {r}" for r in result["reasons"])
     if result["verdict"] != "deploy" and params.enforce:
         raise StepError(

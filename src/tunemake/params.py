@@ -392,6 +392,25 @@ class EvalParams(Strict):
     served_parallel: int = Field(4, gt=0, description="requests the served model answers at once (server slots)")
 
 
+BfclCategory = Literal[
+    "simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "live_simple", "live_multiple",
+    "live_parallel", "live_parallel_multiple", "live_irrelevance", "live_relevance"
+]  # fmt: skip
+
+
+class BfclParams(Strict):
+    enabled: bool = Field(True, description="score base, tuned and shipped GGUF on BFCL's rows with BFCL's checker")
+    categories: list[BfclCategory] = Field(
+        ["simple_python", "multiple", "parallel", "irrelevance"],
+        min_length=1,
+        description="BFCL v4 single-turn categories; irrelevance (no offered function fits) is where restraint shows",
+    )
+    rows: int | None = Field(30, gt=0, description="rows per category, evenly spaced; null: every row (slow)")
+    parallel: int = Field(4, gt=0, description="requests the server answers at once (slots)")
+    max_new_tokens: int = Field(128, gt=0, description="greedy decoding stops at the end-of-turn token or here")
+    ctx_size: int = Field(4096, gt=0, description="context tokens per server slot (BFCL's longest function lists)")
+
+
 class GateParams(Strict):
     metric: Literal["tool_calls.exact_match", "exact_match", "rouge_l"] = Field(
         "tool_calls.exact_match", description="the held-out score (points, 0-100) the gate judges"
@@ -399,6 +418,18 @@ class GateParams(Strict):
     min_score: float = Field(40, description="the tuned model must score at least this")
     min_gain: float = Field(10, description="...and beat the base model by at least this many points")
     max_quant_drop: float = Field(5, ge=0, description="points the shipped quant may lose against our own F16 GGUF")
+    max_no_call_drop: float = Field(
+        0,
+        ge=0,
+        description="restraint: points the shipped GGUF may lose against the base where no offered tool fits, on "
+        "our no-call test rows and on BFCL irrelevance; blocks on evidence",
+    )
+    max_bfcl_drop: float | None = Field(
+        None,
+        ge=0,
+        description="points the shipped GGUF may lose against the base on BFCL's other categories (blocks on "
+        "evidence); null: shown, not judged",
+    )
     max_align_drop: float = Field(
         2, ge=0, description="points the aligned model may lose against the SFT model alone (when align ran)"
     )
@@ -433,6 +464,7 @@ class Params(Strict):
     align: AlignParams = AlignParams()
     gguf: GgufParams = GgufParams()
     eval: EvalParams = EvalParams()
+    bfcl: BfclParams = BfclParams()
     gate: GateParams = GateParams()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunemake.chat import answer_kind
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.params import PrepareParams
@@ -60,7 +61,7 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
                 lengths.append(sum(len(m["content"]) for m in row["messages"]) + len(json.dumps(row.get("tools", []))))
         names = assign(keys, params.split.model_dump(), params.seed)
         _check_not_empty(names, params)
-        by_source = {name: Counter() for name in SPLITS}
+        by_source, by_kind = {name: Counter() for name in SPLITS}, {name: Counter() for name in SPLITS}
         with ExitStack() as files:
             outputs = {name: files.enter_context(open(tmp / f"{name}.jsonl", "w", encoding="utf-8")) for name in SPLITS}
             # rows were read source by source in params order; each split lists them by (source, line)
@@ -70,15 +71,24 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
                     for line, name in zip(handle, names[starts[label] :]):
                         outputs[name].write(line)
                         by_source[name][label] += 1
+                        by_kind[name][answer_kind(json.loads(line))] += 1
                 scratch[label].unlink()
             for row in _replay_rows(replay, params, names.count("train")):
                 outputs["train"].write(json.dumps(row, ensure_ascii=False) + "\n")
                 by_source["train"][row["meta"]["source"]] += 1
+                by_kind["train"][answer_kind(row)] += 1
         counts, _ = np.histogram(lengths, bins=LENGTH_BINS)
         stats.update(
             rows={"kept": len(keys), "rejected": rejects.total()},
             rejects=dict(rejects),
-            splits={name: {"rows": by_source[name].total(), "by_source": dict(by_source[name])} for name in SPLITS},
+            splits={
+                name: {
+                    "rows": by_source[name].total(),
+                    "by_source": dict(by_source[name]),
+                    "by_kind": dict(sorted(by_kind[name].items())),  # tool_call, no_call (restraint), text
+                }
+                for name in SPLITS
+            },
             length_chars={"bins": [str(b) for b in LENGTH_BINS], "counts": counts.tolist()},
         )
         write_json(tmp / "stats.json", stats)

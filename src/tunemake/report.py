@@ -24,6 +24,12 @@ log = logging.getLogger("tunemake")
 SAMPLES = 6  # sample answers shown side by side
 GENERAL_SAMPLES = 3  # general prompts shown side by side, regressions first
 
+BFCL_NOTE = (
+    "BFCL v4's own rows (evenly spaced, bfcl.rows per category) and its AST checker (bfcl-eval), each file asked "
+    "through llama-server with OpenAI tools. irrelevance offers functions that do not fit: right there is no call. "
+    "Intervals are 95% bootstrap intervals; differences are paired over the same rows."
+)
+
 
 def plot_losses(history: dict):
     import matplotlib
@@ -175,8 +181,24 @@ def sweep_rows(swept: dict) -> tuple[list, list]:
     return header, rows
 
 
+def bfcl_rows(bfcl: dict) -> list[list]:
+    """Per BFCL category: each model's correct/total with its interval, and tuned and shipped minus base, paired."""
+    rows = []
+    for category, scores in (bfcl.get("categories") or {}).items():
+        models, change = scores["models"], scores["minus_base"]
+        rows.append(
+            [category]
+            + [
+                f"{models[m]['correct']}/{models[m]['total']} {span(models[m]['ci95'])}"
+                for m in ("base", "tuned", "shipped")
+            ]
+            + [f"{change[m]['value']:+g} {span(change[m]['ci95'])}" for m in ("tuned", "shipped")]
+        )
+    return rows
+
+
 def tables(
-    stats: dict, summary: dict, aligned: dict, metrics: dict, sizes: dict, result: dict
+    stats: dict, summary: dict, aligned: dict, metrics: dict, sizes: dict, result: dict, bfcl: dict | None = None
 ) -> dict[str, tuple[list, list]]:
     """Each table as (headers, rows), shared by the HTML and the Markdown."""
     quality, speed = [], []
@@ -196,6 +218,7 @@ def tables(
                 tool.get("exact_match"),
                 span(m.get("ci95", {}).get(result["metric"])),
                 m.get("degenerate_rate"),
+                m.get("no_call"),
                 m.get("preference", {}).get("accuracy"),
                 span(m.get("preference", {}).get("ci95", {}).get("accuracy")),
             ]
@@ -274,6 +297,7 @@ def tables(
                 "tool-call exact match",
                 f"{result['metric']}: 95% interval",
                 "degenerate answers (%)",
+                "no call where none fits (%)",
                 "prefers the chosen answer (%)",
                 "95% interval",
             ],
@@ -306,6 +330,10 @@ def tables(
                 "95% interval",
             ],
             general,
+        ),
+        "bfcl": (
+            ["BFCL category", "base", "tuned", "shipped", "tuned - base (points)", "shipped - base (points)"],
+            bfcl_rows(bfcl or {}),
         ),
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
@@ -427,6 +455,11 @@ def markdown(
         "",
         "![scores](scores.png)",
         "",
+        *(
+            ["## Berkeley Function Calling Leaderboard (served, BFCL's checker)", "", md("bfcl"), "", BFCL_NOTE, ""]
+            if tabs["bfcl"][1]
+            else []
+        ),
         "## Speed and size",
         "",
         md("speed"),
@@ -487,6 +520,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
     parser.add_argument("--sweep", type=Path, help="the sweep step's output (its table and plot), when one ran")
+    parser.add_argument("--bfcl", type=Path, help="the bfcl step's output (its table)")
     parser.add_argument("--out", type=Path, required=True)
 
 
@@ -502,6 +536,7 @@ def main(args: argparse.Namespace) -> None:
         args.out,
         args.set,
         args.sweep,
+        args.bfcl,
     )
 
 
@@ -516,6 +551,7 @@ def run(
     out: Path,
     overrides: list[str] = (),
     sweep: Path | None = None,
+    bfcl: Path | None = None,
 ) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -528,7 +564,8 @@ def run(
     samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
     result = json.loads(gate.read_text())
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
-    tabs = tables(stats, summary, aligned, metrics, sizes, result)
+    scored = json.loads((bfcl / "summary.json").read_text()) if bfcl else {}
+    tabs = tables(stats, summary, aligned, metrics, sizes, result, scored)
     swept = json.loads((sweep / "sweep.json").read_text()) if sweep else None
     tabs["sweep"] = sweep_rows(swept) if swept else ([], [])
     params_text = yaml.safe_dump(overridden(yaml.safe_load(params_file.read_text()), overrides), sort_keys=False)
@@ -558,6 +595,7 @@ def run(
             summary=summary,
             metrics=metrics,
             engines=engines(metrics),
+            bfcl_note=BFCL_NOTE,
         )
         (tmp / "index.html").write_text(html, encoding="utf-8")
         (tmp / "report.md").write_text(

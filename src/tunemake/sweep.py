@@ -34,7 +34,7 @@ from tunemake.stats import paired_interval
 log = logging.getLogger("tunemake")
 
 # The sections whose steps run once per point; what comes before them is shared by all points.
-SWEPT_SECTIONS = ("train", "merge", "align", "gguf", "eval", "gate")
+SWEPT_SECTIONS = ("train", "merge", "align", "gguf", "eval", "bfcl", "gate")
 
 
 @dataclass

@@ -17,11 +17,12 @@ import argparse
 import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from tunemake.chat import Renderer, fast_tokenizer
+from tunemake.chat import Renderer, answer_kind, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.loss import IGNORE
@@ -37,7 +38,7 @@ BATCH = 256  # rows per tokenizer call and per Arrow write
 ROWS_PER_PROCESS = 2000  # a worker process pays for itself from about this many rows
 
 
-COLUMNS = ("id", "input_ids", "labels", "fate", "kept", "length", "trainable")
+COLUMNS = ("id", "input_ids", "labels", "fate", "kept", "length", "trainable", "kind")
 DTYPES = {"input_ids": np.int32, "labels": np.int64}  # as _features() declares them
 
 
@@ -54,6 +55,7 @@ def _features():
             "kept": Value("bool"),
             "length": Value("int64"),
             "trainable": Value("int64"),
+            "kind": Value("string"),  # chat.answer_kind: counted in the stats, not kept in the dataset
         }
     )
 
@@ -195,7 +197,8 @@ def _add_row(columns: dict, record: dict, row_id: str, ids, labels, params: Toke
     if "dropped_overlong" not in fate and not trainable:
         fate.append("dropped_no_trainable_tokens")
     kept = not any(f.startswith("dropped") for f in fate)
-    for name, value in zip(COLUMNS, (row_id, ids, labels, fate, kept, len(ids), trainable)):
+    values = (row_id, ids, labels, fate, kept, len(ids), trainable, answer_kind(record))
+    for name, value in zip(COLUMNS, values):
         columns[name].append(value)
 
 
@@ -224,7 +227,7 @@ def split_stats(encoded) -> dict:
     """Rows, tokens, trainable tokens, the length histogram and each row's fate, read from the small columns."""
     import pyarrow.compute as pc
 
-    kept = encoded.with_format("numpy", columns=["kept", "length", "trainable"])[:]
+    kept = encoded.with_format("numpy", columns=["kept", "length", "trainable", "kind"])[:]
     fates = pc.list_flatten(encoded.data.column("fate"))
     lengths = kept["length"][kept["kept"]]
     tokens, trainable = int(lengths.sum()), int(kept["trainable"][kept["kept"]].sum())
@@ -235,6 +238,7 @@ def split_stats(encoded) -> dict:
         "trainable_tokens": trainable,
         "trainable_fraction": round(trainable / tokens, 4) if tokens else 0.0,
         "max_tokens": int(lengths.max(initial=0)),
+        "kinds": dict(sorted(Counter(kept["kind"][kept["kept"]].tolist()).items())),  # tool_call, no_call, text
         "length_tokens": {"bins": [str(b) for b in LENGTH_BINS], "counts": histogram.tolist()},
         **{row["values"]: row["counts"] for row in pc.value_counts(fates).to_pylist()},
     }
