@@ -140,7 +140,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     ]
     # BFCL: its rows (2 per category here) asked of base, tuned and shipped through the server, its checker scoring
     scored = json.loads((workspace / "results" / "bfcl" / "summary.json").read_text())
-    assert list(scored["categories"]) == ["simple_python", "multiple", "parallel", "irrelevance"]
+    assert set(scored["categories"]) == {"simple_python", "multiple", "parallel", "irrelevance"}
     for category in scored["categories"].values():
         assert {m: s["total"] for m, s in category["models"].items()} == {"base": 2, "tuned": 2, "shipped": 2}
         assert set(category["minus_base"]) == {"tuned", "shipped"}
