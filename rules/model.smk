@@ -86,7 +86,7 @@ rule align:
         " --pairs {input.pairs} --out {output} --checkpoints checkpoints/{wildcards.point}align --log-file {log}"
 
 
-dvc_metrics("results/train/metrics.json", "results/align/metrics.json")
+dvc_metrics("results/train/headline.json", "results/align/headline.json")
 dvc_plot("results/train/plots/train.tsv", x="step", y="loss")
 dvc_plot("results/train/plots/eval.tsv", x="step", y="val_loss")
 dvc_plot("results/align/plots/train.tsv", x="step", y=["rewards/chosen", "rewards/rejected", "rewards/margins"])

@@ -6,6 +6,7 @@ if SWEEP.key:
             trained=expand("results/{point}train", point=SWEEP.points),
             eval=expand("results/{point}eval", point=SWEEP.points),
             gate=expand("results/{point}gate.json", point=SWEEP.points),
+            headline=expand("results/{point}headline.json", point=SWEEP.points),
             code=code("sweep"),
         output:
             directory(SWEEP.outputs()[0]),

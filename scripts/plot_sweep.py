@@ -4,8 +4,9 @@ queue's sweep; `snakemake --config sweep=...` draws the same plot into the repor
     dvc exp run --queue -S 'train.lora.r=4,8,16,32,64' && dvc queue start   # then, when `dvc queue status` is done:
     python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png  # --all-commits: queued from older commits
 
-Prints one JSON row per experiment (value, held-out score, trainable parameters, best val loss, train time) and draws
-both curves into --out. Experiments missing the parameter or the metrics (failed or still queued) are listed, not
+Prints one JSON row per experiment, under the headline names `dvc exp show` lists (tunemake.headline: the value, the
+tuned score and the lower end of its 95% interval, trainable_params, best_val_loss, train_minutes, verdict), and draws
+the score and the trainable parameters into --out. Experiments missing the parameter or the metrics (failed or still queued) are listed, not
 dropped silently.
 """
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunemake.headline import FILE, score_name
 from tunemake.sweep import plot
 
 
@@ -48,8 +50,8 @@ def main() -> int:
     parser.add_argument("--param", default="train.lora.r", help="the swept parameter (default: train.lora.r)")
     parser.add_argument(
         "--score",
-        default="models.tuned.tool_calls.exact_match",
-        help="a key of results/eval/metrics.json (default: models.tuned.tool_calls.exact_match)",
+        default="tool_calls.exact_match",
+        help="gate.metric of the experiments (default: tool_calls.exact_match, headline column tool_calls_em_tuned)",
     )
     parser.add_argument("--out", default="results/sweep.png")
     parser.add_argument(
@@ -61,32 +63,25 @@ def main() -> int:
 
     command = ["dvc", "exp", "show", "--json"] + (["--all-commits"] if args.all_commits else [])
     shown = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    stem = score_name(args.score)
+    wanted = [f"{stem}_tuned", f"{stem}_tuned_low", "trainable_params", "best_val_loss", "train_minutes", "verdict"]
     rows, skipped, bare = [], [], 0
     for exp in experiments(shown):
         if not exp["metrics"]:  # a commit from before the pipeline had metrics
             bare += 1
             continue
         value = dig(exp["params"], args.param)
-        score = dig(exp["metrics"].get("results/eval/metrics.json", {}), args.score)
-        train = exp["metrics"].get("results/train/metrics.json", {})
-        if value is None or score is None or not train:
-            skipped.append(f"{exp['name']} (no {args.param}, score or train metrics)")
+        # the pipeline's headline files (tunemake.headline); dvclive's own metrics, when on, are not read
+        headline = {k: v for path, data in exp["metrics"].items() if path.endswith(FILE) for k, v in data.items()}
+        if value is None or headline.get(f"{stem}_tuned") is None or "trainable_params" not in headline:
+            skipped.append(f"{exp['name']} (no {args.param}, {stem}_tuned or trainable_params)")
             continue
         if any(row[args.param] == value for row in rows):  # `dvc exp show` lists the newest first
             skipped.append(f"{exp['name']} (an older run of {args.param}={value})")
             continue
-        rows.append(
-            {
-                "experiment": exp["name"],
-                args.param: value,
-                "score": score,
-                "trainable_parameters": train.get("trainable_parameters"),
-                "best_val_loss": train.get("best_val_loss"),
-                "wall_seconds": train.get("wall_seconds"),
-            }
-        )
+        rows.append({"experiment": exp["name"], args.param: value, **{name: headline.get(name) for name in wanted}})
     if not rows:
-        print(f"no finished experiment has {args.param} and {args.score}; skipped: {skipped}", file=sys.stderr)
+        print(f"no finished experiment has {args.param} and {stem}_tuned; skipped: {skipped}", file=sys.stderr)
         return 1
     rows.sort(key=lambda r: r[args.param])
     for row in rows:
@@ -94,7 +89,7 @@ def main() -> int:
     if skipped or bare:
         print(f"skipped: {'; '.join(skipped + [f'{bare} commits without metrics'] * bool(bare))}", file=sys.stderr)
 
-    plot(rows, args.param, args.score.split(".", 1)[-1], Path(args.out))
+    plot(rows, args.param, stem, Path(args.out))
     print(f"plot: {args.out}", file=sys.stderr)
     return 0
 

@@ -96,6 +96,11 @@ def test_align_writes_the_merged_dpo_model_its_adapter_and_reward_curves(sft, al
     summary = json.loads((out / "summary.json").read_text())
     assert summary["enabled"] and summary["steps"] == 4 and summary["pairs"]["train"] > 0
     assert "(the SFT model)" in summary["reference"]
+    headline = json.loads((out / "headline.json").read_text())  # what dvc exp show lists: the held-out end
+    assert headline == {
+        "dpo_val_margin": round(history["eval"][-1]["rewards/margins"], 4),
+        "dpo_val_accuracy": round(history["eval"][-1]["rewards/accuracies"], 4),
+    }
     assert "margin=" in (aligned / "align.log").read_text()  # the progress line
     assert not (aligned / "checkpoints").exists()
 
@@ -135,6 +140,7 @@ def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
 def test_align_off_says_so_and_the_pipeline_ships_the_sft_model(sft, tmp_path):
     run(align_cmd(sft, tmp_path, enabled=False), sft)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"enabled": False}
+    assert json.loads((tmp_path / "out" / "headline.json").read_text()) == {}  # no DPO columns in dvc exp show
     assert not (tmp_path / "out" / "model").exists()
     assert final_model(sft / "results/merged", tmp_path / "out") == sft / "results/merged"
     # off, the step costs no torch import (12 s of every pipeline run before)

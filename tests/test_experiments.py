@@ -36,6 +36,15 @@ def files(root: Path) -> dict[str, bytes]:
     }
 
 
+def leaves(tree: dict) -> list[str]:
+    """The columns `dvc exp show` makes of a metrics file: its leaves, dotted."""
+    return [
+        f"{key}.{leaf}" if isinstance(value, dict) else key
+        for key, value in tree.items()
+        for leaf in (leaves(value) if isinstance(value, dict) else [None])
+    ]
+
+
 @pytest.mark.slow
 def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_them(workspace):
     # with dvclive on (train.report_to), its curves are in each experiment too
@@ -47,9 +56,11 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
     # An eval setting never retrains: the base's and the tuned model's evaluation, the report and the gate.
     more_tokens = run(["dvc", "exp", "run", "--name", "tokens4", "-S", "eval.max_new_tokens=4"], workspace).stdout
     assert stages_run(more_tokens) == {"baseline", "evaluate", "report", "gate"}
-    # A LoRA rank retrains, and everything after train follows; the data, tokens and the base's scores are reused.
-    rank = run(["dvc", "exp", "run", "--name", "rank4", "-S", "train.lora.r=4"], workspace).stdout
-    assert stages_run(rank) == {"train", "merge", "align", "gguf", "evaluate", "report", "gate"}
+    # A LoRA rank, queued and run as docs/experiments.md shows, retrains, and everything after train follows; the
+    # data, tokens and the base's scores are reused.
+    run(["dvc", "exp", "run", "--queue", "--name", "rank8", "-S", "train.lora.r=8"], workspace)
+    rank = run(["dvc", "exp", "run", "--run-all"], workspace).stdout
+    assert stages_run(rank) == {"train", "merge", "align", "gguf", "evaluate", "report", "gate"}, rank[-3000:]
 
     # After DVC's runs, Snakemake still holds its own view: sync brings it level without running anything.
     run(["tunemake", "sync"], workspace)
@@ -62,24 +73,47 @@ def test_each_parameter_reruns_its_stage_and_what_follows_and_exp_show_compares_
         for exp in baseline.get("experiments") or []
         for rev in exp.get("revs") or []
     }
-    assert set(experiments) == {"baseline", "tokens4", "rank4"}
+    assert set(experiments) == {"baseline", "tokens4", "rank8"}
     ranks = {name: data["params"]["params.yaml"]["data"]["train"]["lora"]["r"] for name, data in experiments.items()}
-    assert ranks == {"baseline": 16, "tokens4": 16, "rank4": 4}
+    assert ranks == {"baseline": 16, "tokens4": 16, "rank8": 8}
+    declared = yaml.safe_load((workspace / "dvc.yaml").read_text())["metrics"]
     for data in experiments.values():
-        metrics = data["metrics"]["results/eval/metrics.json"]["data"]
-        assert set(metrics["models"]) >= {"base", "tuned"} and metrics["test_rows"] == 4
-        assert data["metrics"]["results/gate.json"]["data"]["verdict"] == "abort"  # 2 steps of a random model
+        # The pipeline's metrics are its headlines: a few columns, named for what they are (dvclive's, on here, are
+        # its own file)
+        metrics = {path: found["data"] for path, found in data["metrics"].items() if path in declared}
+        columns = [column for found in metrics.values() for column in leaves(found)]
+        assert len(columns) <= 15 and len(set(columns)) == len(columns), columns
+        gated = metrics["results/headline.json"]
+        assert gated["verdict"] == "abort" and gated["shipped_quant"] == "Q5_0"  # 2 steps of a random model
+        assert 0 <= gated["tool_calls_em_shipped_low"] <= gated["tool_calls_em_shipped"] <= 100
+        assert -100 <= gated["degenerate_vs_base"] <= 100
+        trained = metrics["results/train/headline.json"]
+        assert trained["best_val_loss"] > 0 and trained["train_minutes"] > 0
+    assert (
+        experiments["rank8"]["metrics"]["results/train/headline.json"]["data"]["trainable_params"] * 2
+        == experiments["baseline"]["metrics"]["results/train/headline.json"]["data"]["trainable_params"]
+    )
     # dvclive's files are the train run's side files, not DVC outputs: the experiments that trained carry them
     trained = {name for name, data in experiments.items() if "dvclive/train/metrics.json" in data["metrics"]}
-    assert trained == {"baseline", "rank4"}
-    assert experiments["rank4"]["metrics"]["dvclive/train/metrics.json"]["data"]["eval"]["loss"] > 0
+    assert trained == {"baseline", "rank8"}
+    assert experiments["rank8"]["metrics"]["dvclive/train/metrics.json"]["data"]["eval"]["loss"] > 0
     plots = json.loads(run(["dvc", "plots", "show", "--json"], workspace).stdout)["data"]
     assert "dvclive/train/plots/metrics/loss.tsv" in plots and "results/train/plots/train.tsv" in plots
 
-    # The sweep plot reads the same table: one point per rank (the newest run of each), trainable parameters by rank.
+    # Two experiments' loss curves side by side (docs/experiments.md): one HTML page, each curve with both runs
+    diff = run(["dvc", "plots", "diff", "baseline", "rank8", "--out", "plots-diff"], workspace)
+    page = (workspace / "plots-diff" / "index.html").read_text()
+    assert "plots-diff" in diff.stdout and "baseline" in page and "rank8" in page
+    drawn = json.loads(run(["dvc", "plots", "diff", "baseline", "rank8", "--json"], workspace).stdout)["data"]
+    for curve in ("results/train/plots/train.tsv", "results/train/plots/eval.tsv"):
+        assert {rev for plot in drawn[curve] for rev in plot["revisions"]} == {"baseline", "rank8"}, curve
+        assert f"{curve}" in page
+
+    # The sweep plot reads the same headline: one point per rank (the newest run of each), trainable parameters by rank.
     plot = run([sys.executable, str(REPO / "scripts" / "plot_sweep.py"), "--out", "sweep.png"], workspace)
     points = {row["train.lora.r"]: row for row in map(json.loads, plot.stdout.splitlines())}
-    assert set(points) == {4, 16} and points[4]["trainable_parameters"] < points[16]["trainable_parameters"]
+    assert set(points) == {8, 16} and points[8]["trainable_params"] < points[16]["trainable_params"]
+    assert points[8]["verdict"] == "abort" and points[8]["tool_calls_em_tuned_low"] <= points[8]["tool_calls_em_tuned"]
     assert (workspace / "sweep.png").stat().st_size > 10_000
 
 

@@ -21,12 +21,13 @@ def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
     assert set(stages) == set(STEPS)
     assert stages["train"]["cmd"].startswith("tunemake train ")  # DVC runs the step itself, not the launcher
     assert stages["report"]["deps"][0] == "params.yaml" and "params" not in stages["report"]
+    # Only the headlines are metrics (tunemake.headline); the full results stay plain outputs
     assert {
-        "results/train/metrics.json",
-        "results/align/metrics.json",
-        "results/eval/metrics.json",
-        "results/gate.json",
+        "results/train/headline.json",
+        "results/align/headline.json",
+        "results/headline.json",
     } == set(yaml.safe_load(compiled)["metrics"])
+    assert stages["gate"]["outs"] == ["results/gate.json", "results/headline.json"]
 
 
 def test_every_rules_code_inputs_are_its_modules_import_closure():
@@ -284,7 +285,7 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
 
     assert json.loads((workspace / "results" / "eval" / "metrics.json").read_text())["test_rows"] == 4
     shown = run(["dvc", "metrics", "show", "--json"], workspace).stdout
-    assert "tool_calls" in shown and "verdict" in shown
+    assert "tool_calls_em_shipped" in shown and "verdict" in shown
 
     # An export parameter makes only merge stale, an eval one only evaluate: DVC would not retrain either. (report
     # prints every parameter, so params.yaml is one of its inputs.)
@@ -311,9 +312,12 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     table = json.loads((workspace / "results" / "sweep" / "train.lora.r" / "sweep.json").read_text())
     rows = {row["train.lora.r"]: row for row in table["rows"]}
     assert list(rows) == [4, 16] and rows[16]["run"] == "results" and rows[4]["run"] == "results/sweep/train.lora.r=4"
-    # LoRA's parameters grow linearly with the rank; each score carries its interval and its paired difference
-    assert rows[16]["trainable_parameters"] == 4 * rows[4]["trainable_parameters"]
-    assert all(len(r["ci95"]) == 2 and len(r["minus_reference_ci95"]) == 2 and r["verdict"] for r in rows.values())
+    # LoRA's parameters grow linearly with the rank; each score carries its interval and its paired difference, under
+    # the headline names `dvc exp show` lists
+    assert rows[16]["trainable_params"] == 4 * rows[4]["trainable_params"]
+    for row in rows.values():
+        assert row["tool_calls_em_tuned_low"] <= row["tool_calls_em_tuned"] <= row["tool_calls_em_tuned_high"]
+        assert len(row["tuned_minus_reference_ci95"]) == 2 and row["verdict"] and "degenerate_vs_base" in row
     page = (workspace / "results" / "report" / "index.html").read_text()
     assert "Sweep: train.lora.r" in page and "16 (params.yaml)" in page and "results/sweep/train.lora.r=4" in page
     assert '<img alt="sweep" src="data:image/png;base64,' in page

@@ -218,9 +218,21 @@ def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
     (tmp_path / "eval" / "general_samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in general))
     (tmp_path / "gguf").mkdir()
     (tmp_path / "gguf" / "sizes.json").write_text(json.dumps(SIZES))
-    out = tmp_path / "gate.json"
-    assert gate.run(GateParams(), tmp_path / "eval", tmp_path / "gguf", out)["verdict"] == "iterate"  # recorded only
-    recorded = json.loads(out.read_text())
+    out, headline = tmp_path / "gate.json", tmp_path / "headline.json"
+    assert gate.run(GateParams(), tmp_path / "eval", tmp_path / "gguf", out, headline)["verdict"] == "iterate"
+    recorded = json.loads(out.read_text())  # recorded only
+    # ...and its headline for `dvc exp show`: the verdict, the scores it rests on, the regressions (tunemake.headline)
+    assert json.loads(headline.read_text()) == {
+        "verdict": "iterate",
+        "shipped_quant": "Q4_K_M",
+        "tool_calls_em_tuned": 87.5,
+        "tool_calls_em_tuned_low": metrics["models"]["tuned"]["ci95"]["tool_calls.exact_match"][0],
+        "tool_calls_em_shipped": 68.8,
+        "tool_calls_em_shipped_low": metrics["models"]["gguf-Q4_K_M"]["ci95"]["tool_calls.exact_match"][0],
+        "degenerate_vs_base": 0.0,
+        "checkable_vs_base": 0.0,
+        "drift": next(c["value"] for c in recorded["checks"] if c["check"] == gate.DRIFT),
+    }
     assert recorded["verdict"] == "iterate" and recorded["enforced"] is False and recorded["shipped"] == "Q4_K_M"
     assert [c["check"] for c in recorded["checks"] if not c["passed"]] == ["Q4_K_M drop vs F16"]
     out.unlink()

@@ -124,6 +124,12 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
     assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}
     assert summary["best"]["step"] in (0, 4, 8) and summary["tokens_seen"] > 0 and summary["peak_memory_mb"]["rss"] > 0
+    # the few numbers dvc exp show lists (tunemake.headline)
+    assert json.loads((out / "headline.json").read_text()) == {
+        "trainable_params": summary["parameters"]["trainable"],
+        "best_val_loss": round(summary["best"]["val_loss"], 4),
+        "train_minutes": round(summary["wall_seconds"] / 60, 2),
+    }
     history = json.loads((out / "history.json").read_text())
     assert [row["step"] for row in history["train"]] == list(range(1, 9))
     assert [row["step"] for row in history["eval"]] == [0, 4, 8]

@@ -7,11 +7,12 @@ first margins are 0. Pairs are tokenized here with the training template exactly
 (tunemake.chat.encode_pair), and TRL's own tokenization is skipped. Checkpoints, resume after a kill, SIGTERM and
 torchrun DDP behave as in train (tunemake.trainer).
 
-With align.enabled false the output holds only summary.json and metrics.json saying so, and later steps use
+With align.enabled false the output holds only summary.json saying so (and an empty headline.json), and later steps use
 results/merged (tunemake.weights.final_model): the pipeline is the SFT one.
 
 Output: model/ (the merged aligned model, what gguf and evaluate use), adapter/, history.json with the rewards of
-chosen and rejected answers, their margins and accuracies per step, plots/{train,eval}.tsv, summary.json, metrics.json.
+chosen and rejected answers, their margins and accuracies per step, plots/{train,eval}.tsv, summary.json, headline.json
+(tunemake.headline).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from tunemake import headline
 from tunemake.chat import Renderer, encode_pair, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
@@ -128,7 +130,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
     if not align.enabled:
         with atomic_dir(out) as tmp:
             write_json(tmp / "summary.json", {"enabled": False})
-            write_json(tmp / "metrics.json", {"enabled": False})
+            write_json(tmp / headline.FILE, headline.align({"enabled": False}))
         log.info("align: off (align.enabled: false); later steps use %s", merged)
         return None
     return dpo(params, merged, pairs, out, checkpoints)
@@ -226,16 +228,7 @@ def dpo(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
             "config": align.model_dump(),
         }
         write_json(tmp / "summary.json", summary)
-        write_json(
-            tmp / "metrics.json",
-            {
-                "enabled": True,
-                "val_margin": evals[-1].get("rewards/margins") if evals else None,
-                "val_accuracy": evals[-1].get("rewards/accuracies") if evals else None,
-                "steps": summary["steps"],
-                "wall_seconds": summary["wall_seconds"],
-            },
-        )
+        write_json(tmp / headline.FILE, headline.align(summary))
     if not align.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     log.info(

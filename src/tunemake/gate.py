@@ -1,7 +1,8 @@
 """gate: decide deploy, iterate or abort from the held-out metrics and the thresholds in params.yaml `gate`.
 
 The verdict, each check with its value, 95% interval and limit, and the reasons go to results/gate.json, which the
-report shows and `dvc exp show` lists. Comparisons (gain over base, quant drop) are paired over the test rows; a
+report shows; the verdict and the few scores it rests on, under plain names, to results/headline.json, which
+`dvc exp show` lists (tunemake.headline). Comparisons (gain over base, quant drop) are paired over the test rows; a
 gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With
 gate.enforce on, a verdict other than deploy fails the step (and so the pipeline).
 
@@ -32,6 +33,7 @@ import json
 import logging
 from pathlib import Path
 
+from tunemake import headline
 from tunemake.errors import StepError
 from tunemake.jsonl import dotted, read_jsonl, write_json
 from tunemake.params import GateParams
@@ -48,10 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gguf", type=Path, required=True, help="the gguf step's output (which quant is shipped)")
     parser.add_argument("--bfcl", type=Path, help="the bfcl step's output: restraint on BFCL irrelevance is judged")
     parser.add_argument("--out", type=Path, required=True, help="the verdict, as JSON")
+    parser.add_argument(
+        "--headline", type=Path, required=True, help="the verdict and the scores it rests on, for dvc exp show (JSON)"
+    )
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out, args.bfcl)
+    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out, args.headline, args.bfcl)
 
 
 def score(metrics: dict, model: str, metric: str) -> float:
@@ -286,8 +291,16 @@ def reason(c: dict) -> str:
     return f"{c['check']}: {c['value']:g}{interval} (needs {c['limit']}) {status}{scope}"
 
 
-def run(params: GateParams, evaluation: Path, gguf: Path, out: Path, bfcl: Path | None = None) -> dict:
-    """Decide and record the verdict; fail instead when gate.enforce is on and it is not deploy."""
+def run(
+    params: GateParams,
+    evaluation: Path,
+    gguf: Path,
+    out: Path,
+    headline_out: Path | None = None,
+    bfcl: Path | None = None,
+) -> dict:
+    """Decide and record the verdict, and its headline (tunemake.headline) at headline_out; fail instead when
+    gate.enforce is on and it is not deploy."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")
     general = read_jsonl(evaluation / "general_samples.jsonl")
@@ -309,4 +322,6 @@ def run(params: GateParams, evaluation: Path, gguf: Path, out: Path, bfcl: Path 
     else:
         log.info("gate: DEPLOY %s\n%s", result["shipped"], summary)
     write_json(out, result)
+    if headline_out is not None:
+        write_json(headline_out, headline.gate(result, metrics, scored))
     return result

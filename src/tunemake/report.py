@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from tabulate import tabulate
 
+from tunemake.headline import FILE, score_name
 from tunemake.jsonl import atomic_dir, read_jsonl
 from tunemake.params import overridden
 
@@ -156,23 +157,40 @@ SWEEP_NOTE = (
 )
 
 
+def headline_rows(files: list[Path]) -> tuple[list, list]:
+    """The headline numbers (tunemake.headline) under the names `dvc exp show` gives them, with the file each is in."""
+    rows = [
+        [name, value, str(path)]
+        for path in files
+        if path.is_file()
+        for name, value in json.loads(path.read_text()).items()
+    ]
+    return ["dvc exp show column", "value", "file"], rows
+
+
 def sweep_title(swept: dict) -> str:
     return f"Sweep: {swept['key']} (tuned {swept['metric']}, points)"
 
 
 def sweep_rows(swept: dict) -> tuple[list, list]:
-    key, reference = swept["key"], swept["reference"]
-    header = [key, "score", "95% interval", "minus the params.yaml run", "trainable parameters", "best val loss"]
-    header += ["train time", "verdict", "folder"]
+    """One row per point, under the headline names (tunemake.headline) that `dvc exp show` and sweep.json use."""
+    key, reference, stem = swept["key"], swept["reference"], score_name(swept["metric"])
+    header = [key, f"{stem}_tuned", "95% interval", "minus the params.yaml run", f"{stem}_shipped", "trainable_params"]
+    header += ["best_val_loss", "train_minutes", "verdict", "folder"]
     rows = [
         [
             f"{r[key]} (params.yaml)" if r["run"] == reference else r[key],
-            r["score"],
-            span(r["ci95"]),
-            "-" if r["run"] == reference else span(r["minus_reference_ci95"]),
-            f"{r['trainable_parameters']:,}",
-            r["best_val_loss"] and round(r["best_val_loss"], 4),
-            f"{r['train_seconds']:.0f} s",
+            r.get(f"{stem}_tuned"),
+            span(
+                interval
+                if None not in (interval := [r.get(f"{stem}_tuned_low"), r.get(f"{stem}_tuned_high")])
+                else None
+            ),
+            "-" if r["run"] == reference else span(r["tuned_minus_reference_ci95"]),
+            r.get(f"{stem}_shipped"),
+            f"{r['trainable_params']:,}",
+            r.get("best_val_loss"),
+            r.get("train_minutes"),
             r["verdict"],
             r["run"],
         ]
@@ -427,6 +445,10 @@ def markdown(
         "",
         md("gate"),
         "",
+        "The headline, as `dvc exp show` lists it:",
+        "",
+        md("headline"),
+        "",
         "Intervals are 95% bootstrap intervals over the test rows; comparisons are paired. A gain must be told apart "
         "from noise; a quant drop blocks deploy only when its interval rules out the limit.",
         "",
@@ -519,6 +541,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, what in (("data", "prepare"), ("trained", "train"), ("gguf", "gguf"), ("eval", "evaluate")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
+    parser.add_argument("--headline", type=Path, help="the gate step's headline (JSON), shown with train's and align's")
     parser.add_argument("--sweep", type=Path, help="the sweep step's output (its table and plot), when one ran")
     parser.add_argument("--bfcl", type=Path, help="the bfcl step's output (its table)")
     parser.add_argument("--out", type=Path, required=True)
@@ -536,6 +559,7 @@ def main(args: argparse.Namespace) -> None:
         args.out,
         args.set,
         args.sweep,
+        args.headline,
         args.bfcl,
     )
 
@@ -551,6 +575,7 @@ def run(
     out: Path,
     overrides: list[str] = (),
     sweep: Path | None = None,
+    gate_headline: Path | None = None,
     bfcl: Path | None = None,
 ) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -566,6 +591,9 @@ def run(
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
     scored = json.loads((bfcl / "summary.json").read_text()) if bfcl else {}
     tabs = tables(stats, summary, aligned, metrics, sizes, result, scored)
+    tabs["headline"] = headline_rows(
+        [trained / FILE, *([align / FILE] if align else []), *([gate_headline] if gate_headline else [])]
+    )
     swept = json.loads((sweep / "sweep.json").read_text()) if sweep else None
     tabs["sweep"] = sweep_rows(swept) if swept else ([], [])
     params_text = yaml.safe_dump(overridden(yaml.safe_load(params_file.read_text()), overrides), sort_keys=False)

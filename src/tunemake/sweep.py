@@ -8,9 +8,10 @@ results/sweep/KEY=VALUE/ with `--set KEY=VALUE`, sharing the base model, the dat
 suite with the params.yaml run; a value equal to params.yaml's is that run, not a copy. The rules are the pipeline's
 own (a `{point}` wildcard in their paths), so on a cluster each point is a job of its own with the profile's
 resources for its rule, and the points run side by side. This step reads every point into results/sweep/KEY/:
-`sweep.json`, one row per value (the gate's metric for the tuned model with its 95% interval, its difference from
-the params.yaml run paired over the test rows, trainable parameters, best validation loss, training time, the
-verdict), and `sweep.png`; the report shows both. Sections every point shares (data, tokens, the base) cannot be
+`sweep.json`, one row per value (each point's headline under the names `dvc exp show` lists, tunemake.headline:
+the verdict, the gate's metric for the tuned and the shipped model with the lower ends of their 95% intervals,
+trainable parameters, best validation loss, training minutes, ...; plus the tuned score's upper interval end and its
+difference from the params.yaml run paired over the test rows), and `sweep.png`; the report shows both. Sections every point shares (data, tokens, the base) cannot be
 swept here: `dvc exp run --queue -S` runs the whole pipeline per value.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tunemake import headline
 from tunemake.jsonl import atomic_dir, dotted, read_jsonl, write_json
 from tunemake.params import ParamsError, with_value
 from tunemake.params import load as load_params
@@ -126,18 +128,20 @@ def run(key: str, runs: list[tuple[Any, Path]], metric: str, out: Path) -> list[
     reference = rows_by_id(runs[0][1])
     table = [point_row(key, value, folder, metric, reference) for value, folder in runs]
     table.sort(key=lambda r: (isinstance(r[key], str), r[key]))
+    stem = headline.score_name(metric)
     with atomic_dir(out) as tmp:
         write_json(tmp / "sweep.json", {"key": key, "metric": metric, "reference": str(runs[0][1]), "rows": table})
-        plot(table, key, metric, tmp / "sweep.png")
+        plot(table, key, stem, tmp / "sweep.png")
     for row in table:
         log.info(
-            "sweep %s=%s: %s %s %s, %s trainable, %s",
+            "sweep %s=%s: %s %s (95%% interval %s to %s), %s trainable, %s",
             key,
             text(row[key]),
-            metric,
-            row["score"],
-            row["ci95"],
-            row["trainable_parameters"],
+            f"{stem}_tuned",
+            row.get(f"{stem}_tuned"),
+            row.get(f"{stem}_tuned_low"),
+            row.get(f"{stem}_tuned_high"),
+            row.get("trainable_params"),
             row["verdict"],
         )
     return table
@@ -148,29 +152,31 @@ def rows_by_id(folder: Path) -> dict[str, dict]:
 
 
 def point_row(key: str, value: Any, folder: Path, metric: str, reference: dict[str, dict]) -> dict:
-    trained = json.loads((folder / "train" / "metrics.json").read_text())
+    """The point's headlines (tunemake.headline: train's, then the gate's), under the names `dvc exp show` lists,
+    plus the upper end of the tuned score's interval and its difference from the params.yaml run."""
+    trained = json.loads((folder / "train" / headline.FILE).read_text())
+    gated = json.loads((folder / headline.FILE).read_text())
     tuned = json.loads((folder / "eval" / "metrics.json").read_text())["models"]["tuned"]
-    verdict = json.loads((folder / "gate.json").read_text())
+    high = (tuned.get("ci95", {}).get(metric) or [None, None])[1]
     mine = rows_by_id(folder)
     paired = [(dotted(mine[i], metric), dotted(reference[i], metric)) for i in reference if i in mine]
     paired = [(a, b) for a, b in paired if a is not None and b is not None]
+    stem = headline.score_name(metric)
     return {
         key: value,
         "run": str(folder),
-        "score": dotted(tuned, metric),
-        "ci95": tuned.get("ci95", {}).get(metric),
+        **trained,
+        **gated,
+        f"{stem}_tuned_high": high if high is None else round(high, 2),
         # the same test rows scored by both models: tells a real difference from the noise of a few rows
-        "minus_reference_ci95": paired_interval([a for a, _ in paired], [b for _, b in paired]),
-        "trainable_parameters": trained["trainable_parameters"],
-        "best_val_loss": trained["best_val_loss"],
-        "train_seconds": trained["wall_seconds"],
-        "verdict": verdict["verdict"],
+        "tuned_minus_reference_ci95": paired_interval([a for a, _ in paired], [b for _, b in paired]),
     }
 
 
-def plot(rows: list[dict], key: str, metric: str, path: Path) -> None:
-    """The score (with its 95% interval where known) and the trainable parameters against the swept value; ranks
-    and other positive numbers on a log-2 axis, names (methods) as categories."""
+def plot(rows: list[dict], key: str, stem: str, path: Path) -> None:
+    """The tuned model's score with its 95% interval (down to `_low`, up to `_high` where the row has it: sweep.json
+    does, `dvc exp show`'s headline only the lower end) and the trainable parameters against the swept value; ranks
+    and other positive numbers on a log-2 axis, names (methods) as categories. `stem` is tunemake.headline's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,14 +185,16 @@ def plot(rows: list[dict], key: str, metric: str, path: Path) -> None:
     values = [r[key] for r in rows]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
     x = values if numeric else list(range(len(values)))
-    scores = [r["score"] for r in rows]
-    low = [s - r["ci95"][0] if r.get("ci95") else 0 for s, r in zip(scores, rows)]
-    high = [r["ci95"][1] - s if r.get("ci95") else 0 for s, r in zip(scores, rows)]
+    scores = [r[f"{stem}_tuned"] for r in rows]
+    low = [s - r[f"{stem}_tuned_low"] if r.get(f"{stem}_tuned_low") is not None else 0 for s, r in zip(scores, rows)]
+    high = [r[f"{stem}_tuned_high"] - s if r.get(f"{stem}_tuned_high") is not None else 0 for s, r in zip(scores, rows)]
+    both = any(r.get(f"{stem}_tuned_high") is not None for r in rows)
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     left.errorbar(x, scores, yerr=[low, high], marker="o", capsize=4)
-    left.set(xlabel=key, ylabel=metric, title="held-out score, 95% interval")
-    right.plot(x, [r["trainable_parameters"] for r in rows], marker="o", color="tab:orange")
-    right.set(xlabel=key, ylabel="trainable parameters", title="trainable parameters")
+    title = "held-out score, 95% interval" if both else "held-out score, lower 95% bound"
+    left.set(xlabel=key, ylabel=f"{stem}_tuned", title=title)
+    right.plot(x, [r["trainable_params"] for r in rows], marker="o", color="tab:orange")
+    right.set(xlabel=key, ylabel="trainable_params", title="trainable parameters")
     for axis in (left, right):
         if numeric and all(v > 0 for v in values):
             axis.set_xscale("log", base=2)

@@ -6,7 +6,7 @@ the newest one, and a run whose parameters or data changed starts over. SIGTERM/
 non-zero. Under `torchrun --nproc-per-node N` the same command trains data-parallel (DDP: gloo on CPU, NCCL on GPU).
 
 Output: model/ (the adapter, or full weights for full/freeze, with the tokenizer and chat template), history.json,
-plots/{train,eval}.tsv, summary.json and metrics.json (its headline numbers).
+plots/{train,eval}.tsv, summary.json and headline.json (its headline numbers, tunemake.headline).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from tunemake import headline
 from tunemake.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.loss import assistant_loss
@@ -178,7 +179,7 @@ def setup_trainer(
 
 
 def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_from, world_size, started) -> dict:
-    """model/ (best or last weights), history.json, plots/, summary.json and metrics.json, atomically."""
+    """model/ (best or last weights), history.json, plots/, summary.json and headline.json, atomically."""
     rows = history(trainer.state.log_history)
     best_weights = checkpoints / "best"
     best_info = json.loads((best_weights / "best.json").read_text()) if best_weights.is_dir() else None
@@ -232,16 +233,8 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
             "config": params.model_dump(),
         }
         write_json(tmp / "summary.json", summary)
-        # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics).
-        headline = {
-            "trainable_parameters": trainable,
-            "trainable_share": summary["parameters"]["trainable_share"],
-            "best_val_loss": best_info and best_info["val_loss"],
-            "steps": summary["steps"],
-            "wall_seconds": summary["wall_seconds"],
-            "peak_rss_mb": summary["peak_memory_mb"]["rss"],
-        }
-        write_json(tmp / "metrics.json", headline)
+        # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics, tunemake.headline).
+        write_json(tmp / headline.FILE, headline.train(summary))
     log.info(
         "train: %d steps, loss %s -> %s, best val loss %s, %.0fs, peak memory %.0f MB",
         summary["steps"],
