@@ -56,6 +56,9 @@ def test_the_gate_headline_names_the_verdict_the_scores_with_their_lower_bounds_
         "checkable_vs_base": 5.0,  # and 5 points more checkable ones right
         "drift": 0.0312,
     }
+    # BFCL restraint of the shipped file, when the bfcl step ran
+    scored = {"categories": {"irrelevance": {"models": {"shipped": {"accuracy": 93.3}}}}}
+    assert headline.gate(gate_result(), eval_metrics(), scored)["bfcl_irrelevance_shipped"] == 93.3
     # Numbers a run lacks are left out (DVC shows "-"), never written as null
     bare = headline.gate(gate_result(drift_value=None), eval_metrics(checkable_base=None))
     assert "drift" not in bare and "checkable_vs_base" not in bare and None not in bare.values()

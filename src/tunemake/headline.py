@@ -8,7 +8,7 @@ results/train/summary.json, results/align/summary.json, results/eval/metrics.jso
     train: trainable_params, best_val_loss, train_minutes
     align: dpo_val_margin, dpo_val_accuracy (only when align ran)
     gate:  verdict, shipped_quant, <score>_tuned, <score>_tuned_low, <score>_shipped, <score>_shipped_low,
-           degenerate_vs_base, checkable_vs_base, drift
+           degenerate_vs_base, checkable_vs_base, drift, bfcl_irrelevance_shipped (BFCL restraint, when bfcl ran)
 
 <score> is gate.metric's short name (SCORES): tool_calls_em for tool_calls.exact_match. `_low` is the lower end of
 the score's 95% interval. degenerate_vs_base and checkable_vs_base are the shipped model's rate minus the base's, in
@@ -81,7 +81,7 @@ def gate(result: dict, metrics: dict, bfcl: dict | None = None) -> dict:
         general = {model: (models[model].get("general") or {}).get(name) for model in (shipped, "base")}
         return None if None in general.values() else round(general[shipped] - general["base"], 2)
 
-    tuned, _ = score("tuned")
+    tuned, tuned_low = score("tuned")
     shipped_score, shipped_low = score(shipped)
     drift = next((c["value"] for c in result["checks"] if c["check"].startswith("drift")), None)
     return _present(
@@ -89,6 +89,7 @@ def gate(result: dict, metrics: dict, bfcl: dict | None = None) -> dict:
             "verdict": result["verdict"],
             "shipped_quant": result["shipped"],
             f"{stem}_tuned": tuned,
+            f"{stem}_tuned_low": tuned_low,
             f"{stem}_shipped": shipped_score,
             f"{stem}_shipped_low": shipped_low,
             "degenerate_vs_base": change("degenerate_rate"),
