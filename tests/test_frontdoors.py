@@ -76,6 +76,7 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
         "merge",
         "suite",
         "baseline",
+        "bfcl",
     }
 
 
