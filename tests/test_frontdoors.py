@@ -306,7 +306,7 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     # gate under a folder of its own, and the report shows both points. Nothing before training runs again.
     swept = run(["snakemake", "--profile", "local", "--config", "sweep=train.lora.r:4,16"], workspace)
     jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", swept.stderr, flags=re.M) if job != "all"]
-    assert sorted(jobs) == ["align", "evaluate", "gate", "gguf", "merge", "report", "sweep", "train"], jobs
+    assert sorted(jobs) == ["align", "bfcl", "evaluate", "gate", "gguf", "merge", "report", "sweep", "train"], jobs
     point = workspace / "results" / "sweep" / "train.lora.r=4"
     assert json.loads((point / "train" / "model" / "adapter_config.json").read_text())["r"] == 4
     assert (point / "gguf" / "model-Q5_0.gguf").is_file() and (workspace / "logs" / "sweep" / "train.lora.r=4").is_dir()

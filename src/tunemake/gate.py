@@ -134,10 +134,10 @@ def restraint_checks(metrics: dict, samples: list[dict], bfcl: dict, label: str,
         checks.append(
             check(
                 f"BFCL {category}: base minus {label}",
-                -change["value"],
+                0.0 - change["value"],  # 0.0 - x: no "-0" where nothing changed
                 limit,
                 at_least=False,
-                ci=[-change["ci95"][1], -change["ci95"][0]] if change["ci95"] else None,
+                ci=[0.0 - change["ci95"][1], 0.0 - change["ci95"][0]] if change["ci95"] else None,
                 burden="harm",
             )
         )
