@@ -14,7 +14,8 @@
 # tm-slurmd, tm-munged) so neither script's stop ends the other's. The namespaces share this machine's disk, as
 # nodes share a network filesystem. Jobs reach the other node by name through /etc/netns/<netns>/hosts.
 #
-# Usage: scripts/slurm_nodes.sh start|stop|status|conf   (conf prints the SLURM_CONF to export)
+# Usage: scripts/slurm_nodes.sh start|stop|status|conf (the SLURM_CONF to export)|exec NODE COMMAND... (run COMMAND
+# as a process of NODE, e.g. a torchrun as a Kubernetes pod would)
 # stop ends every daemon and every process left in the namespaces, then removes the namespaces, links and bridge.
 set -euo pipefail
 
@@ -67,6 +68,14 @@ stop() {
   ip link del "$BRIDGE" 2>/dev/null || true
 }
 
+# A command as a process of a node, as the daemons are started: the node's network (nsenter), a hostname and an
+# /etc/hosts of its own (unshare --uts --mount). Not ip netns exec: it remounts /sys, hiding the cgroups slurmd needs.
+in_node() {
+  local host=$1 ns=${NETNS[$1]}
+  shift
+  nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private \
+    sh -c 'mount --bind "/etc/netns/$1/hosts" /etc/hosts && hostname "$0" && shift && exec "$@"' "$host" "$ns" "$@"
+}
 up() {
   SLURM_CONF=$CONF sinfo -h -o '%D %t' 2>/dev/null | grep -qE '^2 (idle|mix|alloc)$'
 }
@@ -75,8 +84,17 @@ case "${1:-start}" in
   stop) stop; exit 0 ;;
   status) SLURM_CONF=$CONF sinfo; exit 0 ;;
   conf) echo "$CONF"; exit 0 ;;
+  exec)
+    if [ -z "${NETNS[${2:-}]:-}" ] || [ ! -f "/etc/netns/${NETNS[$2]}/hosts" ]; then
+      echo "usage: $0 exec tmnode1|tmnode2 COMMAND... (after $0 start)" >&2
+      exit 2
+    fi
+    host=$2
+    shift 2
+    in_node "$host" "$@"
+    exit ;;
   start) ;;
-  *) echo "usage: $0 start|stop|status|conf" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|conf|exec NODE COMMAND..." >&2; exit 2 ;;
 esac
 
 for tool in ip:iproute2 unshare:util-linux nsenter:util-linux slurmctld:slurm-wlm munged:munge; do
@@ -163,14 +181,6 @@ done
 echo "PartitionName=two Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO" \
   >> "$CONF"
 
-# Each daemon in its namespaces: the node's network (nsenter), and a hostname and /etc/hosts of its own (unshare
-# --uts --mount). Not ip netns exec: it remounts /sys, hiding the cgroup mounts slurmd needs.
-in_node() {
-  local host=$1 ns=${NETNS[$1]}
-  shift
-  nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private \
-    sh -c 'mount --bind "/etc/netns/$1/hosts" /etc/hosts && hostname "$0" && shift && exec "$@"' "$host" "$ns" "$@"
-}
 export SLURM_CONF=$CONF
 in_node tmctl "$STATE/bin/tm-slurmctld" -f "$CONF"
 for host in "${NODES[@]}"; do
