@@ -5,7 +5,7 @@
 # exists only on the links this script creates: nothing listens on or talks to any other address.
 #
 #   tmctl    198.18.0.1   netns tm-ctl    slurmctld
-#   tmnode1  198.18.0.11  netns tm-node1  slurmd  } partition "two", NodeAddr= these addresses
+#   tmnode1  198.18.0.11  netns tm-node1  slurmd  } partition "debug", NodeAddr= these addresses
 #   tmnode2  198.18.0.12  netns tm-node2  slurmd  }
 #   (host)   198.18.0.254 bridge tmbr0    sbatch/squeue/scontrol with SLURM_CONF=/var/lib/tunemake-nodes/slurm.conf
 #
@@ -178,7 +178,7 @@ for host in "${NODES[@]}"; do
   mkdir -p "$STATE/$host/spool"
   echo "NodeName=$host NodeAddr=${ADDR[$host]} NodeHostname=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN" >> "$CONF"
 done
-echo "PartitionName=two Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO" \
+echo "PartitionName=debug Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO" \
   >> "$CONF"
 
 export SLURM_CONF=$CONF
