@@ -68,13 +68,16 @@ stop() {
   ip link del "$BRIDGE" 2>/dev/null || true
 }
 
-# A command as a process of a node, as the daemons are started: the node's network (nsenter), a hostname and an
-# /etc/hosts of its own (unshare --uts --mount). Not ip netns exec: it remounts /sys, hiding the cgroups slurmd needs.
+# A command as a process of a node, as the daemons are started: the node's network (nsenter), a hostname, an
+# /etc/hosts and an /etc/slurm/slurm.conf of its own (unshare --uts --mount): jobs find this cluster without
+# SLURM_CONF, which Snakemake's jobstep executor drops. Not ip netns exec: it remounts /sys, hiding the cgroups
+# slurmd needs.
 in_node() {
   local host=$1 ns=${NETNS[$1]}
   shift
   nsenter --net="/run/netns/$ns" unshare --uts --mount --propagation private \
-    sh -c 'mount --bind "/etc/netns/$1/hosts" /etc/hosts && hostname "$0" && shift && exec "$@"' "$host" "$ns" "$@"
+    sh -c 'mount --bind "/etc/netns/$1/hosts" /etc/hosts && mkdir -p /etc/slurm && mount -t tmpfs tmpfs /etc/slurm &&
+      ln -s "$2" /etc/slurm/slurm.conf && hostname "$0" && shift 2 && exec "$@"' "$host" "$ns" "$CONF" "$@"
 }
 up() {
   SLURM_CONF=$CONF sinfo -h -o '%D %t' 2>/dev/null | grep -qE '^2 (idle|mix|alloc)$'
