@@ -190,9 +190,9 @@ def check_shared(folder: Path, wait: float = 10.0) -> list[str]:
     blind = [f"rank {r} on {h}" for r, (h, ok) in enumerate(ranks) if not ok]
     if blind:
         raise StepError(
-            f"{folder} is not shared between the nodes: rank 0 on {ranks[0][0]} wrote {marker}, and "
+            f"{folder.resolve()} is not shared between the nodes: rank 0 on {ranks[0][0]} wrote {marker.name} there, and "
             f"{', '.join(blind)} cannot see it. Every node resumes from the checkpoints rank 0 saves there: put "
-            f"{folder} (and the run's results/) on a filesystem all nodes mount (NFS, Lustre, a ReadWriteMany "
+            f"it (and the run's results/) on a filesystem all nodes mount (NFS, Lustre, a ReadWriteMany "
             "volume), the same path on each."
         )
     log.info(
