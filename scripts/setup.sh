@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Create .venv and install tunemake with the exact versions in envs/requirements.lock. Safe to re-run: it does
 # nothing when the lock has not changed since the last successful install.
-# --test also installs Debian's Chromium (the tests open the report through Playwright) and slurm-wlm + munge (the
-# tests start a one-node SLURM cluster with scripts/slurm_cluster.sh).
+# --test also installs Debian's Chromium (the tests open the report through Playwright), slurm-wlm + munge (the
+# tests start a one-node SLURM cluster with scripts/slurm_cluster.sh) and iproute2 + util-linux (ip, unshare and
+# nsenter: scripts/slurm_nodes.sh puts a two-node cluster in network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v slurmctld && command -v munged; } >/dev/null; then
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v slurmctld && command -v munged && command -v ip \
+    && command -v unshare && command -v nsenter; } >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium slurm-wlm munge >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium slurm-wlm munge iproute2 \
+      util-linux >/dev/null
   else
-    echo "The tests need chromium, slurm-wlm and munge: install them (Debian: sudo apt-get install chromium" \
-         "slurm-wlm munge) and re-run." >&2
+    echo "The tests need chromium, slurm-wlm, munge, iproute2 and util-linux: install them (Debian: sudo apt-get" \
+         "install chromium slurm-wlm munge iproute2 util-linux) and re-run." >&2
     exit 1
   fi
 fi

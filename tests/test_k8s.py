@@ -96,7 +96,10 @@ def test_the_generated_pytorchjob_passes_the_kubernetes_and_kubeflow_schemas(con
     assert container["name"] == "pytorch" and container["image"] == config.image
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(config.gpus_per_node)
     args = container["args"]
-    assert f"--nnodes={nodes}" in args and "--node-rank=$(RANK)" in args and args[-len(TRAIN) :] == TRAIN
+    assert f"--nnodes={nodes}" in args and "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)" in args
+    assert container["command"] + args == launch.torchrun(
+        nodes, 8, "$(MASTER_ADDR)", "$(MASTER_PORT)", job["metadata"]["name"], TRAIN
+    )
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["NCCL_ASYNC_ERROR_HANDLING"] == "1" and env["NCCL_SOCKET_IFNAME"] == "eth0"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}

@@ -126,7 +126,9 @@ def test_several_nodes_start_one_torchrun_per_node_with_srun(slurm_cluster):
 
     step = ["tunemake", "train", "--params", "params.yaml"]
     env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": subprocess.check_output(["hostname", "-s"], text=True).strip()}
-    argv = launch.command(step, 2, env=env)
+    argv = launch.command(step, 2, env=env, gpus=8)
     assert argv[:5] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert f"--rdzv-endpoint={env['SLURM_JOB_NODELIST']}:{launch.RDZV_PORT}" in argv  # the first host, via scontrol
-    assert "--nproc-per-node=gpu" in argv and "--rdzv-id=42" in argv and argv[-len(step) :] == step
+    assert "--nproc-per-node=8" in argv and "--rdzv-id=42" in argv and argv[-len(step) :] == step
+    assert argv[5:] == launch.torchrun(2, 8, env["SLURM_JOB_NODELIST"], launch.RDZV_PORT, "42", step)  # as k8s pods
+    assert "--nproc-per-node=1" in launch.command(step, 2, env=env, gpus=0)  # a CPU-only node: one worker

@@ -144,6 +144,7 @@ def dpo(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
 
     from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
     from tunemake.trainer import (
+        check_shared,
         optimizer_name,
         parameter_counts,
         precision,
@@ -158,6 +159,7 @@ def dpo(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = dpo_config(align, checkpoints, world_size)
     resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))
+    check_shared(checkpoints)
     renderer = Renderer(fast_tokenizer(merged))
     data = pair_datasets(config, renderer, pairs, checkpoints / "pairs")
     if not len(data["train"]):

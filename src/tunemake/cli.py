@@ -13,6 +13,8 @@ import argparse
 import ast
 import importlib
 import logging
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -58,16 +60,30 @@ def build_parser(chosen: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def per_rank(log_file: Path | None) -> tuple[Path | None, str]:
+    """Under torchrun (WORLD_SIZE > 1) each process's log lines name its rank and host, and a rank other than 0
+    writes its own file beside rank 0's: logs/train.log, logs/train.rank1.log... (the nodes may share the folder)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return log_file, ""
+    rank = int(os.environ.get("RANK", "0"))
+    where = f" [rank {rank}/{world} on {socket.gethostname()}]"
+    if log_file and rank > 0:
+        log_file = log_file.with_name(f"{log_file.stem}.rank{rank}{log_file.suffix}")
+    return log_file, where
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(chosen).parse_args(argv)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if args.log:
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(args.log, mode="w"))
+    log_file, where = per_rank(args.log)
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
+        level=logging.INFO, format=f"%(asctime)s{where} %(levelname)s %(message)s", handlers=handlers, force=True
     )
     log = logging.getLogger("tunemake")
     started = time.perf_counter()

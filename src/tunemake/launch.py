@@ -19,6 +19,21 @@ from tunemake.errors import StepError
 log = logging.getLogger(__name__)
 
 RDZV_PORT = 29500
+# How long a node waits for the others at the rendezvous, and how long a collective (a gradient all-reduce) waits for
+# a peer before it fails: a node that never starts, or one lost mid-run, ends the job instead of hanging it.
+RDZV_TIMEOUT = ("TUNEMAKE_RDZV_TIMEOUT", 600)
+DDP_TIMEOUT = ("TUNEMAKE_DDP_TIMEOUT", 600)
+
+
+def seconds(setting: tuple[str, int], env: Mapping[str, str] = os.environ) -> int:
+    """A timeout from the environment (RDZV_TIMEOUT, DDP_TIMEOUT), in whole seconds."""
+    name, default = setting
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise StepError(f"{name}={value!r}: give a whole number of seconds, 1 or more (default {default})")
+    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +62,51 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def slurm_nodelist(env: Mapping[str, str]) -> str:
+    """The job's node list, e.g. gpu[01-04,07]. Snakemake's slurm-jobstep executor keeps only SLURM_JOB_ID of the
+    job's SLURM_* variables, so without SLURM_JOB_NODELIST the list comes from squeue."""
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if nodelist:
+        return nodelist
+    job = env["SLURM_JOB_ID"]
+    found = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True)
+    if found.returncode != 0 or not found.stdout.strip():
+        raise StepError(f"SLURM job {job}: no SLURM_JOB_NODELIST and squeue -j {job} gave no nodes: {found.stderr}")
+    return found.stdout.strip()
+
+
 def slurm_head_node(env: Mapping[str, str]) -> str:
-    """The first host of the allocation: torchrun's rendezvous endpoint on every node."""
+    """The first host of the allocation: torchrun's rendezvous endpoint on every node. SLURM expands its own
+    compressed node list (scontrol show hostnames), which a regular expression would get wrong."""
+    nodelist = slurm_nodelist(env)
     hosts = subprocess.run(
-        ["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], check=True, capture_output=True, text=True
+        ["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True
     ).stdout.split()
+    if not hosts:
+        raise StepError(f"scontrol show hostnames {nodelist} gave no hosts")
     return hosts[0]
+
+
+def torchrun(
+    nodes: int, per_node: int | str, host: str, port: int | str, run_id: str, step: list[str], env=os.environ
+) -> list[str]:
+    """The torchrun command every node of a multi-node run starts, under srun (SLURM) and in each pod of a PyTorchJob
+    (Kubernetes) alike: c10d rendezvous at host:port, where the node whose hostname is `host` serves it; ranks are
+    given out there, so no node needs to know its own. A node that has not joined after TUNEMAKE_RDZV_TIMEOUT seconds
+    fails the rendezvous on every node; a worker that dies is not restarted (the job fails, and its retry resumes
+    from the last checkpoint)."""
+    return [
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={per_node}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={host}:{port}",
+        f"--rdzv-id={run_id}",
+        f"--rdzv-conf=join_timeout={seconds(RDZV_TIMEOUT, env)}",
+        "--max-restarts=0",
+        "--no-python",
+        *step,
+    ]
 
 
 def command(step: list[str], nodes: int, env: Mapping[str, str] = os.environ, gpus: int | None = None) -> list[str]:
@@ -69,21 +123,16 @@ def command(step: list[str], nodes: int, env: Mapping[str, str] = os.environ, gp
             f"nodes: {nodes} needs a multi-node launcher: run with --profile slurm (srun + torchrun) or --profile k8s "
             "(a Kubeflow PyTorchJob); locally, set the train rule's `nodes` resource back to 1"
         )
-    # One torchrun per node (srun), each starting one worker per GPU it sees; c10d rendezvous on the first node.
+    # One torchrun per node (srun), each starting one worker per GPU this node sees (the nodes of a job are alike),
+    # one on a CPU-only node.
+    per_node = max(1, visible_gpus() if gpus is None else gpus)
     return [
         "srun",
         f"--nodes={nodes}",
         f"--ntasks={nodes}",
         "--ntasks-per-node=1",
         "--kill-on-bad-exit=1",
-        "torchrun",
-        f"--nnodes={nodes}",
-        "--nproc-per-node=gpu",
-        "--rdzv-backend=c10d",
-        f"--rdzv-endpoint={slurm_head_node(env)}:{RDZV_PORT}",
-        f"--rdzv-id={env['SLURM_JOB_ID']}",
-        "--no-python",
-        *step,
+        *torchrun(nodes, per_node, slurm_head_node(env), RDZV_PORT, env["SLURM_JOB_ID"], step, env),
     ]
 
 

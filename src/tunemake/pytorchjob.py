@@ -70,21 +70,18 @@ def job_name(step: list[str]) -> str:
 
 
 def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> dict[str, Any]:
-    """The PyTorchJob: one master and nodes-1 workers, each a torchrun with one process per GPU. The operator sets
-    MASTER_ADDR (the master's service), MASTER_PORT and RANK in every pod; Kubernetes expands $(VAR) in args."""
+    """The PyTorchJob: one master and nodes-1 workers, each the torchrun that srun starts on a SLURM node
+    (launch.torchrun), with one process per GPU and its rendezvous on the master. The operator sets MASTER_ADDR (the
+    master's service, the master pod's hostname), MASTER_PORT, WORLD_SIZE, RANK and PET_* in every pod; Kubernetes
+    expands $(VAR) in args. The timeouts are this pod's (TUNEMAKE_RDZV_TIMEOUT in the arguments, TUNEMAKE_DDP_TIMEOUT
+    passed on) unless k8s/pytorchjob.yaml's env sets them."""
+    from tunemake import launch
+
     if nodes < 2:
         raise StepError(f"a PyTorchJob is for 2 or more nodes, got {nodes}")
     workdir = f"{cfg.volume.mount}/runs/{name}"
-    torchrun = [
-        "torchrun",
-        f"--nnodes={nodes}",
-        f"--nproc-per-node={cfg.gpus_per_node}",
-        "--node-rank=$(RANK)",
-        "--master-addr=$(MASTER_ADDR)",
-        "--master-port=$(MASTER_PORT)",
-        "--no-python",
-        *step,
-    ]
+    torchrun = launch.torchrun(nodes, cfg.gpus_per_node, "$(MASTER_ADDR)", "$(MASTER_PORT)", name, step)
+    env = {launch.DDP_TIMEOUT[0]: str(launch.seconds(launch.DDP_TIMEOUT)), **cfg.env}
     gpus = {"nvidia.com/gpu": str(cfg.gpus_per_node)}
     container = {
         "name": "pytorch",  # the operator finds the training container by this name
@@ -93,7 +90,7 @@ def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> d
         "workingDir": workdir,
         "command": torchrun[:1],
         "args": torchrun[1:],
-        "env": [{"name": k, "value": v} for k, v in sorted(cfg.env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "resources": {
             "limits": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory},
             "requests": {**gpus, "cpu": cfg.cpu, "memory": cfg.memory},

@@ -40,6 +40,7 @@ from tunemake.runtime import (
 )
 from tunemake.trainer import (
     arguments,
+    check_shared,
     optimizer_name,
     parameter_counts,
     precision,
@@ -97,12 +98,15 @@ def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Pat
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = sft_config(params, checkpoints, world_size)
     resume_from = resume_point(config, params, base, data, checkpoints, world_size)
+    hosts = check_shared(checkpoints)
     model, tokenizer = build(params, base, world_size)
     trainer, best = setup_trainer(config, params, model, tokenizer, data, out, checkpoints, bool(resume_from))
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
-    summary = write_outputs(trainer, best, params, config, base, out, checkpoints, resume_from, world_size, started)
+    summary = write_outputs(
+        trainer, best, params, config, base, out, checkpoints, resume_from, world_size, hosts, started
+    )
     if not params.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
@@ -178,7 +182,9 @@ def setup_trainer(
     return trainer, best
 
 
-def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_from, world_size, started) -> dict:
+def write_outputs(
+    trainer, best, params, config, base, out, checkpoints, resume_from, world_size, hosts, started
+) -> dict:
     """model/ (best or last weights), history.json, plots/, summary.json and headline.json, atomically."""
     rows = history(trainer.state.log_history)
     best_weights = checkpoints / "best"
@@ -207,6 +213,7 @@ def write_outputs(trainer, best, params, config, base, out, checkpoints, resume_
             "cpu_matmul_gflops": None if torch.cuda.is_available() else cpu_matmul_rates(),
             "threads": torch.get_num_threads(),
             "processes": world_size,
+            "hosts": hosts,  # of each rank
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "batch": {
                 "per_process": params.batch_size,

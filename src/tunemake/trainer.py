@@ -7,12 +7,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import time
+import uuid
 from pathlib import Path
 
 import torch
 
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
+from tunemake.launch import DDP_TIMEOUT, seconds
 from tunemake.params import Optimisation
 from tunemake.runtime import cpu_bf16, cpu_bf16_pays
 
@@ -82,6 +86,8 @@ def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
         report_to=[t for t in params.report_to if t != "dvclive"] or "none",  # dvclive: tracking_callbacks
         disable_tqdm=True,  # Progress logs a bar line per logging step instead, which reads well in a log file
         ddp_find_unused_parameters=False,
+        # gloo/NCCL: a collective whose peer is gone (a node lost mid-run) fails after this long instead of hanging.
+        ddp_timeout=seconds(DDP_TIMEOUT),
     )
 
 
@@ -151,6 +157,47 @@ def resume_checkpoint(config, checkpoints: Path, print_: str) -> str | None:
     if resume_from:
         log.info("resuming from %s", resume_from)
     return resume_from
+
+
+SHARED_MARKER = ".shared-by-all-nodes"
+
+
+def check_shared(folder: Path, wait: float = 10.0) -> list[str]:
+    """Every process must read what rank 0 writes in `folder`: a run resumes, on every node, from the checkpoints
+    rank 0 saved there, and rank 0's outputs are the step's. Rank 0 writes a marker, the others look for it (for up
+    to `wait` seconds: a network filesystem may show a new file late), and all fail with the folder's name when one
+    does not see it. Returns the host of each rank; a single process just its own host."""
+    import torch.distributed as dist
+
+    host = socket.gethostname()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [host]
+    rank = dist.get_rank()
+    marker = folder / SHARED_MARKER
+    token = [uuid.uuid4().hex if rank == 0 else None]
+    folder.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        marker.write_text(f"{token[0]} written by rank 0 on {host}\n")
+    dist.broadcast_object_list(token, src=0)  # after the write: rank 0 got here
+    deadline = time.monotonic() + wait
+    while not (seen := marker.is_file() and marker.read_text().split()[:1] == token) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ranks: list = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, (host, seen))
+    if rank == 0:
+        marker.unlink(missing_ok=True)
+    blind = [f"rank {r} on {h}" for r, (h, ok) in enumerate(ranks) if not ok]
+    if blind:
+        raise StepError(
+            f"{folder.resolve()} is not shared between the nodes: rank 0 on {ranks[0][0]} wrote {marker.name} there, and "
+            f"{', '.join(blind)} cannot see it. Every node resumes from the checkpoints rank 0 saves there: put "
+            f"it (and the run's results/) on a filesystem all nodes mount (NFS, Lustre, a ReadWriteMany "
+            "volume), the same path on each."
+        )
+    log.info(
+        "%s is shared by all %d processes (hosts %s)", folder, len(ranks), ", ".join(sorted({h for h, _ in ranks}))
+    )
+    return [h for h, _ in ranks]
 
 
 def run_trainer(trainer, resume_from: str | None, checkpoints: Path) -> None:
