@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s{where} %(levelname)s %(message)s", handlers=handlers, force=True
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the openai client's one line per request to llama-server
     log = logging.getLogger("tunemake")
     started = time.perf_counter()
     try:

@@ -15,25 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tunemake.errors import StepError
+from tunemake.runtime import RDZV_TIMEOUT, seconds
 
 log = logging.getLogger(__name__)
 
 RDZV_PORT = 29500
-# How long a node waits for the others at the rendezvous, and how long a collective (a gradient all-reduce) waits for
-# a peer before it fails: a node that never starts, or one lost mid-run, ends the job instead of hanging it.
-RDZV_TIMEOUT = ("TUNEMAKE_RDZV_TIMEOUT", 600)
-DDP_TIMEOUT = ("TUNEMAKE_DDP_TIMEOUT", 600)
-
-
-def seconds(setting: tuple[str, int], env: Mapping[str, str] = os.environ) -> int:
-    """A timeout from the environment (RDZV_TIMEOUT, DDP_TIMEOUT), in whole seconds."""
-    name, default = setting
-    value = env.get(name, "")
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise StepError(f"{name}={value!r}: give a whole number of seconds, 1 or more (default {default})")
-    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

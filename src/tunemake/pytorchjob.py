@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunemake.errors import StepError
+from tunemake.runtime import DDP_TIMEOUT, seconds
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def manifest(step: list[str], nodes: int, cfg: PyTorchJobConfig, name: str) -> d
         raise StepError(f"a PyTorchJob is for 2 or more nodes, got {nodes}")
     workdir = f"{cfg.volume.mount}/runs/{name}"
     torchrun = launch.torchrun(nodes, cfg.gpus_per_node, "$(MASTER_ADDR)", "$(MASTER_PORT)", name, step)
-    env = {launch.DDP_TIMEOUT[0]: str(launch.seconds(launch.DDP_TIMEOUT)), **cfg.env}
+    env = {DDP_TIMEOUT[0]: str(seconds(DDP_TIMEOUT)), **cfg.env}
     gpus = {"nvidia.com/gpu": str(cfg.gpus_per_node)}
     container = {
         "name": "pytorch",  # the operator finds the training container by this name

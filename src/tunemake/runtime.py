@@ -1,4 +1,5 @@
-"""What a step records about where it ran: peak memory, threads, CPU features, package versions, the git commit."""
+"""What a step records about where it ran (peak memory, threads, CPU features, package versions, the git commit), and
+the timeouts of a run across nodes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,28 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from tunemake.errors import StepError
+
+# How long a node waits for the others at the rendezvous, and how long a collective (a gradient all-reduce) waits for
+# a peer before it fails: a node that never starts, or one lost mid-run, ends the job instead of hanging it.
+RDZV_TIMEOUT = ("TUNEMAKE_RDZV_TIMEOUT", 600)
+DDP_TIMEOUT = ("TUNEMAKE_DDP_TIMEOUT", 600)
+
+
+def seconds(setting: tuple[str, int], env: Mapping[str, str] = os.environ) -> int:
+    """A timeout from the environment (RDZV_TIMEOUT, DDP_TIMEOUT), in whole seconds."""
+    name, default = setting
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise StepError(f"{name}={value!r}: give a whole number of seconds, 1 or more (default {default})")
+    return int(value)
+
 
 PACKAGES = ["torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "tunemake"]
 # The flags that change which kernels torch and bitsandbytes run on a CPU (bitsandbytes' 4-bit path differs on

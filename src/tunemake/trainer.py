@@ -16,9 +16,8 @@ import torch
 
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
-from tunemake.launch import DDP_TIMEOUT, seconds
 from tunemake.params import Optimisation
-from tunemake.runtime import cpu_bf16, cpu_bf16_pays
+from tunemake.runtime import DDP_TIMEOUT, cpu_bf16, cpu_bf16_pays, seconds
 
 log = logging.getLogger("tunemake.train")
 
