@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, REPO, run
+from conftest import BIN, run
 from tunemake.weights import final_model
 
 # Seconds per run; long enough to checkpoint and resume mid-run.

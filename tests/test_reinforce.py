@@ -145,15 +145,11 @@ def reinforce_cmd(sft: Path, folder: Path, **overrides) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (sft / "user_rewards.py").write_text(USER_REWARDS)  # the commands run in sft: the project root
-    return ["tunemake", "reinforce", "--params", str(folder / "params.yaml"), "--merged", str(sft / "results/merged")] + [
-        "--data",
-        str(sft / "results/data"),
-        "--out",
-        str(folder / "out"),
-        "--checkpoints",
-        str(folder / "checkpoints"),
-        "--log-file",
-        str(folder / "reinforce.log"),
+    return [
+        *("tunemake", "reinforce", "--params", str(folder / "params.yaml")),
+        *("--merged", str(sft / "results/merged"), "--data", str(sft / "results/data")),
+        *("--out", str(folder / "out"), "--checkpoints", str(folder / "checkpoints")),
+        *("--log-file", str(folder / "reinforce.log")),
     ]
 
 

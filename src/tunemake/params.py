@@ -357,6 +357,26 @@ def load_reward(spec: str):
     return function
 
 
+def reward_files(specs: list[str]) -> list[str]:
+    """The files of the user reward modules among `specs` that lie inside the project (the current directory), as
+    paths relative to it: inputs of the reinforce step, so editing one re-runs it."""
+    import importlib.util
+    import os
+    import sys
+
+    root, files = Path.cwd(), []
+    sys.path.insert(0, os.getcwd())
+    try:
+        for spec in specs:
+            found = importlib.util.find_spec(spec.partition(":")[0]) if spec not in REWARDS else None
+            origin = Path(found.origin).resolve() if found and found.origin else None
+            if origin and origin.is_relative_to(root):
+                files.append(str(origin.relative_to(root)))
+    finally:
+        sys.path.remove(os.getcwd())
+    return files
+
+
 def _reward(spec: str) -> str:
     if spec not in REWARDS:
         load_reward(spec)
@@ -540,7 +560,10 @@ class GateParams(Strict):
         "evidence); null: shown, not judged",
     )
     max_align_drop: float = Field(
-        2, ge=0, description="points the aligned model may lose against the SFT model alone (when align ran)"
+        2,
+        ge=0,
+        description="points the shipped model may lose against the SFT model alone (when align or reinforce ran): "
+        "DPO and GRPO must not cost the task what SFT taught",
     )
     max_degenerate_increase: float = Field(
         0, ge=0, description="points of degenerate general answers the shipped model may add over the base's"

@@ -3,15 +3,15 @@
     snakemake --profile local --config sweep=train.lora.r:4,8,16,32,64
     snakemake --profile local --config sweep=train.method:lora,qlora,full
 
-Each value is a point: the steps after tokenize (train, merge, align, gguf, evaluate, gate) run again under
-results/sweep/KEY=VALUE/ with `--set KEY=VALUE`, sharing the base model, the data, the tokens and the regression
-suite with the params.yaml run; a value equal to params.yaml's is that run, not a copy. The rules are the pipeline's
-own (a `{point}` wildcard in their paths), so on a cluster each point is a job of its own with the profile's
-resources for its rule, and the points run side by side. This step reads every point into results/sweep/KEY/:
-`sweep.json`, one row per value (the gate's metric for the tuned model with its 95% interval, its difference from
-the params.yaml run paired over the test rows, trainable parameters, best validation loss, training time, the
-verdict), and `sweep.png`; the report shows both. Sections every point shares (data, tokens, the base) cannot be
-swept here: `dvc exp run --queue -S` runs the whole pipeline per value.
+Each value is a point: the steps after tokenize (train, merge, align, reinforce, gguf, evaluate, gate) run again
+under results/sweep/KEY=VALUE/ with `--set KEY=VALUE`, sharing the base model, the data, the tokens and the
+regression suite with the params.yaml run; a value equal to params.yaml's is that run, not a copy. The rules are the
+pipeline's own (a `{point}` wildcard in their paths), so on a cluster each point is a job of its own with the
+profile's resources for its rule, and the points run side by side. This step reads every point into
+results/sweep/KEY/: `sweep.json`, one row per value (the gate's metric for the tuned model with its 95% interval,
+its difference from the params.yaml run paired over the test rows, trainable parameters, best validation loss,
+training time, the verdict), and `sweep.png`; the report shows both. Sections every point shares (data, tokens, the
+base) cannot be swept here: `dvc exp run --queue -S` runs the whole pipeline per value.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tunemake.stats import paired_interval
 log = logging.getLogger("tunemake")
 
 # The sections whose steps run once per point; what comes before them is shared by all points.
-SWEPT_SECTIONS = ("train", "merge", "align", "gguf", "eval", "bfcl", "gate")
+SWEPT_SECTIONS = ("train", "merge", "align", "reinforce", "gguf", "eval", "bfcl", "gate")
 
 
 @dataclass
