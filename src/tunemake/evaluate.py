@@ -6,9 +6,10 @@ The base's row comes from the baseline step (tunemake.baseline), scored once by 
 The tuned model is the one the pipeline ships: the merged SFT model, the align step's DPO model when align ran, or
 the reinforce step's GRPO model when reinforce ran; then the SFT model is scored too (row "sft", its answers from
 transformers), so the report and the gate show what alignment changed, and with both align and reinforce on the DPO
-model as well (row "dpo"): SFT alone, + DPO, + GRPO. `reinforcement` gives what GRPO changed on the test rows against
-the model it started from (tool-call exact match and no-call, paired over rows, with 95% intervals). Every transformers model also scores the held-out preference pairs (results/pairs): the share
-whose chosen answer it finds more likely than the rejected one, and the mean log-likelihood margin.
+model as well (row "dpo"): SFT alone, + DPO, + GRPO. `reinforcement` gives what GRPO changed on the test rows
+against the model it started from (tool-call exact match and no-call, paired over rows, with 95% intervals). Every
+transformers model also scores the held-out preference pairs (results/pairs): the share whose chosen answer it finds
+more likely than the rejected one, and the mean log-likelihood margin.
 
 For each model: teacher-forced loss and perplexity on the assistant tokens (transformers models), greedy answers
 scored against the reference (exact match, ROUGE-L, and the schema-aware tool-call scores of tunemake.scoring),

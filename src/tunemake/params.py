@@ -213,8 +213,8 @@ class FreezeParams(Strict):
 
 
 class Optimisation(Strict):
-    """What every trainer step shares (train, align). Each field names the TRL / transformers TrainingArguments
-    argument it sets, so a user who knows those finds the same knob here."""
+    """What every trainer step shares (train, align, reinforce). Each field names the TRL / transformers
+    TrainingArguments argument it sets, so a user who knows those finds the same knob here."""
 
     epochs: float = Field(1, gt=0, description="-> num_train_epochs")
     max_steps: int | None = Field(None, gt=0, description="-> max_steps; if set, overrides epochs")
@@ -333,7 +333,8 @@ def load_reward(spec: str):
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(
-            f"reward {spec!r}: use one of {', '.join(REWARDS)} or a function as module:function (e.g. my_rewards:brevity)"
+            f"reward {spec!r}: use one of {', '.join(REWARDS)} or a function as module:function "
+            "(e.g. my_rewards:brevity)"
         )
     sys.path.insert(0, os.getcwd())
     try:
