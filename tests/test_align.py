@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, run
+from conftest import BIN, REPO, run
 from tunemake.weights import final_model
 
 # Seconds per run; long enough to checkpoint and resume mid-run.
@@ -86,6 +86,7 @@ def test_at_step_0_the_reference_is_the_sft_model_itself(aligned):
 def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(sft, aligned, tmp_path):
     cmd = align_cmd(sft, tmp_path)
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(REPO / "src")  # this checkout's code, wherever the environment's install points
     process = subprocess.Popen(cmd, cwd=sft, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
