@@ -6,6 +6,7 @@ from snakemake.settings.types import SharedFSUsage
 
 from tunemake.dag import code_files
 from tunemake.params import load as load_params
+from tunemake.params import reward_files
 from tunemake.profiles import check as check_profile
 from tunemake.sweep import parse as parse_sweep
 
@@ -36,6 +37,17 @@ def align_params(wildcards):
     """When align is off its settings change nothing: editing them must not re-run what follows."""
     align = point_params("align")(wildcards)
     return align if align["enabled"] else {"enabled": False}
+
+
+def reinforce_params(wildcards):
+    """When reinforce is off its settings change nothing: editing them must not re-run what follows."""
+    reinforce = point_params("reinforce")(wildcards)
+    return reinforce if reinforce["enabled"] else {"enabled": False}
+
+
+def reward_sources():
+    """The files of the user's reward modules (reinforce.rewards: module:function) inside the project, as inputs."""
+    return job_sources(*reward_files(PARAMS.reinforce.rewards))
 
 
 def replay_params(wildcards):

@@ -58,6 +58,7 @@ rule evaluate:
         baseline=BASELINE,
         merged="results/{point}merged",
         align="results/{point}align",
+        reinforce="results/{point}reinforce",
         gguf="results/{point}gguf",
         data="results/data",
         pairs="results/pairs",
@@ -77,8 +78,8 @@ rule evaluate:
         sweep=point_set,
     shell:
         "tunemake evaluate --params params.yaml{params.sweep} --baseline {input.baseline} --merged {input.merged}"
-        " --align {input.align} --gguf {input.gguf} --data {input.data} --pairs {input.pairs}"
-        " --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
+        " --align {input.align} --reinforce {input.reinforce} --gguf {input.gguf} --data {input.data}"
+        " --pairs {input.pairs} --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
 
 
 # BFCL's rows and checker (tunemake.bfcl): base, tuned and shipped GGUF through llama-server, the base cached per base.
@@ -134,6 +135,7 @@ rule report:
         data="results/data",
         trained="results/train",
         align="results/align",
+        reinforce="results/reinforce",
         gguf="results/gguf",
         eval="results/eval",
         gate="results/gate.json",
@@ -156,8 +158,8 @@ rule report:
         sweep="".join(f" --sweep {path}" for path in SWEEP.outputs()),
     shell:
         "tunemake report --params {input.params} --data {input.data} --trained {input.trained} --align {input.align}"
-        " --gguf {input.gguf} --eval {input.eval} --gate {input.gate} --headline {input.headline}"
-        " --bfcl {input.bfcl}{params.sweep} --out {output} --log-file {log}"
+        " --reinforce {input.reinforce} --gguf {input.gguf} --eval {input.eval} --gate {input.gate}"
+        " --headline {input.headline} --bfcl {input.bfcl}{params.sweep} --out {output} --log-file {log}"
 
 
 # Only the headlines are DVC metrics (tunemake.headline): `dvc exp show` gets a dozen named columns, not every leaf of

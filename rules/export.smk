@@ -17,6 +17,7 @@ rule gguf:
     input:
         merged="results/{point}merged",
         align="results/{point}align",
+        reinforce="results/{point}reinforce",
         converter="results/converter",
         data="results/tokenized",
         code=code("gguf"),
@@ -33,4 +34,5 @@ rule gguf:
         sweep=point_set,
     shell:
         "tunemake gguf --params params.yaml{params.sweep} --merged {input.merged} --align {input.align}"
-        " --converter {input.converter} --data {input.data} --out {output} --log-file {log}"
+        " --reinforce {input.reinforce} --converter {input.converter} --data {input.data} --out {output}"
+        " --log-file {log}"

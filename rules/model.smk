@@ -86,7 +86,41 @@ rule align:
         " --pairs {input.pairs} --out {output} --checkpoints checkpoints/{wildcards.point}align --log-file {log}"
 
 
+# GRPO on the model align shipped (reinforce.enabled); when off it only writes a note, and gguf and evaluate use the
+# model before it. A user's reward module (reinforce.rewards: module:function) is an input too.
+rule reinforce:
+    input:
+        merged="results/{point}merged",
+        align="results/{point}align",
+        data="results/data",
+        rewards=reward_sources(),
+        code=code("reinforce"),
+    output:
+        directory("results/{point}reinforce"),
+    log:
+        "logs/{point}reinforce.log",
+    localrule: not config["reinforce"]["enabled"]
+    conda:
+        TUNEMAKE_ENV
+    resources:
+        all_cores=1,
+        nodes=1,
+    params:
+        reinforce=reinforce_params,
+        merge=point_params("merge"),
+        sweep=point_set,
+    shell:
+        "tunemake launch --nodes {resources.nodes} -- tunemake reinforce --params params.yaml{params.sweep}"
+        " --merged {input.merged} --align {input.align} --data {input.data} --out {output}"
+        " --checkpoints checkpoints/{wildcards.point}reinforce --log-file {log}"
+
+
 dvc_metrics("results/train/headline.json", "results/align/headline.json")
 dvc_plot("results/train/plots/train.tsv", x="step", y="loss")
 dvc_plot("results/train/plots/eval.tsv", x="step", y="val_loss")
 dvc_plot("results/align/plots/train.tsv", x="step", y=["rewards/chosen", "rewards/rejected", "rewards/margins"])
+dvc_plot(
+    "results/reinforce/plots/train.tsv",
+    x="step",
+    y=["reward", "rewards/tool_call/mean", "rewards/no_call/mean", "kl"],
+)

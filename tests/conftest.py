@@ -24,6 +24,7 @@ STEPS = [
     "train",
     "merge",
     "align",
+    "reinforce",
     "converter",
     "gguf",
     "suite",
@@ -148,6 +149,37 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
             f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
         )
     return result
+
+
+@pytest.fixture(scope="session")
+def sft(tmp_path_factory, tiny_llama_dir) -> Path:
+    """results/merged (2 LoRA steps on the tiny Llama), results/data and results/pairs, made by the real steps on a data
+    slice: what align and reinforce start from."""
+    root = tmp_path_factory.mktemp("align_inputs")
+    (root / "data" / "raw").mkdir(parents=True)
+    # tool-call rows, and rows no offered tool fits (answered in words)
+    for name, keep in (("tool_calls.jsonl", [*range(48), *range(336, 348)]), ("practical_qa.jsonl", range(12))):
+        lines = (REPO / "data" / "raw" / name).read_text().splitlines(keepends=True)
+        (root / "data" / "raw" / name).write_text("".join(lines[i] for i in keep))
+    pairs = (REPO / "data" / "raw" / "preferences.jsonl").read_text().splitlines(keepends=True)
+    (root / "data" / "raw" / "preferences.jsonl").write_text("".join(pairs[:48] + pairs[336:348]))  # the same rows
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_llama_dir)
+    params["tokenize"]["max_length"] = 512
+    params["prepare"]["replay"] = 0
+    params["train"].update(max_steps=2, batch_size=4, learning_rate=5e-3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for step in (
+        ["base", "--out", "results/base"],
+        ["prepare", "--out", "results/data"],
+        ["pairs", "--data", "results/data", "--out", "results/pairs"],
+        ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
+        ["train", "--base", "results/base", "--data", "results/tokenized", "--out", "results/train"]
+        + ["--checkpoints", "checkpoints/train"],
+        ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
+    ):
+        run(["tunemake", *step], root)
+    return root
 
 
 @pytest.fixture

@@ -26,35 +26,6 @@ QUICK = {
 }
 
 
-@pytest.fixture(scope="module")
-def sft(tmp_path_factory, tiny_llama_dir) -> Path:
-    """results/merged (2 LoRA steps on the tiny Llama) and results/pairs, made by the real steps on a data slice."""
-    root = tmp_path_factory.mktemp("align_inputs")
-    (root / "data" / "raw").mkdir(parents=True)
-    for name, keep in (("tool_calls.jsonl", range(48)), ("practical_qa.jsonl", range(12))):
-        lines = (REPO / "data" / "raw" / name).read_text().splitlines(keepends=True)
-        (root / "data" / "raw" / name).write_text("".join(lines[i] for i in keep))
-    pairs = (REPO / "data" / "raw" / "preferences.jsonl").read_text().splitlines(keepends=True)
-    (root / "data" / "raw" / "preferences.jsonl").write_text("".join(pairs[:48] + pairs[336:348]))  # the same rows
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["base"]["model"] = str(tiny_llama_dir)
-    params["tokenize"]["max_length"] = 512
-    params["prepare"]["replay"] = 0
-    params["train"].update(max_steps=2, batch_size=4, learning_rate=5e-3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for step in (
-        ["base", "--out", "results/base"],
-        ["prepare", "--out", "results/data"],
-        ["pairs", "--data", "results/data", "--out", "results/pairs"],
-        ["tokenize", "--base", "results/base", "--data", "results/data", "--out", "results/tokenized"],
-        ["train", "--base", "results/base", "--data", "results/tokenized", "--out", "results/train"]
-        + ["--checkpoints", "checkpoints/train"],
-        ["merge", "--base", "results/base", "--trained", "results/train", "--out", "results/merged"],
-    ):
-        run(["tunemake", *step], root)
-    return root
-
-
 def align_cmd(sft: Path, folder: Path, **overrides) -> list[str]:
     params = yaml.safe_load((sft / "params.yaml").read_text())
     params["align"] = {**QUICK, **overrides}
@@ -120,6 +91,7 @@ def test_at_step_0_the_reference_is_the_sft_model_itself(aligned):
 def test_killed_align_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(sft, aligned, tmp_path):
     cmd = align_cmd(sft, tmp_path)
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(REPO / "src")  # this checkout's code, wherever the environment's install points
     process = subprocess.Popen(cmd, cwd=sft, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -82,9 +82,11 @@ def test_a_local_base_folder_is_an_input_of_every_step_that_loads_its_weights(wo
 
 @pytest.mark.slow
 def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
-    """With alignment on (DPO after SFT, two steps; the DVC and default-pipeline tests run it off) and two quants,
-    one made with the importance matrix and also without it for comparison."""
+    """With alignment and reinforcement on (DPO, then GRPO, after SFT, two steps each; the DVC and default-pipeline
+    tests run them off) and two quants, one made with the importance matrix and also without it for comparison."""
     edit_params(workspace, align={"enabled": True, "max_steps": 2, "batch_size": 2, "checkpoint_steps": 2})
+    grpo = {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 8, "checkpoint_steps": 2}
+    edit_params(workspace, reinforce={"enabled": True, **grpo})
     edit_params(workspace, gguf={"quants": ["Q5_0", "Q4_K_M"], "imatrix_quants": ["Q4_K_M"], "imatrix_compare": True})
     run(["snakemake", "--profile", "local"], workspace)
     for split in ("train", "val", "test"):
@@ -92,27 +94,34 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert (workspace / "results" / "tokenized" / "dataset" / "dataset_dict.json").is_file()
     assert (workspace / "results" / "train" / "model" / "adapter_config.json").is_file()
     assert (workspace / "results" / "merged" / "model.safetensors").is_file()
-    steps = ("tokenize", "train", "merge", "pairs", "align", "gguf", "baseline", "evaluate", "bfcl", "report", "gate")
+    steps = ("tokenize", "train", "merge", "pairs", "align", "reinforce", "gguf", "baseline", "evaluate", "bfcl")
+    steps += ("report", "gate")
     for step in steps:
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
     assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
+    assert (workspace / "results" / "reinforce" / "model" / "model.safetensors").is_file()  # what gguf converted
+    assert (
+        json.loads((workspace / "results" / "reinforce" / "summary.json").read_text())["start"] == "results/align/model"
+    )
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
     assert (
         set(metrics["models"])
-        == {"base", "sft", "tuned", "gguf-F16", "gguf-Q5_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
+        == {"base", "sft", "dpo", "tuned", "gguf-F16", "gguf-Q5_0", "gguf-Q4_K_M", "gguf-Q4_K_M-no-imatrix"}
         and metrics["test_rows"] == 4
     )
-    # The SFT model alone is scored beside the aligned one; every transformers model scores the held-out pairs
-    assert metrics["aligned"] and metrics["preference_pairs"] == 4
-    for name in ("base", "sft", "tuned"):
+    # SFT alone, + DPO and + GRPO (tuned, shipped) are scored side by side; every transformers model scores the
+    # held-out pairs
+    assert metrics["aligned"] and metrics["reinforced"] and metrics["preference_pairs"] == 4
+    assert metrics["reinforcement"]["from"] == "dpo" and "tool_calls.exact_match" in metrics["reinforcement"]
+    for name in ("base", "sft", "dpo", "tuned"):
         preference = metrics["models"][name]["preference"]
         assert (
             preference["pairs"] == 4 and 0 <= preference["accuracy"] <= 100 and len(preference["ci95"]["margin"]) == 2
         )
     per_pair = [json.loads(line) for line in (workspace / "results" / "eval" / "pairs.jsonl").read_text().splitlines()]
-    assert len(per_pair) == 4 and all({"base", "sft", "tuned"} <= set(p) for p in per_pair)
+    assert len(per_pair) == 4 and all({"base", "sft", "dpo", "tuned"} <= set(p) for p in per_pair)
     margin = lambda pair, name: pair[name]["chosen"] - pair[name]["rejected"]  # noqa: E731
-    rose = sum(margin(p, "tuned") > margin(p, "sft") for p in per_pair)
+    rose = sum(margin(p, "dpo") > margin(p, "sft") for p in per_pair)
     assert metrics["alignment"]["pairs"] == 4 and metrics["alignment"]["margins_rose"] == rose  # DPO vs SFT, paired
     assert all(len(m["ci95"]["tool_calls.exact_match"]) == 2 for m in metrics["models"].values())
     assert all(0 <= m["degenerate_rate"] <= 100 for m in metrics["models"].values())
@@ -170,7 +179,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert "Berkeley Function Calling Leaderboard" in page and "no call where none fits (%)" in page
     assert "prefers the chosen answer (%)" in page
     assert_opens_offline_with_plots(workspace / "results" / "report" / "index.html")
-    assert "DPO rewards and margins" in page
+    assert "DPO rewards and margins" in page and "GRPO rewards and KL" in page
     run(["snakemake", "--report", "results/snakemake-report.zip"], workspace)  # Snakemake's own report of the run
 
     again = run(["snakemake", "--profile", "local", "-n"], workspace)
@@ -178,12 +187,16 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
 
     # Each parameter re-runs its step and what follows, nothing before it: an export or eval setting never retrains.
     after_merge = {"gguf", "evaluate", "bfcl", "report", "gate"}
-    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge", "align"} | after_merge
+    assert planned_jobs(workspace, merge={"dtype": "bfloat16"}) == {"merge", "align", "reinforce"} | after_merge
     # An alignment setting or preference pair re-runs DPO and what follows, never SFT
-    assert planned_jobs(workspace, align={"beta": 0.2}) == {"align"} | after_merge
+    assert planned_jobs(workspace, align={"beta": 0.2}) == {"align", "reinforce"} | after_merge
     assert (
-        planned_after_editing(workspace, "data/raw/preferences.jsonl") == {"pairs", "align", "baseline"} | after_merge
+        planned_after_editing(workspace, "data/raw/preferences.jsonl")
+        == {"pairs", "align", "reinforce", "baseline"} | after_merge
     )
+    # An RL setting or a reward of the user's re-runs GRPO and what follows, never SFT or DPO
+    assert planned_jobs(workspace, reinforce={"beta": 0.1}) == {"reinforce"} | after_merge
+    assert planned_jobs(workspace, reinforce={"enabled": False}) == {"reinforce"} | after_merge
     assert planned_jobs(workspace, gguf={"quants": ["Q8_0"], "imatrix_quants": []}) == after_merge
     assert planned_jobs(workspace, gguf={"imatrix_tokens": 64}) == after_merge
     assert planned_jobs(workspace, eval={"max_new_tokens": 4}) == {"baseline", "evaluate", "report", "gate"}
@@ -193,11 +206,11 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_jobs(workspace, suite={"max_new_tokens": 4}) == {"suite", "baseline", "evaluate", "report", "gate"}
     assert (
         planned_jobs(workspace, replay={"max_new_tokens": 4})
-        == {"replay", "prepare", "pairs", "tokenize", "train", "merge", "align", "baseline"} | after_merge
+        == {"replay", "prepare", "pairs", "tokenize", "train", "merge", "align", "reinforce", "baseline"} | after_merge
     )
     assert (
         planned_jobs(workspace, tokenize={"max_length": 256})
-        == {"tokenize", "train", "merge", "align", "baseline"} | after_merge
+        == {"tokenize", "train", "merge", "align", "reinforce", "baseline"} | after_merge
     )
 
     # Code inputs are each step's import closure: a help text in cli.py re-runs nothing; split.py (which prepare and
@@ -205,7 +218,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert planned_after_editing(workspace, "src/tunemake/cli.py") == set()
     assert (
         planned_after_editing(workspace, "src/tunemake/split.py")
-        == {"prepare", "pairs", "tokenize", "train", "merge", "align", "baseline"} | after_merge
+        == {"prepare", "pairs", "tokenize", "train", "merge", "align", "reinforce", "baseline"} | after_merge
     )
 
 
@@ -235,11 +248,12 @@ def assert_opens_offline_with_plots(html: Path) -> None:
         headings = page.eval_on_selector_all("h2", "all => all.map(h => h.textContent)")
         browser.close()
     assert outside == []
-    plots = ["scores by model", "training and validation loss", "DPO rewards and margins"]  # the last when align ran
-    assert [alt for alt, _, _ in images] == plots[: len(images)] and len(images) >= 2
+    plots = ["scores by model", "training and validation loss"]
+    plots += ["DPO rewards and margins"] if "Alignment (DPO)" in headings else []
+    plots += ["GRPO rewards and KL"] if "Reinforcement (GRPO)" in headings else []
+    assert [alt for alt, _, _ in images] == plots
     assert all(complete and width > 300 for _, complete, width in images), images
     assert any(h.startswith("Held-out scores") for h in headings) and "Sample answers" in headings
-    assert ("Alignment (DPO)" in headings) == (len(images) == 3)
     assert "What the fine-tune broke: general prompts no training row shares" in headings
 
 
@@ -292,8 +306,13 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     # prints every parameter, so params.yaml is one of its inputs.)
     original = (workspace / "params.yaml").read_text()
     edit_params(workspace, merge={"dtype": "bfloat16"})
-    # (align merges its adapter in merge.dtype too)
-    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"merge", "align", "report"}
+    # (align and reinforce merge their adapters in merge.dtype too)
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {
+        "merge",
+        "align",
+        "reinforce",
+        "report",
+    }
     (workspace / "params.yaml").write_text(original)
     edit_params(workspace, eval={"max_new_tokens": 4})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace).stdout)) == {"baseline", "evaluate", "report"}
@@ -306,7 +325,9 @@ def test_dvc_repro_runs_the_pipeline_then_is_up_to_date(workspace):
     # gate under a folder of its own, and the report shows both points. Nothing before training runs again.
     swept = run(["snakemake", "--profile", "local", "--config", "sweep=train.lora.r:4,16"], workspace)
     jobs = [job for job in re.findall(r"^(?:local)?rule (\w+):", swept.stderr, flags=re.M) if job != "all"]
-    assert sorted(jobs) == ["align", "bfcl", "evaluate", "gate", "gguf", "merge", "report", "sweep", "train"], jobs
+    assert sorted(jobs) == [
+        "align", "bfcl", "evaluate", "gate", "gguf", "merge", "reinforce", "report", "sweep", "train"
+    ], jobs  # fmt: skip
     point = workspace / "results" / "sweep" / "train.lora.r=4"
     assert json.loads((point / "train" / "model" / "adapter_config.json").read_text())["r"] == 4
     assert (point / "gguf" / "model-Q5_0.gguf").is_file() and (workspace / "logs" / "sweep" / "train.lora.r=4").is_dir()

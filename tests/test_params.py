@@ -22,7 +22,7 @@ def test_a_misspelt_section_is_named_with_the_valid_ones(tmp_path):
     with pytest.raises(ParamsError) as err:
         load(path)
     assert (
-        "trian: unknown section; valid here: base, suite, replay, prepare, pairs, tokenize, train, merge, align, gguf, eval, bfcl, gate"
+        "trian: unknown section; valid here: base, suite, replay, prepare, pairs, tokenize, train, merge, align, reinforce, gguf, eval, bfcl, gate"
         in str(err.value)
     )
 

@@ -25,6 +25,16 @@ TRAIN_COLUMNS = ["step", "epoch", "loss", "grad_norm", "learning_rate", "tokens_
 EVAL_COLUMNS = ["step", "epoch", "val_loss"]
 # What TRL's DPOTrainer logs besides the loss (align): implicit rewards beta * log(policy / reference) per answer
 PREFERENCE = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+# What TRL's GRPOTrainer logs (reinforce): the summed reward and its spread, each reward function's mean and std
+# (rewards/NAME/mean, rewards/NAME/std, found by prefix), the KL to the starting model, the completions' length
+REINFORCEMENT = ["reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length"]
+REINFORCEMENT += ["completions/clipped_ratio"]
+
+
+def extra_keys(entry: dict) -> list[str]:
+    """The alignment and reinforcement metrics in a log entry, in a stable order."""
+    per_reward = sorted(k for k in entry if k.startswith("rewards/") and k.endswith(("/mean", "/std")))
+    return [k for k in PREFERENCE + REINFORCEMENT if k in entry] + per_reward
 
 
 def history(log_history: list[dict]) -> dict[str, list[dict]]:
@@ -38,9 +48,9 @@ def history(log_history: list[dict]) -> dict[str, list[dict]]:
                 "loss": entry["loss"],
                 "grad_norm": entry.get("grad_norm"),
                 "learning_rate": entry.get("learning_rate"),
-                "tokens_seen": entry.get("num_input_tokens_seen"),
+                "tokens_seen": entry.get("num_input_tokens_seen", entry.get("num_tokens")),  # GRPO: num_tokens
                 "tokens_per_second": entry.get("tokens_per_second"),
-                **{key: entry[key] for key in PREFERENCE if key in entry},
+                **{key: entry[key] for key in extra_keys(entry)},
             }
             train.append(row)
         elif "eval_loss" in entry:
@@ -59,11 +69,14 @@ def write_plots(rows: dict[str, list[dict]], folder: Path) -> None:
     """train.tsv and eval.tsv: files `dvc plots show` draws (x: step)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, columns in (("train", TRAIN_COLUMNS), ("eval", EVAL_COLUMNS)):
-        columns = columns + [key for key in PREFERENCE if rows[name] and key in rows[name][0]]
+        columns = columns + list(dict.fromkeys(key for row in rows[name] for key in extra_keys(row)))
         with open(folder / f"{name}.tsv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t")
             writer.writeheader()
             writer.writerows(rows[name])
+
+
+REINFORCEMENT_LINE = [("reward", "reward", 3), ("kl", "kl", 4), ("length", "completions/mean_length", 1)]
 
 
 class Progress(TrainerCallback):
@@ -102,6 +115,11 @@ class Progress(TrainerCallback):
                 ncols=100,
                 postfix=f"loss={logs['loss']:.4f}, "
                 + (f"margin={logs['rewards/margins']:.3f}, " if "rewards/margins" in logs else "")
+                + "".join(
+                    f"{label}={logs[key]:.{digits}f}, "
+                    for label, key, digits in REINFORCEMENT_LINE
+                    if logs.get(key) is not None
+                )
                 + f"{rate:.0f} tok/s",
             )
             log.info("%s %s", self.step, bar)

@@ -3,10 +3,13 @@
 The base's row comes from the baseline step (tunemake.baseline), scored once by the same functions
 (tunemake.heldout), so a new training run or sweep point scores only what changed.
 
-The tuned model is the one the pipeline ships: the merged SFT model, or the align step's DPO model when align ran;
-then the SFT model is scored too (row "sft", its answers from transformers), so the report and the gate show what
-alignment changed. Every transformers model also scores the held-out preference pairs (results/pairs): the share
-whose chosen answer it finds more likely than the rejected one, and the mean log-likelihood margin.
+The tuned model is the one the pipeline ships: the merged SFT model, the align step's DPO model when align ran, or
+the reinforce step's GRPO model when reinforce ran; then the SFT model is scored too (row "sft", its answers from
+transformers), so the report and the gate show what alignment changed, and with both align and reinforce on the DPO
+model as well (row "dpo"): SFT alone, + DPO, + GRPO. `reinforcement` gives what GRPO changed on the test rows
+against the model it started from (tool-call exact match and no-call, paired over rows, with 95% intervals). Every
+transformers model also scores the held-out preference pairs (results/pairs): the share whose chosen answer it finds
+more likely than the rejected one, and the mean log-likelihood margin.
 
 For each model: teacher-forced loss and perplexity on the assistant tokens (transformers models), greedy answers
 scored against the reference (exact match, ROUGE-L, and the schema-aware tool-call scores of tunemake.scoring),
@@ -82,6 +85,25 @@ def preference_change(sft: list[tuple[float, float]], tuned: list[tuple[float, f
         "margins_rose": sum(c > 0 for c in change),
         "pairs": len(change),
     }
+
+
+def score_change(before: list[dict], after: list[dict]) -> dict:
+    """What a step changed on the test rows, row by row (summarise's per-row scores): points, with paired 95%
+    intervals, for tool-call exact match (rows whose reference calls) and no-call (rows none of whose tools fits)."""
+    change = {}
+    for name, score in (
+        ("tool_calls.exact_match", lambda s: s.get("tool_calls", {}).get("exact_match")),
+        ("no_call", lambda s: s.get("no_call")),
+    ):
+        paired = [(score(a), score(b)) for a, b in zip(after, before) if score(a) is not None]
+        if paired:
+            now, then = [a for a, _ in paired], [b for _, b in paired]
+            change[name] = {
+                "change": round(100 * (statistics.mean(now) - statistics.mean(then)), 1),
+                "ci95": paired_interval(now, then),
+                "rows": len(paired),
+            }
+    return change
 
 
 def engine_check(rows: list[dict], model: dict, name: str, gguf: str) -> dict:
@@ -234,6 +256,9 @@ def general_summary(suite: list[dict], scores: list[dict]) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--align", type=Path, help="the align step's output: its model is the tuned one when it ran")
+    parser.add_argument(
+        "--reinforce", type=Path, help="the reinforce step's output: its model is the tuned one when it ran"
+    )
     parser.add_argument("--pairs", type=Path, help="the pairs step's output: its test pairs are scored")
     for name, what in (
         ("baseline", "baseline"),
@@ -259,6 +284,7 @@ def main(args: argparse.Namespace) -> None:
         args.tokenized,
         args.suite,
         args.out,
+        args.reinforce,
     )
 
 
@@ -285,9 +311,10 @@ def run(
     tokenized: Path,
     suite_dir: Path,
     out: Path,
+    reinforce: Path | None = None,
 ) -> dict:
     rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
-    tuned_dir = final_model(merged, align)
+    tuned_dir, before_rl = final_model(merged, align, reinforce), final_model(merged, align)
     suite = read_jsonl(suite_dir / "suite.jsonl")
     asked = suite_request(suite_dir)
     sizes = json.loads((gguf / "sizes.json").read_text())
@@ -298,6 +325,9 @@ def run(
     answered_by = {"base": "gguf-base", "tuned": unquantized}
     models = {
         **({"sft": (hf_model, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
+        **(
+            {"dpo": (hf_model, str(before_rl), str(tokenized), True, pairs)} if merged != before_rl != tuned_dir else {}
+        ),
         "tuned": (hf_model, str(tuned_dir), str(tokenized), False, pairs),
         **{
             f"gguf-{name}": (gguf_model, str(gguf / sizes["files"][name]["file"]), str(tuned_dir))
@@ -323,7 +353,8 @@ def run(
         "answered_by": "llama-server --jinja, OpenAI chat completions with tools"
         if params.served
         else "llama-cpp-python in-process",
-        "aligned": tuned_dir != merged,
+        "aligned": before_rl != merged,
+        "reinforced": tuned_dir != before_rl,
         "preference_pairs": len(pairs),
         "engine_check": {name: engine_check(rows, results[name], name, gguf) for name, gguf in answered_by.items()},
         "models": {},
@@ -369,9 +400,14 @@ def run(
             summary.get("preference", {}).get("accuracy"),
             summary["speed"].get("generation_tokens_per_second"),
         )
-    if "sft" in results and pairs:  # align ran: the DPO model against the SFT model it started from
-        metrics["alignment"] = preference_change(results["sft"]["pairs"], results["tuned"]["pairs"])
+    aligned = "dpo" if "dpo" in results else "tuned"
+    if metrics["aligned"] and pairs:  # align ran: the DPO model against the SFT model it started from
+        metrics["alignment"] = preference_change(results["sft"]["pairs"], results[aligned]["pairs"])
         log.info("evaluate: DPO minus SFT on the held-out pairs: %s", metrics["alignment"])
+    if metrics["reinforced"]:  # GRPO against the model it started from, on the test rows
+        before = "dpo" if "dpo" in results else "sft"
+        metrics["reinforcement"] = {"from": before, **score_change(row_scores[before], row_scores["tuned"])}
+        log.info("evaluate: GRPO minus %s on the test rows: %s", before, metrics["reinforcement"])
     with atomic_dir(out) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(

@@ -18,8 +18,8 @@ so a tuned model worse than a bad base still fails.
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
 (try more epochs, another learning rate, more data, replay); `regressions` names the failed regression checks.
 The quant check compares the shipped quant with our own F16 GGUF of the same model, never with another model:
-perplexity and scores only compare within one model. When align ran, the aligned model's score against the SFT
-model's (gate.max_align_drop) is a harm check too.
+perplexity and scores only compare within one model. When align or reinforce ran, the shipped model's score against
+the SFT model's (gate.max_align_drop) is a harm check too: DPO and GRPO must not cost the task what SFT taught.
 
 Restraint is a regression too: where no offered tool fits, the shipped model must not call one more often than the
 base, beyond noise, on our no-call test rows and on BFCL irrelevance (tunemake.bfcl); gate.max_bfcl_drop can also
@@ -246,7 +246,7 @@ def verdict(
                 burden="harm",
             )
         )
-    if "sft" in metrics["models"]:  # align ran: DPO must not cost the task what SFT taught
+    if "sft" in metrics["models"]:  # align or reinforce ran: DPO and GRPO must not cost the task what SFT taught
         checks.append(
             check(
                 f"alignment drop: sft minus tuned {metric}",

@@ -1,5 +1,5 @@
-"""gguf: the shipped model (merged, or aligned when align ran) as GGUF files (F16 plus each quant in params), load-checked,
-with an Ollama Modelfile.
+"""gguf: the shipped model (merged, or aligned / reinforced when those steps ran) as GGUF files (F16 plus each quant
+in params), load-checked, with an Ollama Modelfile.
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
 llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
@@ -179,6 +179,9 @@ def modelfile(gguf_name: str, tokenizer, params: GgufParams) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merged", type=Path, required=True, help="the merge step's output")
     parser.add_argument("--align", type=Path, help="the align step's output: its model is converted when it ran")
+    parser.add_argument(
+        "--reinforce", type=Path, help="the reinforce step's output: its model is converted when it ran"
+    )
     parser.add_argument("--converter", type=Path, required=True, help="the converter step's output")
     parser.add_argument("--data", type=Path, required=True, help="the tokenize step's output (imatrix calibration)")
     parser.add_argument("--out", type=Path, required=True)
@@ -187,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     run(
         load_params(args.params, args.set).gguf,
-        final_model(args.merged, args.align),
+        final_model(args.merged, args.align, args.reinforce),
         args.converter,
         args.data,
         args.out,

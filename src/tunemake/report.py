@@ -66,9 +66,30 @@ def plot_alignment(history: dict):
     return figure
 
 
+def plot_reinforcement(history: dict):
+    """GRPO's mean reward per step, each reward function's mean, and the KL to the starting model (right axis)."""
+    from matplotlib import pyplot as plt
+
+    rows = history["train"]
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    keys = ["reward"] + sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in keys:
+        label = "total reward" if key == "reward" else key.removeprefix("rewards/").removesuffix("/mean")
+        axes.plot([r["step"] for r in rows], [r.get(key) for r in rows], label=label, lw=1.5 if key == "reward" else 1)
+    kl = axes.twinx()
+    kl.plot([r["step"] for r in rows], [r.get("kl") for r in rows], "k:", label="KL", lw=1)
+    kl.set_ylabel("KL to the starting model")
+    axes.set(xlabel="optimizer step", ylabel="mean reward", title="Reinforcement (GRPO)")
+    axes.legend(loc="upper left")
+    axes.grid(alpha=0.3)
+    return figure
+
+
 def model_order(metrics: dict, sizes: dict) -> list[str]:
-    """base, sft (when align ran), tuned, then the GGUF files as the gguf step made them (JSON keys are sorted)."""
-    return ["base", *(["sft"] if "sft" in metrics["models"] else []), "tuned", *(f"gguf-{n}" for n in sizes["order"])]
+    """base, sft (when align or reinforce ran), dpo (when both ran), tuned, then the GGUF files as the gguf step made
+    them (JSON keys are sorted)."""
+    before = [name for name in ("sft", "dpo") if name in metrics["models"]]
+    return ["base", *before, "tuned", *(f"gguf-{n}" for n in sizes["order"])]
 
 
 def plot_scores(metrics: dict, names: list[str]):
@@ -215,8 +236,53 @@ def bfcl_rows(bfcl: dict) -> list[list]:
     return rows
 
 
+def reinforcement_rows(reinforced: dict, change: dict | None) -> list[list]:
+    """The reinforce step's summary and what it changed on the test rows (evaluate's `reinforcement`) as (name,
+    value) rows; empty when it did not run."""
+    if not reinforced.get("enabled"):
+        return []
+    first, last = reinforced["first"], reinforced["last"]
+    value = lambda v: "n/a" if v is None else f"{v:.3g}"  # noqa: E731  (None: no row of that kind in the batch)
+    held_out = {
+        f"test rows, GRPO minus {change['from']}: {name}": f"{c['change']:+g} points ({span(c['ci95'])}), "
+        f"{c['rows']} rows"
+        for name, c in (change or {}).items()
+        if name != "from"
+    }
+    rewards = {
+        f"first / last mean reward: {key.removeprefix('rewards/').removesuffix('/mean')}": f"{value(first.get(key))} / "
+        f"{value(last.get(key))}"
+        for key in first
+        if key.startswith("rewards/") and key.endswith("/mean")
+    }
+    return [
+        [k, v]
+        for k, v in {
+            "started from": reinforced["start"],
+            "loss": f"{reinforced['loss_type']}, beta {reinforced['beta']:g}, "
+            f"{reinforced['num_generations']} completions per prompt, by {reinforced['generation']}",
+            "prompts": ", ".join(f"{n} {kind}" for kind, n in reinforced["prompts"].items()),
+            "steps": reinforced["steps"],
+            "first / last mean reward": f"{value(first.get('reward'))} / {value(last.get('reward'))}",
+            **rewards,
+            "KL at the end": value(last.get("kl")),
+            "completion length at the end (tokens)": value(last.get("completions/mean_length")),
+            "wall time": f"{reinforced['wall_seconds']:.0f} s",
+            "peak memory": f"{reinforced['peak_memory_mb']['rss']:.0f} MB",
+            **held_out,
+        }.items()
+    ]
+
+
 def tables(
-    stats: dict, summary: dict, aligned: dict, metrics: dict, sizes: dict, result: dict, bfcl: dict | None = None
+    stats: dict,
+    summary: dict,
+    aligned: dict,
+    metrics: dict,
+    sizes: dict,
+    result: dict,
+    bfcl: dict | None = None,
+    reinforced: dict | None = None,
 ) -> dict[str, tuple[list, list]]:
     """Each table as (headers, rows), shared by the HTML and the Markdown."""
     quality, speed = [], []
@@ -356,6 +422,7 @@ def tables(
         "data": (["source", "lines", "kept", "rejected", "reasons"], data),
         "training": (["", ""], training),
         "alignment": (["", ""], alignment_rows(aligned, metrics.get("alignment"))),
+        "reinforcement": (["", ""], reinforcement_rows(reinforced or {}, metrics.get("reinforcement"))),
         "gate": (
             ["check", "value", "95% interval", "limit", "status"],
             [
@@ -498,6 +565,11 @@ def markdown(
             else []
         ),
         *(
+            ["## Reinforcement (GRPO)", "", md("reinforcement"), "", "![reinforcement](reinforcement.png)", ""]
+            if tabs["reinforcement"][1]
+            else []
+        ),
+        *(
             [f"## {sweep_title(swept)}", "", md("sweep"), "", SWEEP_NOTE, "", "![sweep](sweep.png)", ""]
             if swept
             else []
@@ -538,6 +610,7 @@ def markdown(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--align", type=Path, help="the align step's output (its table and curves, when it ran)")
+    parser.add_argument("--reinforce", type=Path, help="the reinforce step's output (its table and reward curves)")
     for name, what in (("data", "prepare"), ("trained", "train"), ("gguf", "gguf"), ("eval", "evaluate")):
         parser.add_argument(f"--{name}", type=Path, required=True, help=f"the {what} step's output")
     parser.add_argument("--gate", type=Path, required=True, help="the gate step's verdict (JSON)")
@@ -561,6 +634,7 @@ def main(args: argparse.Namespace) -> None:
         args.sweep,
         args.headline,
         args.bfcl,
+        args.reinforce,
     )
 
 
@@ -577,6 +651,7 @@ def run(
     sweep: Path | None = None,
     gate_headline: Path | None = None,
     bfcl: Path | None = None,
+    reinforce: Path | None = None,
 ) -> dict:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -590,7 +665,8 @@ def run(
     result = json.loads(gate.read_text())
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
     scored = json.loads((bfcl / "summary.json").read_text()) if bfcl else {}
-    tabs = tables(stats, summary, aligned, metrics, sizes, result, scored)
+    reinforced = json.loads((reinforce / "summary.json").read_text()) if reinforce else {"enabled": False}
+    tabs = tables(stats, summary, aligned, metrics, sizes, result, scored, reinforced)
     tabs["headline"] = headline_rows(
         [trained / FILE, *([align / FILE] if align else []), *([gate_headline] if gate_headline else [])]
     )
@@ -605,6 +681,10 @@ def run(
         if aligned.get("enabled"):
             history_file = align / "history.json"
             plots["alignment"] = save(plot_alignment(json.loads(history_file.read_text())), tmp / "alignment.png")
+        if reinforced.get("enabled"):
+            history_file = reinforce / "history.json"
+            figure = plot_reinforcement(json.loads(history_file.read_text()))
+            plots["reinforcement"] = save(figure, tmp / "reinforcement.png")
         if swept:
             png = (sweep / "sweep.png").read_bytes()
             (tmp / "sweep.png").write_bytes(png)

@@ -3,7 +3,8 @@
     snakemake --profile local --config sweep=train.lora.r:4,8,16,32,64
     snakemake --profile local --config sweep=train.method:lora,qlora,full
 
-Each value is a point: the steps after tokenize (train, merge, align, gguf, evaluate, gate) run again under
+Each value is a point: the steps after tokenize (train, merge, align, reinforce, gguf, evaluate, bfcl, gate) run
+again under
 results/sweep/KEY=VALUE/ with `--set KEY=VALUE`, sharing the base model, the data, the tokens and the regression
 suite with the params.yaml run; a value equal to params.yaml's is that run, not a copy. The rules are the pipeline's
 own (a `{point}` wildcard in their paths), so on a cluster each point is a job of its own with the profile's
@@ -36,7 +37,7 @@ from tunemake.stats import paired_interval
 log = logging.getLogger("tunemake")
 
 # The sections whose steps run once per point; what comes before them is shared by all points.
-SWEPT_SECTIONS = ("train", "merge", "align", "gguf", "eval", "bfcl", "gate")
+SWEPT_SECTIONS = ("train", "merge", "align", "reinforce", "gguf", "eval", "bfcl", "gate")
 
 
 @dataclass

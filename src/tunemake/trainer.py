@@ -1,5 +1,5 @@
-"""What the trainer steps (train, align) share: TrainingArguments from their params, resuming from the newest
-complete checkpoint of the same run, stopping on a signal, and the facts their summaries record.
+"""What the trainer steps (train, align, reinforce) share: TrainingArguments from their params, resuming from the
+newest complete checkpoint of the same run, stopping on a signal, and the facts their summaries record.
 """
 
 from __future__ import annotations

@@ -74,10 +74,14 @@ def locate(model_dir: Path) -> Path:
     return materialise(source, manifest["dtype"], manifest["trust_remote_code"])
 
 
-def final_model(merged: Path, align: Path | None) -> Path:
-    """The model the pipeline ships: the align step's DPO model when it ran (align.enabled), else the SFT one."""
-    aligned = Path(align) / "model" if align else None
-    return aligned if aligned and aligned.is_dir() else Path(merged)
+def final_model(merged: Path, align: Path | None, reinforce: Path | None = None) -> Path:
+    """The model the pipeline ships: the reinforce step's GRPO model when it ran (reinforce.enabled), else the align
+    step's DPO model when that ran (align.enabled), else the SFT one. With reinforce left out: the model reinforce
+    starts from."""
+    for step in (reinforce, align):
+        if step and (Path(step) / "model").is_dir():
+            return Path(step) / "model"
+    return Path(merged)
 
 
 def load(model_dir: Path, **kwargs):
