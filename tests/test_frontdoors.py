@@ -356,6 +356,7 @@ def test_default_pipeline_on_the_bundled_smollm2(workspace):
     params["eval"].update(limit=3, max_new_tokens=16, speed_rows=1)
     params["suite"].update(limit=2, max_new_tokens=16)
     params["replay"].update(limit=6, max_new_tokens=48)
+    params["bfcl"].update(rows=2, max_new_tokens=32)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["snakemake", "--profile", "local"], workspace)
     manifest = yaml.safe_load((workspace / "results" / "base" / "manifest.json").read_text())
