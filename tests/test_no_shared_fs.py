@@ -116,7 +116,7 @@ def test_the_pipeline_runs_with_no_shared_filesystem(s3, s3_endpoint, workspace,
     ran_in_pods = sorted(
         re.search(r"^(?:local)?rule (\w+):", (pod / "log").read_text(), re.M).group(1) for pod in pods.iterdir()
     )
-    assert ran_in_pods == ["base", "baseline", "evaluate", "gguf", "merge", "replay", "suite", "train"]
+    assert ran_in_pods == ["base", "baseline", "bfcl", "evaluate", "gguf", "merge", "replay", "suite", "train"]
     for pod in pods.iterdir():
         assert (pod / "exit").read_text().strip() == "0"
         # Each pod started empty: what it had of results/ came from S3 into Snakemake's storage folder.

@@ -72,6 +72,7 @@ def test_the_pipeline_runs_through_sbatch_with_the_slurm_profile(slurm_cluster, 
     assert sorted(jobs) == [
         "base",
         "baseline",
+        "bfcl",
         "evaluate",
         "gguf",
         "merge",
