@@ -44,6 +44,7 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
     dedup digest), never the rows."""
     stats: dict = {"sources": {}}
     keys: list[tuple[str, str]] = []  # per kept record, in reading order: (group, stratum)
+    kinds: list[str] = []  # per kept record, in reading order: chat.answer_kind
     lengths: list[int] = []
     rejects: Counter = Counter()
     with atomic_dir(out) as tmp:
@@ -58,6 +59,7 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
                     continue
                 opened[row["meta"]["source"]].write(json.dumps(row, ensure_ascii=False) + "\n")
                 keys.append(split_key(row, params.stratify_by, params.group_by))
+                kinds.append(answer_kind(row))
                 lengths.append(sum(len(m["content"]) for m in row["messages"]) + len(json.dumps(row.get("tools", []))))
         names = assign(keys, params.split.model_dump(), params.seed)
         _check_not_empty(names, params)
@@ -68,10 +70,10 @@ def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:
             starts = dict(zip(scratch, np.cumsum([0] + [stats["sources"][label]["kept"] for label in scratch])))
             for label in sorted(scratch):
                 with open(scratch[label], encoding="utf-8") as handle:
-                    for line, name in zip(handle, names[starts[label] :]):
+                    for line, name, kind in zip(handle, names[starts[label] :], kinds[starts[label] :]):
                         outputs[name].write(line)
                         by_source[name][label] += 1
-                        by_kind[name][answer_kind(json.loads(line))] += 1
+                        by_kind[name][kind] += 1
                 scratch[label].unlink()
             for row in _replay_rows(replay, params, names.count("train")):
                 outputs["train"].write(json.dumps(row, ensure_ascii=False) + "\n")
