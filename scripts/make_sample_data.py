@@ -15,8 +15,9 @@ row's split. Chosen is the row's answer; rejected is a near miss: for tool calls
 missing argument, the wrong function, the right call followed by a spurious second one, or the right call wrapped in
 chatty prose; for Q&A the answer without its last sentence (the warning or the check that makes it safe and
 complete), or for one-sentence answers without its last clause.
-No-call rows: 48 requests that none of the offered tools fits (xlam's `answers: []`, twelve phrasing groups of
-four), about one in nine tool rows; prepare gives them the source's no_call_reply as their answer, so the model
+No-call rows (xlam's `answers: []`), about one in four tool rows: 48 requests that none of the twelve tools serves
+(twelve phrasing groups of four), and 72 requests of the call rows asked again with their tool left out (one per
+single-tool group, in that group). prepare gives them the source's no_call_reply as their answer, so the model
 learns when not to call. Each has a pair too: chosen is that reply, rejected a spurious call to an offered tool.
 Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
 timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
@@ -543,6 +544,30 @@ def no_call_rows(first_id: int) -> list[dict]:
     return rows
 
 
+def missing_tool_rows(tool_rows_: list[dict], first_id: int) -> list[dict]:
+    """For each single-tool phrasing group, its first request again with only other tools offered: the tool it needs
+    is missing, so the right answer is no call. It stays in its request's group (one split), so training sees the
+    same words answered both ways, and the choice can only come from the offered tools."""
+    rng = random.Random(20261208)
+    rows, seen = [], set()
+    for row in tool_rows_:
+        if not row["group"].startswith("single:") or row["group"] in seen:
+            continue
+        seen.add(row["group"])
+        (needed,) = (answer["name"] for answer in json.loads(row["answers"]))
+        offered = rng.sample(sorted(n for n in TOOLS if n != needed), rng.choice([1, 2]))
+        rows.append(
+            {
+                "id": first_id + len(rows),
+                "query": row["query"],
+                "tools": json.dumps([TOOLS[n] for n in offered]),
+                "answers": "[]",
+                "group": row["group"],
+            }
+        )
+    return rows
+
+
 def no_call_pairs(rows: list[dict], reply: str) -> list[dict]:
     """Chosen: the source's reply in words; rejected: a call to an offered tool, filled from the request's words."""
     from tunemake.formats import FORMATS
@@ -919,6 +944,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     tools, qa = tool_rows(), qa_rows()
     none = no_call_rows(len(tools))
+    none += missing_tool_rows(tools, len(tools) + len(none))
     reply = SourceParams.model_fields["no_call_reply"].default  # params.yaml gives the source no other
     for name, rows in (
         ("tool_calls.jsonl", tools + none),
