@@ -121,13 +121,13 @@ def test_default_preference_file_follows_the_default_splits(tmp_path):
     run(["tunemake", "prepare", "--out", "results/data"], tmp_path)
     run(["tunemake", "pairs", "--data", "results/data", "--out", "results/pairs"], tmp_path)
     stats = json.loads((tmp_path / "results" / "pairs" / "stats.json").read_text())
-    assert stats["pairs"] == {"kept": 510, "rejected": 0} and stats["following_a_row"] == 414
+    assert stats["pairs"] == {"kept": 582, "rejected": 0} and stats["following_a_row"] == 486
     test_pairs = read_jsonl(tmp_path / "results" / "pairs" / "test.jsonl")
     kinds = Counter(
         "ask" if not p["chosen"][0].get("tool_calls") and p.get("tools") else "tool" if p.get("tools") else "qa"
         for p in test_pairs
     )
-    assert kinds == {"tool": 32, "qa": 3, "ask": 18}  # ask: 10 underspecified requests, 8 where no tool fits
+    assert kinds == {"tool": 28, "qa": 3, "ask": 25}  # ask: 10 underspecified requests, 15 where no tool fits
     groups = {
         split: {
             p["meta"]["group"]

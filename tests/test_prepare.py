@@ -308,7 +308,8 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
     # The no-call rows (xlam `answers: []`) are split by their request group like the others, and answered in words
     no_call = {s: [r for r in rows[s] if answer_kind(r) == "no_call"] for s in rows}
     assert no_call["test"] and no_call["train"]
-    assert all(r["meta"]["group"].startswith("none:") for s in rows for r in no_call[s])
+    # requests no tool serves (none:*), and call requests asked again without their tool, in their own group
+    assert {r["meta"]["group"].split(":")[0] for s in rows for r in no_call[s]} == {"none", "single"}
     assert {r["messages"][-1]["content"] for s in rows for r in no_call[s]} == {params.prepare.sources[0].no_call_reply}
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["splits"]["test"]["by_kind"]["no_call"] == len(no_call["test"])
