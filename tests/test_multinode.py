@@ -63,6 +63,29 @@ def two_nodes():
         assert daemons == "", daemons
 
 
+def cluster_report(env: dict) -> str:
+    """What a failure message needs to tell a stuck job from a lost cluster: the nodes and why they are down, every
+    job, the namespaces, the daemons and their last log lines."""
+    state = Path(env["SLURM_CONF"]).parent
+    commands = [["sinfo", "-R"], ["sinfo", "-N", "-l"], ["squeue", "-t", "all", "-l"], ["ip", "netns", "list"]]
+    commands += [["pgrep", "-a", "^tm-(slurm|munge)"], ["tail", "-n", "30", *map(str, sorted(state.glob("*/*.log")))]]
+    return "\n".join(
+        f"$ {' '.join(command)}\n{(result.stdout + result.stderr).strip()}"
+        for command in commands
+        for result in [subprocess.run(command, env=env, capture_output=True, text=True)]
+    )
+
+
+def finish(process: subprocess.Popen, env: dict, timeout: int) -> str:
+    """Snakemake's output once it ends, or, past `timeout`, a failure with the cluster's state (snakemake killed)."""
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.communicate()[0]
+        pytest.fail(f"snakemake still ran after {timeout} s:\n{output[-4000:]}\n{cluster_report(env)}")
+
+
 def slurm_jobs(workspace: Path, env: dict) -> dict[str, list[str]]:
     """The SLURM job ids of each rule submitted from this workspace (the executor comments a job with its rule)."""
     out = subprocess.run(
@@ -137,7 +160,7 @@ def losses(out: Path) -> list[float]:
 def test_two_nodes_train_through_snakemake_and_match_one_process(two_nodes, workspace, tmp_path):
     on_two_nodes(workspace, max_steps=6, checkpoint_steps=2, eval_steps=6)
     process = snakemake(workspace, two_nodes, "results/merged")
-    output, _ = process.communicate(timeout=1200)
+    output = finish(process, two_nodes, timeout=1200)
     assert process.returncode == 0, output[-6000:]
 
     summary = json.loads((workspace / "results" / "train" / "summary.json").read_text())
@@ -176,25 +199,29 @@ def test_a_node_lost_mid_training_fails_the_job_which_resumes_on_both_nodes(two_
     train = {"max_steps": 24, "checkpoint_steps": 4, "eval_steps": 24}
     on_two_nodes(workspace, **train)
     process = snakemake(workspace, two_nodes, "results/train")
-    deadline = time.time() + 900
-    checkpoint = workspace / "checkpoints" / "train" / "checkpoint-8" / "trainer_state.json"
-    while not checkpoint.exists():
-        assert process.poll() is None and time.time() < deadline, process.stdout.read()[-6000:]
-        time.sleep(0.5)
-    (job_id,) = slurm_jobs(workspace, two_nodes)["train"]
-    # Node 2 loses its training processes at once (SIGKILL: no checkpoint, no goodbye), as a crashed host would.
-    victims = node_pids("tm-node2", r"torchrun|tunemake train")
-    assert victims, "no training processes on tmnode2"
-    killed = time.time()
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    while scontrol(job_id, two_nodes)["JobState"] in ("RUNNING", "COMPLETING"):
-        assert time.time() < killed + BOUND, f"the job still runs {BOUND} s after node 2 was lost"
-        time.sleep(0.5)
-    failed_after = time.time() - killed
-    assert scontrol(job_id, two_nodes)["JobState"] == "FAILED"
-
-    output, _ = process.communicate(timeout=900)  # Snakemake's retry (the profile's retries: 2) resumes
+    try:
+        deadline = time.time() + 900
+        checkpoint = workspace / "checkpoints" / "train" / "checkpoint-8" / "trainer_state.json"
+        while not checkpoint.exists():
+            assert process.poll() is None and time.time() < deadline, cluster_report(two_nodes)
+            time.sleep(0.5)
+        (job_id,) = slurm_jobs(workspace, two_nodes)["train"]
+        # Node 2 loses its training processes at once (SIGKILL: no checkpoint, no goodbye), as a crashed host would.
+        victims = node_pids("tm-node2", r"torchrun|tunemake train")
+        assert victims, "no training processes on tmnode2"
+        killed = time.time()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        while scontrol(job_id, two_nodes)["JobState"] in ("RUNNING", "COMPLETING"):
+            assert time.time() < killed + BOUND, f"the job still runs {BOUND} s after node 2 was lost"
+            time.sleep(0.5)
+        failed_after = time.time() - killed
+        assert scontrol(job_id, two_nodes)["JobState"] == "FAILED", cluster_report(two_nodes)
+        output = finish(process, two_nodes, timeout=900)  # Snakemake's retry (the profile's retries: 2) resumes
+    finally:
+        if process.poll() is None:  # a failed check above: no snakemake (and its retries) left behind
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, output[-6000:]
     first, retry = slurm_jobs(workspace, two_nodes)["train"]
     assert first == job_id and scontrol(retry, two_nodes)["JobState"] == "COMPLETED"
@@ -291,7 +318,7 @@ def inputs(tmp_path_factory, tiny_llama_dir) -> Path:
 def test_the_pytorchjob_torchrun_trains_across_the_two_namespaces_with_the_operators_variables(two_nodes, inputs):
     result = pods(inputs, two_nodes, pod_step(inputs, "pods"))
     for node, (code, output) in result.items():
-        assert code == 0, (node, output[-4000:])
+        assert code == 0, (node, output[-4000:], cluster_report(two_nodes))
     summary = json.loads((inputs / "pods" / "out" / "summary.json").read_text())
     assert summary["hosts"] == ["tmnode1", "tmnode2"] and summary["processes"] == 2
     one = one_process(inputs, inputs / "one", two_nodes, max_steps=6, checkpoint_steps=2, eval_steps=6)
@@ -305,7 +332,8 @@ def test_checkpoints_not_shared_and_a_node_that_never_starts_fail_with_their_mes
     result = pods(inputs, two_nodes, pod_step(inputs, "unshared"), prefix={"tmnode2": local_disk})
     for node, (code, output) in result.items():
         assert code != 0, (node, output[-4000:])
-        assert f"{inputs / 'unshared' / 'checkpoints'} is not shared between the nodes" in output, output[-4000:]
+        message = f"{inputs / 'unshared' / 'checkpoints'} is not shared between the nodes"
+        assert message in output, (output[-4000:], cluster_report(two_nodes))
         assert "rank 1 on tmnode2 cannot see it" in output
 
     # Only the master starts: its rendezvous gives up after TUNEMAKE_RDZV_TIMEOUT, read where the manifest is made.
