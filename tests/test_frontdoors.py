@@ -47,6 +47,32 @@ def test_every_rules_code_inputs_are_its_modules_import_closure():
     assert "src/tunemake/formats/xlam.py" in dag.code_files("prepare")
 
 
+def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path):
+    """Only a registry (formats, methods) is a code input whole: a helper package's other modules are not."""
+    package = tmp_path / "tunemake" / "helpers"
+    package.mkdir(parents=True)
+    for name, text in {
+        "__init__.py": "",
+        "used.py": "",
+        "unused.py": "",
+        "../step.py": "from tunemake.helpers.used import x\nfrom tunemake.methods import METHODS\n",
+        "../methods/__init__.py": "",
+        "../methods/lora.py": "",
+        "../__init__.py": "",
+    }.items():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(text)
+    files = {Path(f).relative_to(tmp_path).as_posix() for f in dag.code_files("step", src=tmp_path)}
+    assert files == {
+        "tunemake/__init__.py",
+        "tunemake/step.py",
+        "tunemake/helpers/__init__.py",
+        "tunemake/helpers/used.py",
+        "tunemake/methods/__init__.py",
+        "tunemake/methods/lora.py",
+    }
+
+
 def test_no_step_imports_another_step():
     for name in STEPS:
         others = {f"src/tunemake/{other}.py" for other in STEPS if other != name}

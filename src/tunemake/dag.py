@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import yaml
 
 from tunemake.errors import StepError
+from tunemake.registry import PACKAGES
 
 HEADER = """\
 # GENERATED from the Snakemake rules (rules/*.smk) by `tunemake dag`: do not edit by hand.
@@ -51,8 +52,9 @@ def main(args: argparse.Namespace) -> None:
 
 def code_files(step: str, src: Path = Path("src")) -> list[str]:
     """The files of `tunemake.<step>` and of every tunemake module it imports, transitively (imports inside
-    functions included: they run too). Importing a.b.c runs the __init__ of a and a.b, so those count as well, and a
-    sub-package counts whole: tunemake's sub-packages are registries whose __init__ imports all their modules."""
+    functions included: they run too). Importing a.b.c runs the __init__ of a and a.b, so those count as well. A
+    registry (tunemake.registry.PACKAGES) counts whole, since its __init__ imports each module by name; any other
+    sub-package counts only for the modules imported from it."""
     todo, seen, files = [f"tunemake.{step}"], set(), set()
     while todo:
         parts = todo.pop().split(".")
@@ -65,7 +67,7 @@ def code_files(step: str, src: Path = Path("src")) -> list[str]:
             if path is not None:
                 files.add(path)
                 todo += _tunemake_imports(path)
-            if path is not None and path.name == "__init__.py" and "." in name:  # a sub-package: a registry
+            if name.removeprefix("tunemake.") in PACKAGES:
                 todo += [f"{name}.{module.stem}" for module in path.parent.glob("*.py") if module.stem != "__init__"]
     if not files or f"{step}.py" not in {Path(f).name for f in files}:
         raise StepError(f"no module tunemake.{step} under {src}: a rule's code() must name its step's module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+PACKAGES = ("formats", "methods")  # the registries; every other sub-package is plain code (tunemake.dag)
 NOT_ENTRIES = {"__init__", "common"}  # a package's own plumbing, not a format or method
 
 
