@@ -23,7 +23,7 @@ import torch
 from tunemake import align
 from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.methods.lora import lora_config
-from tunemake.params import load
+from tunemake.params.schema import load
 from tunemake.runtime import cpu_features
 from tunemake.weights import load as load_model
 

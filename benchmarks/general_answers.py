@@ -20,7 +20,8 @@ import torch
 
 from tunemake import general
 from tunemake.llamacpp import answer, load
-from tunemake.params import BaseParams, SuiteParams
+from tunemake.params.base import BaseParams
+from tunemake.params.suite import SuiteParams
 from tunemake.runtime import threads
 from tunemake.suite import conversations
 from tunemake.weights import resolve

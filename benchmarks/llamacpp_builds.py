@@ -23,7 +23,7 @@ def worker(files: list[str], test: str, base: str) -> dict:
     import llama_cpp
 
     from tunemake.heldout import examples, gguf_model
-    from tunemake.params import EvalParams
+    from tunemake.params.eval import EvalParams
 
     rows = examples(Path(test), None)
     out = {"llama_cpp": llama_cpp.__file__, "system_info": llama_cpp.llama_print_system_info().decode(), "files": {}}

@@ -29,7 +29,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from tunemake import weights
 from tunemake.loss import assistant_loss
 from tunemake.methods.lora import lora_config
-from tunemake.params import load
+from tunemake.params.schema import load
 from tunemake.runtime import cpu_features, matmul_gflops
 from tunemake.train import precision
 from tunemake.weights import frozen_in_autocast_dtype

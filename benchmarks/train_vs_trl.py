@@ -58,7 +58,7 @@ def make_model(out: Path, shape: str) -> int:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunemake.params import BaseParams
+    from tunemake.params.base import BaseParams
     from tunemake.weights import BUNDLED_FILE, resolve
 
     gguf = Path(resolve(BaseParams())["path"])

@@ -5,8 +5,8 @@ from pathlib import Path
 from snakemake.settings.types import SharedFSUsage
 
 from tunemake.dag import code_files
-from tunemake.params import load as load_params
-from tunemake.params import reward_files
+from tunemake.params.schema import load as load_params
+from tunemake.params.reinforce import reward_files
 from tunemake.profiles import check as check_profile
 from tunemake.sweep import parse as parse_sweep
 

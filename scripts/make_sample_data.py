@@ -571,7 +571,7 @@ def missing_tool_rows(tool_rows_: list[dict], first_id: int) -> list[dict]:
 def no_call_pairs(rows: list[dict], reply: str) -> list[dict]:
     """Chosen: the source's reply in words; rejected: a call to an offered tool, filled from the request's words."""
     from tunemake.formats import FORMATS
-    from tunemake.params import SourceParams
+    from tunemake.params.sources import SourceParams
 
     rng = random.Random(11)
     source = SourceParams(path="tool_calls.jsonl", format="xlam", no_call_reply=reply)
@@ -939,7 +939,7 @@ def without_last_part(answer: str) -> str:
 
 
 def main() -> None:
-    from tunemake.params import SourceParams
+    from tunemake.params.sources import SourceParams
 
     OUT.mkdir(parents=True, exist_ok=True)
     tools, qa = tool_rows(), qa_rows()

@@ -68,7 +68,7 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the bundled GGUF."""
     from transformers import AutoTokenizer
 
-    from tunemake.params import BaseParams
+    from tunemake.params.base import BaseParams
     from tunemake.weights import BUNDLED_FILE, resolve
 
     gguf = Path(resolve(BaseParams())["path"])

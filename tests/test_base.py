@@ -14,7 +14,7 @@ from tunemake import base, weights
 from tunemake.cache import make_once
 from tunemake.chat import OWN_TEMPLATE, TOOL_PREAMBLE
 from tunemake.errors import StepError
-from tunemake.params import BaseParams
+from tunemake.params.base import BaseParams
 
 
 def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):

@@ -20,7 +20,7 @@ from tunemake.evaluate import (
     read_baseline,
     sound_answers,
 )
-from tunemake.params import EvalParams
+from tunemake.params.eval import EvalParams
 
 
 def test_a_row_where_the_engines_differ_is_recorded_and_logged(caplog):

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import REPO, tiny_model, write_jsonl
 from tunemake import base, chat, gguf, merge, tokenize, train
-from tunemake.params import Params
+from tunemake.params.schema import Params
 
 TRL_TEMPLATES = Path(__import__("trl").__file__).parent / "chat_templates"
 # family -> (transformers config class, its extra settings, the real template, the special tokens, eos, the stop

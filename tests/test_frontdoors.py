@@ -246,6 +246,14 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         planned_after_editing(workspace, "src/tunemake/split.py")
         == {"prepare", "pairs", "tokenize", "train", "merge", "align", "reinforce", "baseline"} | after_merge
     )
+    # A section's code is read only by the steps that load that section: a train field's description re-runs train
+    # and what follows, as editing the field's value does; no data step, suite or baseline.
+    train_code = planned_after_editing(workspace, "src/tunemake/params/train.py")
+    assert (
+        train_code
+        == planned_jobs(workspace, train={"seed": 1})
+        == {"train", "merge", "align", "reinforce"} | after_merge
+    )
 
 
 def assert_opens_offline_with_plots(html: Path) -> None:

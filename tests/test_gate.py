@@ -8,7 +8,7 @@ import pytest
 
 from tunemake import evaluate, gate
 from tunemake.errors import StepError
-from tunemake.params import GateParams
+from tunemake.params.gate import GateParams
 from tunemake.stats import interval
 
 SIZES = {"shipped": "Q4_K_M", "unquantized": "F16", "order": ["F16", "Q4_K_M"], "files": {"F16": {}, "Q4_K_M": {}}}

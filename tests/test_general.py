@@ -10,7 +10,7 @@ import pytest
 
 from tunemake import general
 from tunemake.errors import StepError
-from tunemake.params import SuiteParams
+from tunemake.params.suite import SuiteParams
 
 STOP = set(
     "a an and are can do does for give how i in into is it list me my name of on or say the to what which you".split()
@@ -205,7 +205,7 @@ def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp
     dropped (a random model's answers run past 6 tokens: dropped as unfinished, never cut)."""
     from tunemake import replay
     from tunemake.jsonl import read_jsonl
-    from tunemake.params import ReplayParams
+    from tunemake.params.replay import ReplayParams
 
     stats = replay.run(ReplayParams(limit=10, max_new_tokens=6, temperature=0), tiny_llama_dir, tmp_path / "replay")
     rows = read_jsonl(tmp_path / "replay" / "rows.jsonl")
@@ -320,7 +320,7 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     from transformers import AutoTokenizer
 
     from tunemake.llamacpp import answer, file_template, load, shared_prefixes
-    from tunemake.params import BaseParams
+    from tunemake.params.base import BaseParams
     from tunemake.weights import resolve
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:13], ["template", "unrelated"])
@@ -352,7 +352,7 @@ def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir,
     base.chat_template reaches it too."""
     from tunemake import base as base_step
     from tunemake.llamacpp import base_gguf, load
-    from tunemake.params import BaseParams
+    from tunemake.params.base import BaseParams
 
     monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
     results = tmp_path / "results"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from conftest import REPO, run, write_jsonl
 from tunemake import pairs, prepare
 from tunemake.jsonl import read_jsonl
-from tunemake.params import Params
+from tunemake.params.schema import Params
 
 SYSTEM = "Be brief."
 

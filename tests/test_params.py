@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from tunemake.params import Params, ParamsError, load
+from tunemake.params import ParamsError
+from tunemake.params.schema import Params, load
 
 
 def write_params(tmp_path, edit) -> str:
@@ -40,7 +41,8 @@ def test_a_misspelt_key_is_named_with_the_valid_keys_of_its_section(tmp_path):
 
 
 def test_every_train_and_align_field_names_what_it_sets_or_says_it_is_tunemakes_own():
-    from tunemake.params import AlignParams, TrainParams
+    from tunemake.params.align import AlignParams
+    from tunemake.params.train import TrainParams
 
     for section in (TrainParams, AlignParams):
         for name, field in section.model_fields.items():
@@ -100,3 +102,21 @@ def test_the_models_defaults_are_the_bundled_params_yaml():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     defaults = Params(prepare=raw["prepare"], pairs=raw["pairs"])  # the data sources have no default
     assert defaults.model_dump() == load(REPO / "params.yaml").model_dump()
+
+
+def test_a_step_loads_only_its_sections_and_its_code_inputs_hold_only_theirs(tmp_path):
+    from tunemake import dag
+    from tunemake.params import SECTIONS
+    from tunemake.params import load as load_sections
+    from tunemake.params.schema import Params
+    from tunemake.params.train import TrainParams
+
+    assert tuple(Params.model_fields) == SECTIONS
+    path = write_params(tmp_path, lambda p: p["eval"].update(max_new_tokens=-1))  # invalid, but train does not read it
+    loaded = load_sections(path, ["train.lora.r=4", "gate.min_score=1"], train=TrainParams)
+    assert loaded.train.lora.r == 4 and not hasattr(loaded, "eval")
+    with pytest.raises(ParamsError, match="trian: unknown section"):
+        load_sections(path, ["trian.seed=1"], train=TrainParams)
+    # Of the steps up to train, only train imports the train section's code: editing it re-runs nothing before.
+    upstream = ("base", "replay", "suite", "prepare", "pairs", "tokenize", "baseline", "train")
+    assert {step for step in upstream if "src/tunemake/params/train.py" in dag.code_files(step)} == {"train"}

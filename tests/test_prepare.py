@@ -11,7 +11,7 @@ from tunemake import prepare
 from tunemake.chat import answer_kind
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
-from tunemake.params import PrepareParams
+from tunemake.params.prepare import PrepareParams
 from tunemake.replay import off as replay_off
 
 
@@ -281,7 +281,7 @@ def test_default_data_holds_out_whole_phrasing_groups_and_their_values(tmp_path,
     languages, travel modes) are necessarily shared and excluded from the check."""
     import yaml
 
-    from tunemake.params import Params
+    from tunemake.params.schema import Params
 
     monkeypatch.chdir(REPO)
     params = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))

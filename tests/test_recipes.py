@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 from tunemake import align, base, merge, pairs, prepare, tokenize, train
 from tunemake.errors import StepError
-from tunemake.params import load
+from tunemake.params.schema import load
 from tunemake.runtime import cpu_bf16
 from tunemake.trainer import precision
 

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import BIN, REPO, run
 from tunemake.params import ParamsError
-from tunemake.params import load as load_params
+from tunemake.params.schema import load as load_params
 from tunemake.rewards import no_call_score, reward_function, tool_call_score
 from tunemake.weights import final_model
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run
-from tunemake.params import ParamsError, load
+from tunemake.params import ParamsError
+from tunemake.params.schema import load
 from tunemake.sweep import parse
 
 PARAMS = REPO / "params.yaml"
@@ -63,7 +64,7 @@ def test_every_step_takes_set_on_its_command_line(tmp_path):
 
 def test_a_sweep_points_trackers_write_to_a_folder_of_its_own(tmp_path, monkeypatch):
     """Points train side by side: each tracker gets tracking/sweep/KEY=VALUE/<step>, never params.yaml's run's."""
-    from tunemake.params import TrainParams
+    from tunemake.params.train import TrainParams
     from tunemake.trainer import tracking_callbacks
 
     monkeypatch.chdir(tmp_path)

@@ -12,7 +12,7 @@ from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import write_jsonl
 from tunemake.loss import IGNORE
-from tunemake.params import TokenizeParams
+from tunemake.params.tokenize import TokenizeParams
 
 # A minimal template that renders tools and tool calls natively (as Qwen2.5's or Llama 3.1's do).
 NATIVE_TOOLS_TEMPLATE = (

@@ -459,7 +459,7 @@ def test_frozen_weights_in_bf16_give_the_same_losses_and_gradients_as_autocast_c
     from peft import get_peft_model
 
     from tunemake.methods.lora import lora_config
-    from tunemake.params import LoraParams
+    from tunemake.params.optimisation import LoraParams
 
     torch.manual_seed(0)
     ids = torch.randint(3, 1000, (2, 24))

@@ -25,18 +25,27 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from tunemake import headline
 from tunemake.chat import Renderer, encode_pair, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.methods.lora import lora_config
-from tunemake.params import AlignParams, Params
 from tunemake.params import load as load_params
+from tunemake.params.align import AlignParams
+from tunemake.params.merge import MergeParams
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
 from tunemake.weights import load, save_merged, save_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+class Sections(Protocol):
+    """What this step reads of params.yaml: the align and merge sections (tunemake.params.load)."""
+
+    align: AlignParams
+    merge: MergeParams
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set), args.merged, args.pairs, args.out, args.checkpoints)
+    run(
+        load_params(args.params, args.set, align=AlignParams, merge=MergeParams),
+        args.merged,
+        args.pairs,
+        args.out,
+        args.checkpoints,
+    )
 
 
 @contextmanager
@@ -125,7 +140,7 @@ def fingerprint(params: AlignParams, merged: Path, pairs: Path, world_size: int)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
+def run(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
     align = params.align
     if not align.enabled:
         with atomic_dir(out) as tmp:
@@ -136,7 +151,7 @@ def run(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path)
     return dpo(params, merged, pairs, out, checkpoints)
 
 
-def dpo(params: Params, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
+def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
     """The step with align on. Its imports are here so the step costs no torch import when off (about 12 s)."""
     import torch
     from transformers import set_seed

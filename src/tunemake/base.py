@@ -18,8 +18,8 @@ from pathlib import Path
 from tunemake.chat import extend_tools
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
-from tunemake.params import BaseParams
 from tunemake.params import load as load_params
+from tunemake.params.base import BaseParams
 from tunemake.weights import materialise, resolve, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).base, args.out)
+    run(load_params(args.params, args.set, base=BaseParams).base, args.out)
 
 
 def run(params: BaseParams, out: Path) -> dict:

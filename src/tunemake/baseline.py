@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
 from tunemake.jsonl import atomic_dir, write_json
-from tunemake.params import EvalParams
 from tunemake.params import load as load_params
+from tunemake.params.eval import EvalParams
 
 log = logging.getLogger("tunemake")
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     run(
-        load_params(args.params, args.set).eval,
+        load_params(args.params, args.set, eval=EvalParams).eval,
         args.base,
         args.data,
         args.pairs,

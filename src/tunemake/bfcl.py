@@ -33,8 +33,8 @@ from pathlib import Path
 from tunemake import general
 from tunemake.cache import cache_root, make_once
 from tunemake.jsonl import atomic_dir, write_json, write_jsonl
-from tunemake.params import BfclParams
 from tunemake.params import load as load_params
+from tunemake.params.bfcl import BfclParams
 from tunemake.stats import interval, paired_interval
 
 log = logging.getLogger("tunemake")
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).bfcl, args.base, args.converter, args.gguf, args.out)
+    run(load_params(args.params, args.set, bfcl=BfclParams).bfcl, args.base, args.converter, args.gguf, args.out)
 
 
 def _bfcl():

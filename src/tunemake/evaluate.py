@@ -48,8 +48,8 @@ from tunemake import degenerate, general
 from tunemake.errors import StepError
 from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
-from tunemake.params import EvalParams
 from tunemake.params import load as load_params
+from tunemake.params.eval import EvalParams
 from tunemake.scoring import parse_calls, text_scores, tool_scores
 from tunemake.stats import interval, paired_interval
 from tunemake.weights import final_model
@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     run(
-        load_params(args.params, args.set).eval,
+        load_params(args.params, args.set, eval=EvalParams).eval,
         args.baseline,
         args.merged,
         args.align,

@@ -36,8 +36,8 @@ from pathlib import Path
 from tunemake import headline
 from tunemake.errors import StepError
 from tunemake.jsonl import dotted, read_jsonl, write_json
-from tunemake.params import GateParams
 from tunemake.params import load as load_params
+from tunemake.params.gate import GateParams
 from tunemake.stats import paired_interval
 
 log = logging.getLogger("tunemake")
@@ -56,7 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).gate, args.eval, args.gguf, args.out, args.headline, args.bfcl)
+    run(
+        load_params(args.params, args.set, gate=GateParams).gate,
+        args.eval,
+        args.gguf,
+        args.out,
+        args.headline,
+        args.bfcl,
+    )
 
 
 def score(metrics: dict, model: str, metric: str) -> float:

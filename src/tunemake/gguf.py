@@ -25,8 +25,8 @@ from tunemake.chat import TOOL_INSTRUCTIONS, Renderer, stop_token_ids
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.llamacpp import convert, file_template, load
-from tunemake.params import GgufParams
 from tunemake.params import load as load_params
+from tunemake.params.gguf import GgufParams
 from tunemake.runtime import threads
 from tunemake.weights import final_model
 
@@ -189,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     run(
-        load_params(args.params, args.set).gguf,
+        load_params(args.params, args.set, gguf=GgufParams).gguf,
         final_model(args.merged, args.align, args.reinforce),
         args.converter,
         args.data,

@@ -20,7 +20,7 @@ from tunemake import general
 from tunemake.chat import Renderer, encode_pair, format_call, openai_messages
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
-from tunemake.params import EvalParams
+from tunemake.params.eval import EvalParams
 from tunemake.runtime import peak_rss_mb
 from tunemake.weights import frozen_in_autocast_dtype
 

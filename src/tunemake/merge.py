@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tunemake.params import MergeParams
 from tunemake.params import load as load_params
+from tunemake.params.merge import MergeParams
 from tunemake.weights import save_merged
 
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).merge, args.base, args.trained, args.out)
+    run(load_params(args.params, args.set, merge=MergeParams).merge, args.base, args.trained, args.out)
 
 
 def run(params: MergeParams, base: Path, trained: Path, out: Path) -> dict:

@@ -15,14 +15,23 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Protocol
 
 from tunemake.jsonl import read_jsonl
-from tunemake.params import Params
 from tunemake.params import load as load_params
+from tunemake.params.pairs import PairsParams
+from tunemake.params.prepare import PrepareParams
 from tunemake.sources import read_sources, write_splits
 from tunemake.split import SPLITS, split_records
 
 log = logging.getLogger(__name__)
+
+
+class Sections(Protocol):
+    """What this step reads of params.yaml: the pairs and prepare sections (tunemake.params.load)."""
+
+    pairs: PairsParams
+    prepare: PrepareParams
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set), args.data, args.out)
+    run(load_params(args.params, args.set, prepare=PrepareParams, pairs=PairsParams), args.data, args.out)
 
 
 def prompt_key(messages: list[dict], tools: list[dict] | None) -> str:
     return json.dumps([messages, tools or []], sort_keys=True)
 
 
-def run(params: Params, data: Path, out: Path) -> dict:
+def run(params: Sections, data: Path, out: Path) -> dict:
     pairs, rejects, stats = read_sources(params.pairs.sources, params.prepare)
     row_split = {}  # a prepared row's prompt -> its split
     for name in SPLITS:

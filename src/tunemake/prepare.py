@@ -19,8 +19,8 @@ import numpy as np
 from tunemake.chat import answer_kind
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
-from tunemake.params import PrepareParams
 from tunemake.params import load as load_params
+from tunemake.params.prepare import PrepareParams
 from tunemake.sources import read_rows
 from tunemake.split import SPLITS, assign, split_key
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).prepare, args.out, args.replay)
+    run(load_params(args.params, args.set, prepare=PrepareParams).prepare, args.out, args.replay)
 
 
 def run(params: PrepareParams, out: Path, replay: Path | None = None) -> dict:

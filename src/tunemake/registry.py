@@ -1,6 +1,6 @@
 """Registries that are packages: a data format is a module in tunemake/formats/, a training method a module in
 tunemake/methods/, and the module's file name is its name in params.yaml. Listing the files (rather than importing
-them) lets params.py validate names cheaply, and a registry can never list a module that does not exist.
+them) lets tunemake.params validate names cheaply, and a registry can never list a module that does not exist.
 """
 
 from __future__ import annotations

@@ -28,17 +28,26 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Protocol
 
 from tunemake.chat import Renderer, answer_kind, fast_tokenizer, format_call
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.methods.lora import lora_config
-from tunemake.params import Params, ReinforceParams
 from tunemake.params import load as load_params
+from tunemake.params.merge import MergeParams
+from tunemake.params.reinforce import ReinforceParams
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
 from tunemake.weights import final_model, load, save_merged, save_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+class Sections(Protocol):
+    """What this step reads of params.yaml: the reinforce and merge sections (tunemake.params.load)."""
+
+    reinforce: ReinforceParams
+    merge: MergeParams
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set), args.merged, args.align, args.data, args.out, args.checkpoints)
+    run(
+        load_params(args.params, args.set, reinforce=ReinforceParams, merge=MergeParams),
+        args.merged,
+        args.align,
+        args.data,
+        args.out,
+        args.checkpoints,
+    )
 
 
 def prompt_rows(renderer: Renderer, train: Path, kinds: list[str]) -> list[dict]:
@@ -134,7 +150,7 @@ def fingerprint(params: ReinforceParams, start: Path, data: Path, world_size: in
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def run(params: Params, merged: Path, align: Path | None, data: Path, out: Path, checkpoints: Path) -> dict | None:
+def run(params: Sections, merged: Path, align: Path | None, data: Path, out: Path, checkpoints: Path) -> dict | None:
     if not params.reinforce.enabled:
         with atomic_dir(out) as tmp:
             write_json(tmp / "summary.json", {"enabled": False})
@@ -144,7 +160,7 @@ def run(params: Params, merged: Path, align: Path | None, data: Path, out: Path,
     return grpo(params, final_model(merged, align), data, out, checkpoints)
 
 
-def grpo(params: Params, start: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
+def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
     """The step with reinforce on. Its imports are here so the step costs no torch import when off."""
     import torch
     from datasets import Dataset

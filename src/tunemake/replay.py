@@ -25,8 +25,9 @@ from pathlib import Path
 
 from tunemake import degenerate, general
 from tunemake.jsonl import atomic_dir, write_json, write_jsonl
-from tunemake.params import ReplayParams
 from tunemake.params import load as load_params
+from tunemake.params.prepare import PrepareParams
+from tunemake.params.replay import ReplayParams
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params, args.set)
+    params = load_params(args.params, args.set, prepare=PrepareParams, replay=ReplayParams)
     if params.prepare.replay:
         run(params.replay, args.base, args.out)
     else:

@@ -7,7 +7,7 @@ no_call or text), `reference` (the reference answer's text, calls written as the
 `reference_calls` (its calls, [{"function": {"name", "arguments"}}]) and `tools` (the function specs the row offers),
 plus TRL's own (`completion_ids`, `trainer_state`, `log_extra`, `log_metric`). It returns one score per completion,
 or None where it does not apply; a user's own reward (`module:function` in reinforce.rewards) has the same form and
-is checked when params load (tunemake.params.load_reward).
+is checked when params load (tunemake.params.reinforce.load_reward).
 
 - tool_call, for rows whose reference calls: 1 for an exact match (evaluate's tool_calls.exact_match: the same calls,
   no more, arguments right by the BFCL-style checker); otherwise partial credit of at most 0.9: 0.2 for parseable
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tunemake.params import REWARDS, load_reward
+from tunemake.params.reinforce import REWARDS, load_reward
 from tunemake.scoring import parse_calls, tool_scores
 
 PARTIAL = {"json_valid": 0.2, "function_name": 0.2, "required": 0.2, "arguments": 0.3}  # sums to 0.9: below exact

@@ -16,7 +16,8 @@ from typing import Iterator
 from tunemake.errors import StepError
 from tunemake.formats import FORMATS, Pair, RowError
 from tunemake.jsonl import ReadCounts, atomic_dir, dotted, read_lines, write_json, write_jsonl
-from tunemake.params import PrepareParams, SourceParams
+from tunemake.params.prepare import PrepareParams
+from tunemake.params.sources import SourceParams
 
 # Reasons that are the user's own choice, not a data defect: they never fail a strict run.
 CHOSEN = {"filtered_out", "duplicate"}

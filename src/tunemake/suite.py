@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tunemake import degenerate, general
 from tunemake.jsonl import atomic_dir, write_json, write_jsonl
-from tunemake.params import SuiteParams
 from tunemake.params import load as load_params
+from tunemake.params.suite import SuiteParams
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).suite, args.base, args.converter, args.out)
+    run(load_params(args.params, args.set, suite=SuiteParams).suite, args.base, args.converter, args.out)
 
 
 def conversations(params: SuiteParams) -> list[dict]:

@@ -31,7 +31,7 @@ import yaml
 from tunemake import headline
 from tunemake.jsonl import atomic_dir, dotted, read_jsonl, write_json
 from tunemake.params import ParamsError, with_value
-from tunemake.params import load as load_params
+from tunemake.params.schema import load as load_params
 from tunemake.stats import paired_interval
 
 log = logging.getLogger("tunemake")

@@ -26,8 +26,8 @@ from tunemake.chat import Renderer, answer_kind, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.loss import IGNORE
-from tunemake.params import TokenizeParams
 from tunemake.params import load as load_params
+from tunemake.params.tokenize import TokenizeParams
 from tunemake.runtime import threads
 from tunemake.split import SPLITS
 
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).tokenize, args.base, args.data, args.out)
+    run(load_params(args.params, args.set, tokenize=TokenizeParams).tokenize, args.base, args.data, args.out)
 
 
 def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:

@@ -27,8 +27,8 @@ from tunemake.callbacks import KeepBest, Progress, StopOnSignal, history, write_
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
-from tunemake.params import TrainParams
 from tunemake.params import load as load_params
+from tunemake.params.train import TrainParams
 from tunemake.runtime import (
     BF16_PAYS,
     cpu_features,
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    run(load_params(args.params, args.set).train, args.base, args.data, args.out, args.checkpoints)
+    run(load_params(args.params, args.set, train=TrainParams).train, args.base, args.data, args.out, args.checkpoints)
 
 
 def trainer_class():

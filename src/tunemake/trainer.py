@@ -16,7 +16,7 @@ import torch
 
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
-from tunemake.params import Optimisation
+from tunemake.params.optimisation import Optimisation
 from tunemake.runtime import DDP_TIMEOUT, cpu_bf16, cpu_bf16_pays, seconds
 
 log = logging.getLogger("tunemake.train")
@@ -54,7 +54,7 @@ def precision(name: str) -> str:
 
 
 def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
-    """The TrainingArguments both trainers take from the params they share (see tunemake.params.Optimisation)."""
+    """The TrainingArguments both trainers take from the params they share (see tunemake.params.optimisation)."""
     mode = precision(params.precision)
     return dict(
         output_dir=str(checkpoints),

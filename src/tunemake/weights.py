@@ -18,7 +18,7 @@ from pathlib import Path
 from tunemake.cache import cache_root, make_once
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, write_json
-from tunemake.params import BaseParams
+from tunemake.params.base import BaseParams
 
 log = logging.getLogger(__name__)
 
