@@ -58,8 +58,17 @@ def pytest_report_header(config):
     return f"cpu: {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none of ' + ' '.join(CPU_FLAGS)}"
 
 
+# Fixtures that build or load a model: a test using one is an integration test.
+MODEL_FIXTURES = {"smol_tokenizer_dir", "tiny_llama_dir", "tiny_llama_64_dir", "converter_dir", "sft", "workspace"}
+
+
 def pytest_collection_modifyitems(items):
-    """The minutes-long end-to-end runs first, so the workers finish together on the short tests."""
+    """Three tiers (CONTRIBUTING.md): `slow` end-to-end runs, `integration` tests on tiny models and real tools, and
+    `unit` for the rest, marked here. The slow runs go first, so the workers finish together on the short tests."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("integration"):
+            continue
+        item.add_marker(pytest.mark.integration if MODEL_FIXTURES & set(item.fixturenames) else pytest.mark.unit)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

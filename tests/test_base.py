@@ -44,6 +44,7 @@ def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
         (tiny_llama_dir / "moved.safetensors").rename(tiny_llama_dir / "model.safetensors")
 
 
+@pytest.mark.integration  # dequantises the bundled GGUF
 def test_gguf_is_dequantised_once_into_the_cache_and_found_again(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
     manifest = base.run(BaseParams(), tmp_path / "base")

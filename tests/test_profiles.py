@@ -204,6 +204,7 @@ def refused(result: subprocess.CompletedProcess) -> list[str]:
     return out.strip().splitlines()
 
 
+@pytest.mark.integration  # real snakemake runs
 def test_the_k8s_profile_with_its_placeholders_says_what_to_edit(checkout, no_credentials):
     lines = refused(snakemake(checkout, "--profile", "k8s", "-n"))
     assert lines == [
@@ -217,6 +218,7 @@ def test_the_k8s_profile_with_its_placeholders_says_what_to_edit(checkout, no_cr
     assert lines[3].startswith("  no S3 credentials: export SNAKEMAKE_STORAGE_S3_ACCESS_KEY")
 
 
+@pytest.mark.integration  # real snakemake runs
 def test_the_k8s_profile_refuses_the_placeholder_image_and_no_cluster_before_submitting(
     checkout, no_credentials, monkeypatch
 ):
@@ -229,6 +231,7 @@ def test_the_k8s_profile_refuses_the_placeholder_image_and_no_cluster_before_sub
     assert not (checkout / ".snakemake" / "locks").exists() or not any((checkout / ".snakemake" / "locks").iterdir())
 
 
+@pytest.mark.integration  # real snakemake runs
 def test_the_slurm_profile_refuses_no_sbatch_and_the_placeholder_account(checkout, tmp_path):
     path = os.environ["PATH"]
     if shutil.which("sbatch"):  # this machine's tools, but SLURM's sbatch
