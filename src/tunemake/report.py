@@ -521,7 +521,7 @@ def markdown(
         "",
         "## What the fine-tune broke: general prompts no training row shares",
         "",
-        *([f"**{note}**", ""] if (note := base_note(result)) else []),
+        *([f"**{broken}**", ""] if (broken := base_note(result)) else []),
         md("general"),
         "",
         *[
