@@ -8,6 +8,7 @@ from tunemake.dag import code_files
 from tunemake.params.schema import load as load_params
 from tunemake.params.reinforce import reward_files
 from tunemake.profiles import check as check_profile
+from tunemake.s3storage import ask_again_for_missing_directories
 from tunemake.sweep import parse as parse_sweep
 
 PARAMS = load_params("params.yaml")
@@ -105,17 +106,5 @@ def base_weights():
     return job_sources(*(p for p in (PARAMS.base.model,) if Path(p).is_dir()))
 
 
-# snakemake-storage-plugin-s3 0.3.6 remembers "not a directory" from the existence check made while the DAG is built,
-# so a directory output that a pod uploads later still looks missing to this process (MissingOutputException, see
-# snakemake/snakemake#870). Ask S3 again while the answer is no; a yes can stay cached. Remove when fixed upstream.
-try:
-    from snakemake_storage_plugin_s3 import StorageObject as _S3Object
-
-    def _s3_is_dir(self):
-        if not self._is_dir:
-            self._is_dir = any(self.get_subkeys())
-        return self._is_dir
-
-    _S3Object.is_dir = _s3_is_dir
-except ImportError:
-    pass
+# The S3 storage plugin's stale directory check, fixed where the installed version has it (tunemake.s3storage).
+ask_again_for_missing_directories()
