@@ -8,6 +8,8 @@ rule replay:
         directory("results/replay"),
     log:
         "logs/replay.log",
+    benchmark:
+        "logs/benchmarks/replay.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -27,6 +29,8 @@ rule prepare:
         directory("results/data"),
     log:
         "logs/prepare.log",
+    benchmark:
+        "logs/benchmarks/prepare.tsv"
     conda:
         TUNEMAKE_ENV
     params:
@@ -45,6 +49,8 @@ rule pairs:
         directory("results/pairs"),
     log:
         "logs/pairs.log",
+    benchmark:
+        "logs/benchmarks/pairs.tsv"
     conda:
         TUNEMAKE_ENV
     params:
@@ -63,6 +69,8 @@ rule tokenize:
         directory("results/tokenized"),
     log:
         "logs/tokenize.log",
+    benchmark:
+        "logs/benchmarks/tokenize.tsv"
     conda:
         TUNEMAKE_ENV
     params:

@@ -10,6 +10,8 @@ rule suite:
         directory("results/suite"),
     log:
         "logs/suite.log",
+    benchmark:
+        "logs/benchmarks/suite.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -40,6 +42,8 @@ rule baseline:
         directory("results/{point}baseline"),
     log:
         "logs/{point}baseline.log",
+    benchmark:
+        "logs/benchmarks/{point}baseline.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -69,6 +73,8 @@ rule evaluate:
         directory("results/{point}eval"),
     log:
         "logs/{point}evaluate.log",
+    benchmark:
+        "logs/benchmarks/{point}evaluate.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -94,6 +100,8 @@ rule bfcl:
         directory("results/{point}bfcl"),
     log:
         "logs/{point}bfcl.log",
+    benchmark:
+        "logs/benchmarks/{point}bfcl.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -118,6 +126,8 @@ rule gate:
         headline="results/{point}headline.json",
     log:
         "logs/{point}gate.log",
+    benchmark:
+        "logs/benchmarks/{point}gate.tsv"
     conda:
         TUNEMAKE_ENV
     params:
@@ -152,6 +162,8 @@ rule report:
         ),
     log:
         "logs/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
     conda:
         TUNEMAKE_ENV
     params:

@@ -7,6 +7,8 @@ rule converter:
         directory("results/converter"),
     log:
         "logs/converter.log",
+    benchmark:
+        "logs/benchmarks/converter.tsv"
     conda:
         TUNEMAKE_ENV
     shell:
@@ -25,6 +27,8 @@ rule gguf:
         directory("results/{point}gguf"),
     log:
         "logs/{point}gguf.log",
+    benchmark:
+        "logs/benchmarks/{point}gguf.tsv"
     conda:
         TUNEMAKE_ENV
     resources:

@@ -6,6 +6,8 @@ rule base:
         directory("results/base"),
     log:
         "logs/base.log",
+    benchmark:
+        "logs/benchmarks/base.tsv"
     conda:
         TUNEMAKE_ENV
     params:
@@ -27,6 +29,8 @@ rule train:
         directory("results/{point}train"),
     log:
         "logs/{point}train.log",
+    benchmark:
+        "logs/benchmarks/{point}train.tsv"
     conda:
         TUNEMAKE_ENV
     resources:
@@ -50,6 +54,8 @@ rule merge:
         directory("results/{point}merged"),
     log:
         "logs/{point}merge.log",
+    benchmark:
+        "logs/benchmarks/{point}merge.tsv"
     conda:
         TUNEMAKE_ENV
     params:
@@ -71,6 +77,8 @@ rule align:
         directory("results/{point}align"),
     log:
         "logs/{point}align.log",
+    benchmark:
+        "logs/benchmarks/{point}align.tsv"
     localrule: not config["align"]["enabled"]
     conda:
         TUNEMAKE_ENV
@@ -99,6 +107,8 @@ rule reinforce:
         directory("results/{point}reinforce"),
     log:
         "logs/{point}reinforce.log",
+    benchmark:
+        "logs/benchmarks/{point}reinforce.tsv"
     localrule: not config["reinforce"]["enabled"]
     conda:
         TUNEMAKE_ENV
