@@ -124,6 +124,10 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     steps += ("report", "gate")
     for step in steps:
         assert (workspace / "logs" / f"{step}.log").read_text().count(f"tunemake {step} finished") == 1
+        # Snakemake's benchmark of the job: seconds and peak memory, one row
+        header, row = (workspace / "logs" / "benchmarks" / f"{step}.tsv").read_text().splitlines()
+        timing = dict(zip(header.split("\t"), row.split("\t")))
+        assert float(timing["s"]) > 0 and float(timing["max_rss"]) > 0, (step, timing)
     assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
     assert (workspace / "results" / "reinforce" / "model" / "model.safetensors").is_file()  # what gguf converted
     assert (
