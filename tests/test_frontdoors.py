@@ -127,7 +127,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
         # Snakemake's benchmark of the job: seconds and peak memory, one row
         header, row = (workspace / "logs" / "benchmarks" / f"{step}.tsv").read_text().splitlines()
         timing = dict(zip(header.split("\t"), row.split("\t")))
-        assert float(timing["s"]) > 0 and float(timing["max_rss"]) > 0, (step, timing)
+        assert float(timing["s"]) > 0, (step, timing)
+        assert step not in ("train", "evaluate") or float(timing["max_rss"]) > 100, (step, timing)  # MB, sampled
     assert (workspace / "results" / "align" / "model" / "model.safetensors").is_file()
     assert (workspace / "results" / "reinforce" / "model" / "model.safetensors").is_file()  # what gguf converted
     assert (
