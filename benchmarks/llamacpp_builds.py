@@ -22,14 +22,14 @@ from pathlib import Path
 def worker(files: list[str], test: str, base: str) -> dict:
     import llama_cpp
 
-    from tunemake.heldout import examples, gguf_model
+    from tunemake.heldout import examples, score_gguf
     from tunemake.params.eval import EvalParams
 
     rows = examples(Path(test), None)
     out = {"llama_cpp": llama_cpp.__file__, "system_info": llama_cpp.llama_print_system_info().decode(), "files": {}}
     for file in files:
         started = time.perf_counter()
-        result = gguf_model(file, base, rows, EvalParams().model_dump(), None)
+        result = score_gguf(file, base, rows, EvalParams().model_dump(), None)
         seconds = time.perf_counter() - started
         prompt_tokens = sum(t[0] for t in result["timings"])
         prompt_seconds = sum(t[2] for t in result["timings"])

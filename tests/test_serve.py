@@ -142,8 +142,8 @@ def test_evaluate_asks_a_gguf_through_the_server_and_scores_the_parsed_tool_call
     )
     suite = {"prompts": [prompt, prompt + "Well"], "max_new_tokens": 8}
     params = evaluate.EvalParams(max_new_tokens=48, served_parallel=2, speed_rows=1)
-    served = heldout.gguf_model(str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, params.model_dump(), suite)
-    local = heldout.gguf_model(
+    served = heldout.score_gguf(str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, params.model_dump(), suite)
+    local = heldout.score_gguf(
         str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, {**params.model_dump(), "served": False}, suite
     )
     assert served["calls"][:3] == [CALL.removesuffix("<|im_end|>")] * 3 and served["answered_with_tool_calls"] == 3

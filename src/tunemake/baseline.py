@@ -2,7 +2,7 @@
 
 The base's row of the evaluation depends only on the base, the test rows and pairs, the suite and the eval settings,
 so it is a step of its own: retraining, re-aligning, re-exporting, or each point of a sweep over training settings
-never scores the base again. The passes are evaluate's own (tunemake.heldout.hf_model and gguf_model, each in a
+never scores the base again. The passes are evaluate's own (tunemake.heldout.score_transformers and score_gguf, each in a
 fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general answers (the
 reference drift is measured against) and the timed rows in transformers; every test row answered by its 16-bit GGUF
 (tunemake.llamacpp.base_gguf), whose answers are the base's: served by llama-server like every GGUF (eval.served).
@@ -18,7 +18,14 @@ import logging
 import time
 from pathlib import Path
 
-from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
+from tunemake.heldout import (
+    in_fresh_process,
+    read_test_pairs,
+    read_test_rows,
+    score_gguf,
+    score_transformers,
+    suite_request,
+)
 from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import load as load_params
 from tunemake.params.eval import EvalParams
@@ -67,12 +74,12 @@ def run(
 ) -> dict:
     from tunemake.llamacpp import base_gguf
 
-    rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
+    rows, pairs = read_test_rows(data, params), read_test_pairs(pairs_dir, params)
     started = time.perf_counter()
     result = in_fresh_process(
-        hf_model, str(base), str(tokenized), False, pairs, rows, params.model_dump(), suite_request(suite_dir)
+        score_transformers, str(base), str(tokenized), False, pairs, rows, params.model_dump(), suite_request(suite_dir)
     )
-    gguf = in_fresh_process(gguf_model, str(base_gguf(base, converter)), str(base), rows, params.model_dump(), None)
+    gguf = in_fresh_process(score_gguf, str(base_gguf(base, converter)), str(base), rows, params.model_dump(), None)
     served = {key: gguf[key] for key in ("calls", "answered_with_tool_calls") if key in gguf}
     result.update(answers=gguf["answers"], stopped=gguf["stopped"], answers_from="gguf-base", **served)
     with atomic_dir(out) as tmp:

@@ -46,7 +46,14 @@ from pathlib import Path
 
 from tunemake import degenerate, general
 from tunemake.errors import StepError
-from tunemake.heldout import gguf_model, hf_model, in_fresh_process, suite_request, test_pairs, test_rows
+from tunemake.heldout import (
+    in_fresh_process,
+    read_test_pairs,
+    read_test_rows,
+    score_gguf,
+    score_transformers,
+    suite_request,
+)
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json, write_jsonl
 from tunemake.params import load as load_params
 from tunemake.params.eval import EvalParams
@@ -313,7 +320,7 @@ def run(
     out: Path,
     reinforce: Path | None = None,
 ) -> dict:
-    rows, pairs = test_rows(data, params), test_pairs(pairs_dir, params)
+    rows, pairs = read_test_rows(data, params), read_test_pairs(pairs_dir, params)
     tuned_dir, before_rl = final_model(merged, align, reinforce), final_model(merged, align)
     suite = read_jsonl(suite_dir / "suite.jsonl")
     asked = suite_request(suite_dir)
@@ -324,13 +331,15 @@ def run(
     # row comes from the baseline step, scored by the same functions.
     answered_by = {"base": "gguf-base", "tuned": unquantized}
     models = {
-        **({"sft": (hf_model, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
+        **({"sft": (score_transformers, str(merged), str(tokenized), True, pairs)} if tuned_dir != merged else {}),
         **(
-            {"dpo": (hf_model, str(before_rl), str(tokenized), True, pairs)} if merged != before_rl != tuned_dir else {}
+            {"dpo": (score_transformers, str(before_rl), str(tokenized), True, pairs)}
+            if merged != before_rl != tuned_dir
+            else {}
         ),
-        "tuned": (hf_model, str(tuned_dir), str(tokenized), False, pairs),
+        "tuned": (score_transformers, str(tuned_dir), str(tokenized), False, pairs),
         **{
-            f"gguf-{name}": (gguf_model, str(gguf / sizes["files"][name]["file"]), str(tuned_dir))
+            f"gguf-{name}": (score_gguf, str(gguf / sizes["files"][name]["file"]), str(tuned_dir))
             for name in sizes["order"]
         },
     }

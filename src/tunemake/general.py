@@ -288,7 +288,7 @@ def scoring_precision() -> str:
     return "bf16" if not torch.cuda.is_available() and cpu_bf16_pays() else "fp32"
 
 
-def scoring():
+def scoring_context():
     """The context teacher-forced passes run in: no gradients, and scoring_precision's autocast."""
     import contextlib
 

@@ -1,8 +1,8 @@
 """What baseline and evaluate share: one model scored on the held-out test split.
 
-A transformers model (hf_model): teacher-forced loss on the assistant tokens, each held-out preference pair's
+A transformers model (score_transformers): teacher-forced loss on the assistant tokens, each held-out preference pair's
 log-likelihoods, its loss on the base's general answers (drift), and the timed rows answered one at a time; a GGUF
-file (gguf_model): every test row asked through llama-server as an OpenAI client asks it, tools included (or, with
+file (score_gguf): every test row asked through llama-server as an OpenAI client asks it, tools included (or, with
 eval.served off, answered at once in-process through llama.cpp's batched decoding), and the timed rows through
 llama-cpp-python's chat API. Each runs in a fresh process (in_fresh_process), so its peak
 memory is its own.
@@ -61,7 +61,7 @@ class FirstTokenTimer:
         pass
 
 
-def hf_model(
+def score_transformers(
     model_dir: str,
     tokenized: str,
     answer_all: bool,
@@ -73,7 +73,7 @@ def hf_model(
     """Loss, answers, preference-pair log-probabilities and speed of a transformers model, and its loss on the base's
     general answers when given the suite (runs in its own process). With answer_all false it answers only the timed
     rows: the model's answers come from its 16-bit GGUF, and the timed rows check that both engines agree. The
-    teacher-forced passes run in general.scoring's precision; answers are generated in float32."""
+    teacher-forced passes run in general.scoring_precision's; answers are generated in float32."""
     import torch
 
     params = EvalParams(**params)
@@ -82,7 +82,7 @@ def hf_model(
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
     result = {"scoring_precision": general.scoring_precision()}
     kept = frozen_in_autocast_dtype(model, result["scoring_precision"])  # else autocast casts them every pass
-    with general.scoring():
+    with general.scoring_context():
         result["loss"], result["pairs"] = loss_and_pairs(
             model, renderer, held_out_rows(Path(tokenized), {r["id"] for r in rows}), pairs, params.batch_size
         )
@@ -157,7 +157,7 @@ def time_one(model, tokenizer, prompt: str, generate: dict) -> tuple[tuple, str]
     return (prompt_tokens, output.shape[1] - prompt_tokens, timer.first - started, ended - timer.first), answer
 
 
-def gguf_model(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
+def score_gguf(path: str, tokenizer_dir: str, rows: list[dict], params: dict, suite: dict | None) -> dict:
     """Answers and speed of a GGUF file, and its general answers when given the suite (runs in its own process).
 
     With eval.served (the default) the file answers as users call it: llama-server --jinja renders each row's
@@ -279,14 +279,14 @@ def in_fresh_process(function, *args) -> dict:
         return pool.submit(function, *args).result()
 
 
-def test_rows(data: Path, params: EvalParams) -> list[dict]:
+def read_test_rows(data: Path, params: EvalParams) -> list[dict]:
     rows = examples(data / "test.jsonl", params.limit)
     if not rows:
         raise StepError(f"{data / 'test.jsonl'} has no rows to evaluate; give prepare.split.test a share of the data")
     return rows
 
 
-def test_pairs(pairs_dir: Path | None, params: EvalParams) -> list[dict]:
+def read_test_pairs(pairs_dir: Path | None, params: EvalParams) -> list[dict]:
     pairs = read_jsonl(pairs_dir / "test.jsonl") if pairs_dir else []
     return [pairs[i] for i in general.spread(len(pairs), params.limit or len(pairs))]
 
