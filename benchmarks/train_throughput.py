@@ -30,8 +30,8 @@ from tunemake import weights
 from tunemake.loss import assistant_loss
 from tunemake.methods.lora import lora_config
 from tunemake.params.schema import load
+from tunemake.precision import training_precision
 from tunemake.runtime import cpu_features, matmul_gflops
-from tunemake.train import precision
 from tunemake.weights import frozen_in_autocast_dtype
 
 
@@ -91,7 +91,9 @@ def main() -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu_autocast = torch.autocast(
-        device, dtype=torch.bfloat16 if precision("auto") == "bf16" else torch.float16, enabled=device == "cuda"
+        device,
+        dtype=torch.bfloat16 if training_precision("auto") == "bf16" else torch.float16,
+        enabled=device == "cuda",
     )
     model = weights.load(args.base, dtype=torch.float32).to(device)  # results/base pins the weights
     model = get_peft_model(model, lora_config(load(args.params).train.lora))
@@ -149,7 +151,7 @@ def main() -> None:
         "matmul_peak_gflops_fp32": peak,
         "matmul_peak_gflops_bf16": peak_bf16,
         "flops_per_token": per_token,
-        "precision": precision("auto"),
+        "precision": training_precision("auto"),
         "attention": attention,
         "threads": torch.get_num_threads(),
         "rows": len(rows),

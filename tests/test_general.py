@@ -11,6 +11,7 @@ import pytest
 from tunemake import general
 from tunemake.errors import StepError
 from tunemake.params.suite import SuiteParams
+from tunemake.precision import fast_weights_dtype
 
 STOP = set(
     "a an and are can do does for give how i in into is it list me my name of on or say the to what which you".split()
@@ -209,7 +210,7 @@ def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp
 
     stats = replay.run(ReplayParams(limit=10, max_new_tokens=6, temperature=0), tiny_llama_dir, tmp_path / "replay")
     rows = read_jsonl(tmp_path / "replay" / "rows.jsonl")
-    assert stats["dtype"] == general.fast_dtype() and stats["prompts"] == 10
+    assert stats["dtype"] == fast_weights_dtype() and stats["prompts"] == 10
     assert stats["rows"] == len(rows) and len(rows) + sum(stats["dropped"].values()) == 10
     assert stats["dropped"]["unfinished"] > 0
 

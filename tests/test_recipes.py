@@ -15,8 +15,8 @@ from conftest import REPO
 from tunemake import align, base, merge, pairs, prepare, tokenize, train
 from tunemake.errors import StepError
 from tunemake.params.schema import load
+from tunemake.precision import training_precision
 from tunemake.runtime import cpu_bf16
-from tunemake.trainer import precision
 
 RECIPES = sorted(p.parent.name for p in (REPO / "recipes").glob("*/params.yaml"))
 
@@ -115,7 +115,7 @@ def test_each_recipe_trains_a_few_steps_on_the_tiny_model(
         wanted = params[section].get("precision")
         if wanted == "fp16" or (wanted == "bf16" and not cpu_bf16()):
             with pytest.raises(StepError, match=f"precision is {wanted} but there is no GPU here.*; use auto"):
-                precision(wanted)
+                training_precision(wanted)
             params[section]["precision"] = "auto"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     loaded = load(tmp_path / "params.yaml")

@@ -18,6 +18,7 @@ import yaml
 from conftest import BIN, REPO, run
 from tunemake import trainer
 from tunemake.loss import assistant_loss
+from tunemake.precision import training_precision
 from tunemake.runtime import cpu_bf16_pays
 from tunemake.weights import frozen_in_autocast_dtype
 from tunemake.weights import load as base_load
@@ -448,9 +449,9 @@ def test_auto_precision_takes_bf16_on_a_cpu_only_where_its_matmuls_measure_faste
     monkeypatch.setattr(runtime, "cpu_bf16", lambda: True)
     for fp32, bf16, chosen in ((248.4, 139.5, "fp32"), (177, 410, "bf16"), (343, 2041, "bf16")):
         monkeypatch.setattr(runtime, "cpu_matmul_rates", lambda: {"float32": fp32, "bfloat16": bf16})  # noqa: B023
-        assert trainer.precision("auto") == chosen
+        assert training_precision("auto") == chosen
     monkeypatch.setattr(runtime, "cpu_bf16", lambda: False)  # no bf16 instructions: emulated, never taken
-    assert trainer.precision("auto") == "fp32"
+    assert training_precision("auto") == "fp32"
 
 
 def test_frozen_weights_in_bf16_give_the_same_losses_and_gradients_as_autocast_casting_them(tiny_llama_dir):

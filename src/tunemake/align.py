@@ -158,11 +158,11 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
     from transformers.trainer_callback import PrinterCallback
 
     from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.precision import training_precision
     from tunemake.trainer import (
         check_shared,
         optimizer_name,
         parameter_counts,
-        precision,
         resume_checkpoint,
         run_trainer,
         tracking_callbacks,
@@ -206,7 +206,7 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
         len(data["train"]),
         f"{trainable:,}",
         f"{total:,}",
-        precision(align.precision),
+        training_precision(align.precision),
         world_size,
     )
     run_trainer(trainer, resume_from, checkpoints)
@@ -228,7 +228,7 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
             "reference": f"{merged} with the adapter disabled (the SFT model)",
             "pairs": {name: len(split) for name, split in data.items()},
             "parameters": {"trainable": trainable, "total": total},
-            "precision": precision(align.precision),
+            "precision": training_precision(align.precision),
             "optimizer": optimizer_name(trainer.optimizer),
             "processes": world_size,
             "steps": trainer.state.global_step,

@@ -277,30 +277,6 @@ def padded(sequences: list[list[int]], pad: int, device, left: bool = False):
     return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
 
-def scoring_precision() -> str:
-    """bf16 autocast for teacher-forced scoring where the CPU multiplies bfloat16 fast (runtime.cpu_bf16_pays, as
-    train's precision auto), else fp32: faster, with the same rankings and losses to a few decimals
-    (docs/benchmarks/evaluate.md)."""
-    import torch
-
-    from tunemake.runtime import cpu_bf16_pays
-
-    return "bf16" if not torch.cuda.is_available() and cpu_bf16_pays() else "fp32"
-
-
-def scoring_context():
-    """The context teacher-forced passes run in: no gradients, and scoring_precision's autocast."""
-    import contextlib
-
-    import torch
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.inference_mode())
-    if scoring_precision() == "bf16":
-        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
-    return stack
-
-
 def load_model(model_dir: str | Path, max_new_tokens: int, dtype: str = "auto"):
     """A transformers model ready for greedy answers on this process's threads: (model, tokenizer, generate kwargs)."""
     import torch
@@ -317,18 +293,6 @@ def load_model(model_dir: str | Path, max_new_tokens: int, dtype: str = "auto"):
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     generate = dict(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad)
     return model, tokenizer, generate
-
-
-def fast_dtype() -> str:
-    """bfloat16 where the device multiplies it fast (a GPU that has it, a CPU where runtime.cpu_bf16_pays), else
-    float32. Weights held in bfloat16, not autocast: autocast casts every weight at every step, which dominates
-    generating a few tokens at a time (docs/benchmarks/replay.md)."""
-    import torch
-
-    from tunemake.runtime import cpu_bf16_pays
-
-    fast = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_bf16_pays()
-    return "bfloat16" if fast else "float32"
 
 
 def render(tokenizer, conversations: list[dict]) -> list[str]:

@@ -21,6 +21,7 @@ from tunemake.chat import Renderer, encode_pair, format_call, openai_messages
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params.eval import EvalParams
+from tunemake.precision import scoring_context, scoring_precision
 from tunemake.runtime import peak_rss_mb
 from tunemake.weights import frozen_in_autocast_dtype
 
@@ -73,16 +74,16 @@ def score_transformers(
     """Loss, answers, preference-pair log-probabilities and speed of a transformers model, and its loss on the base's
     general answers when given the suite (runs in its own process). With answer_all false it answers only the timed
     rows: the model's answers come from its 16-bit GGUF, and the timed rows check that both engines agree. The
-    teacher-forced passes run in general.scoring_precision's; answers are generated in float32."""
+    teacher-forced passes run in scoring_precision (tunemake.precision); answers are generated in float32."""
     import torch
 
     params = EvalParams(**params)
     model, tokenizer, generate = general.load_model(model_dir, params.max_new_tokens)
     renderer = Renderer(tokenizer)
     prompts = [renderer.render(*renderer.prepare(r["prompt"], r["tools"]), add_generation_prompt=True) for r in rows]
-    result = {"scoring_precision": general.scoring_precision()}
+    result = {"scoring_precision": scoring_precision()}
     kept = frozen_in_autocast_dtype(model, result["scoring_precision"])  # else autocast casts them every pass
-    with general.scoring_context():
+    with scoring_context():
         result["loss"], result["pairs"] = loss_and_pairs(
             model, renderer, held_out_rows(Path(tokenized), {r["id"] for r in rows}), pairs, params.batch_size
         )

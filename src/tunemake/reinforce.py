@@ -168,11 +168,11 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     from transformers.trainer_callback import PrinterCallback
 
     from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.precision import training_precision
     from tunemake.rewards import reward_function
     from tunemake.trainer import (
         optimizer_name,
         parameter_counts,
-        precision,
         resume_checkpoint,
         run_trainer,
         tracking_callbacks,
@@ -224,7 +224,7 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
         kinds,
         f"{trainable:,}",
         f"{total:,}",
-        precision(reinforce.precision),
+        training_precision(reinforce.precision),
         generation,
         world_size,
     )
@@ -250,7 +250,7 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
             "generation": generation,
             "prompts": kinds,
             "parameters": {"trainable": trainable, "total": total},
-            "precision": precision(reinforce.precision),
+            "precision": training_precision(reinforce.precision),
             "optimizer": optimizer_name(trainer.optimizer),
             "processes": world_size,
             "steps": trainer.state.global_step,

@@ -10,7 +10,7 @@ degenerate, are left out: replay must never teach truncation or loops. `replay.t
 answers (seeded) instead of taking the greedy ones. With `prepare.replay: 0` the step writes no rows at once and loads
 no model (torch is imported inside `run`).
 
-The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (general.fast_dtype):
+The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (tunemake.precision.fast_weights_dtype):
 they are training rows, compared with nothing, and transformers answers them faster than llama.cpp's portable
 build on CPUs that multiply bfloat16 fast (docs/benchmarks/replay.md). The answers that are compared with the tuned
 model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
@@ -28,6 +28,7 @@ from tunemake.jsonl import atomic_dir, write_json, write_jsonl
 from tunemake.params import load as load_params
 from tunemake.params.prepare import PrepareParams
 from tunemake.params.replay import ReplayParams
+from tunemake.precision import fast_weights_dtype
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
         conversations.append(
             {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
         )
-    model, tokenizer, generate = general.load_model(base, params.max_new_tokens, dtype=general.fast_dtype())
+    model, tokenizer, generate = general.load_model(base, params.max_new_tokens, dtype=fast_weights_dtype())
     prompts = general.render(tokenizer, conversations)
     if params.temperature > 0:  # temperature, then top-p (greedy: docs/benchmarks/defaults.md)
         generate.update(general.sampling(params.temperature, params.top_p))

@@ -29,6 +29,7 @@ from tunemake.loss import assistant_loss
 from tunemake.methods import METHODS
 from tunemake.params import load as load_params
 from tunemake.params.train import TrainParams
+from tunemake.precision import training_precision
 from tunemake.runtime import (
     BF16_PAYS,
     cpu_features,
@@ -43,7 +44,6 @@ from tunemake.trainer import (
     check_shared,
     optimizer_name,
     parameter_counts,
-    precision,
     resume_checkpoint,
     run_trainer,
     tracking_callbacks,
@@ -138,7 +138,7 @@ def build(params: TrainParams, base: Path, world_size: int):
     set_seed(params.seed)  # adapter initialisation draws random numbers before the Trainer seeds anything
     model = METHODS[params.method].build(base, params, torch.float32)  # float master weights; bf16/fp16 autocast
     if params.method == "lora":  # full and freeze save their frozen weights: those stay float32
-        frozen_in_autocast_dtype(model, precision(params.precision))
+        frozen_in_autocast_dtype(model, training_precision(params.precision))
     trainable, total = parameter_counts(model)
     log.info(
         "train: %s, %s trainable of %s parameters (%.2f%%), %s, %d process(es), effective batch %d",
@@ -146,7 +146,7 @@ def build(params: TrainParams, base: Path, world_size: int):
         f"{trainable:,}",
         f"{total:,}",
         100 * trainable / total,
-        precision(params.precision),
+        training_precision(params.precision),
         world_size,
         params.batch_size * params.gradient_accumulation * world_size,
     )
@@ -204,7 +204,7 @@ def write_outputs(
             "weights": "best" if params.keep_best and best_info else "last",
             "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
             "quantization": quantization(trainer.model),
-            "precision": precision(params.precision),
+            "precision": training_precision(params.precision),
             "optimizer": optimizer_name(trainer.optimizer),
             "batching": ("padding-free" if params.padding_free else "padded")
             + (", length-grouped" if params.group_by_length else ""),

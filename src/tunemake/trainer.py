@@ -17,7 +17,8 @@ import torch
 from tunemake.callbacks import StopOnSignal
 from tunemake.errors import StepError
 from tunemake.params.optimisation import Optimisation
-from tunemake.runtime import DDP_TIMEOUT, cpu_bf16, cpu_bf16_pays, seconds
+from tunemake.precision import training_precision
+from tunemake.runtime import DDP_TIMEOUT, seconds
 
 log = logging.getLogger("tunemake.train")
 
@@ -32,30 +33,9 @@ class Interrupted(StepError):
         self.exit_code = 128 + signum
 
 
-def precision(name: str) -> str:
-    """auto: bf16 on a GPU that has it, else fp16 there; on a CPU, bf16 autocast (float32 weights, bfloat16 matmuls)
-    where it has AVX-512 BF16 or AMX and they measure faster (runtime.cpu_bf16_pays), else fp32. What bf16 autocast
-    gains or loses on the CPUs measured: docs/benchmarks/training.md."""
-    gpu = torch.cuda.is_available()
-    if name == "auto":
-        if gpu:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_bf16_pays() else "fp32"
-    if name == "fp16" and not gpu:
-        raise StepError(
-            "precision is fp16 but there is no GPU here; use auto, fp32 or (on a CPU with AVX-512 BF16) bf16"
-        )
-    if name == "bf16" and not gpu and not cpu_bf16():
-        raise StepError(
-            "precision is bf16 but there is no GPU here and this CPU has neither AVX-512 BF16 nor AMX "
-            "(/proc/cpuinfo); use auto or fp32"
-        )
-    return name
-
-
 def arguments(params: Optimisation, checkpoints: Path, world_size: int) -> dict:
     """The TrainingArguments both trainers take from the params they share (see tunemake.params.optimisation)."""
-    mode = precision(params.precision)
+    mode = training_precision(params.precision)
     return dict(
         output_dir=str(checkpoints),
         num_train_epochs=params.epochs,

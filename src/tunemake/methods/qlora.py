@@ -9,16 +9,9 @@ from __future__ import annotations
 import os
 
 from tunemake.methods.lora import lora_config
+from tunemake.precision import qlora_compute_dtype
 
 ADAPTER = True
-
-
-def compute_dtype(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
 
 
 def build(base, params, dtype):
@@ -32,7 +25,7 @@ def build(base, params, dtype):
         load_in_4bit=True,
         bnb_4bit_quant_type=params.qlora.quant_type,
         bnb_4bit_use_double_quant=params.qlora.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype(params.qlora.compute_dtype),
+        bnb_4bit_compute_dtype=qlora_compute_dtype(params.qlora.compute_dtype),
     )
     # Each torchrun process quantizes onto its own GPU; current_device() would put every process on GPU 0.
     device = {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else {"": "cpu"}
