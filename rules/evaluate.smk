@@ -152,7 +152,7 @@ rule report:
         bfcl="results/bfcl",
         headline="results/headline.json",
         sweep=SWEEP.outputs(),
-        code=code("report") + job_sources("src/tunemake/templates/report.html"),
+        code=code("report") + job_sources("src/tunemake/templates/report.html", "src/tunemake/templates/report.md"),
     output:
         report(
             directory("results/report"),

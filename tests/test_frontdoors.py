@@ -36,6 +36,7 @@ def test_every_rules_code_inputs_are_its_modules_import_closure():
     for name in STEPS:
         data = {
             "src/tunemake/templates/report.html",
+            "src/tunemake/templates/report.md",
             f"src/tunemake/prompts/{name}.jsonl",
             "src/tunemake/prompts/general.jsonl",
         }

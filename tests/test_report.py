@@ -1,4 +1,4 @@
-"""The Markdown report on its own (the pipeline tests render it end to end)."""
+"""The report's two pages from their templates, on their own (the pipeline tests render them end to end)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ TABLES = ("gate", "headline", "general", "quality", "bfcl", "speed", "training",
 
 
 @pytest.mark.parametrize("mostly_broken", [False, True])
-def test_the_markdown_report_keeps_the_engine_note_whether_or_not_the_base_was_broken(mostly_broken):
+def test_both_pages_say_the_same_whether_or_not_the_base_was_broken(mostly_broken):
     result = {
         "verdict": "iterate",
         "shipped": "Q5_0",
@@ -24,10 +24,34 @@ def test_the_markdown_report_keeps_the_engine_note_whether_or_not_the_base_was_b
             "unfinished_rate": 5.0,
         },
     }
-    tabs = {name: (["model", "score"], [["base", 1.0]]) for name in TABLES}
-    text = report.markdown(
-        result, tabs, [], [], "train: {}", {"git_commit": "abc", "packages": {}}, "Every GGUF answered served."
+    context = dict(
+        result=result,
+        tables={name: (["model", "score"], [["base", 1.5], ["tuned", None]]) for name in TABLES},
+        plots={"scores": "data:", "losses": "data:"},
+        samples=[{"id": "tool_calls:7", "prompt": "weather in Paris?", "reference": "get_weather", "answers": {}}],
+        general=[],
+        general_count=66,
+        base_note=report.base_note(result),
+        params_text="train: {}\n",
+        swept=None,
+        summary={"git_commit": "abc", "packages": {"torch": "2.9"}},
+        metrics={"test_rows": 46, "tool_call_rows": 28, "no_call_rows": 15},
+        engines="Every GGUF answered served.",
+        bfcl_note="BFCL rows.",
     )
-    assert "**Verdict: ITERATE**" in text and "- no call where none fits: FAILED" in text
-    assert "Every GGUF answered served." in text
-    assert ("it is a pretrained model, or a poorly chosen one" in text) == mostly_broken
+    pages = report.pages(context)
+    html, md = pages["index.html"], pages["report.md"]
+    for text in (
+        "ITERATE",
+        "no call where none fits: FAILED",
+        "Every GGUF answered served.",
+        "46 rows, 28 with tool calls, 15 where no offered tool fits",
+        "BFCL rows.",
+        "tool_calls:7",
+        "torch 2.9",
+    ):
+        assert text in html and text in md, text
+    assert "| base    |     1.5 |\n| tuned   |     -   |" in md  # a table, a missing value as -
+    assert ("it is a pretrained model, or a poorly chosen one" in md) == mostly_broken
+    assert ("it is a pretrained model, or a poorly chosen one" in html) == mostly_broken
+    assert "## Alignment (DPO)" not in md and "Alignment (DPO)" not in html  # no plot: the step did not run

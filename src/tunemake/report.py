@@ -492,120 +492,21 @@ def engines(metrics: dict) -> str:
     return " ".join(lines)
 
 
-def markdown(
-    result: dict,
-    tabs: dict,
-    samples: list[dict],
-    general: list[dict],
-    params_text: str,
-    summary: dict,
-    note: str,
-    swept: dict | None = None,
-) -> str:
-    md = lambda name: tabulate(tabs[name][1], headers=tabs[name][0], tablefmt="github", missingval="-")  # noqa: E731
-    parts = [
-        "# tunemake report",
-        "",
-        f"**Verdict: {result['verdict'].upper()}** (shipping {result['shipped']}, judged on {result['metric']})",
-        "",
-        *[f"- {r}" for r in result["reasons"]],
-        "",
-        md("gate"),
-        "",
-        "The headline, as `dvc exp show` lists it:",
-        "",
-        md("headline"),
-        "",
-        "Intervals are 95% bootstrap intervals over the test rows; comparisons are paired. A gain must be told apart "
-        "from noise; a quant drop blocks deploy only when its interval rules out the limit.",
-        "",
-        "## What the fine-tune broke: general prompts no training row shares",
-        "",
-        *([f"**{broken}**", ""] if (broken := base_note(result)) else []),
-        md("general"),
-        "",
-        *[
-            line
-            for sample in general
-            for line in [
-                f"### {sample['id']}",
-                "",
-                f"**Prompt:** {sample['prompt']}",
-                "",
-                *[f"- **{name}:** `{answer}`" for name, answer in sample["answers"].items()],
-                "",
-            ]
-        ],
-        "## Held-out scores (points, 0-100)",
-        "",
-        md("quality"),
-        "",
-        note,
-        "",
-        "![scores](scores.png)",
-        "",
-        *(
-            ["## Berkeley Function Calling Leaderboard (served, BFCL's checker)", "", md("bfcl"), "", BFCL_NOTE, ""]
-            if tabs["bfcl"][1]
-            else []
-        ),
-        "## Speed and size",
-        "",
-        md("speed"),
-        "",
-        "## Training",
-        "",
-        md("training"),
-        "",
-        "![losses](losses.png)",
-        "",
-        *(
-            ["## Alignment (DPO)", "", md("alignment"), "", "![alignment](alignment.png)", ""]
-            if tabs["alignment"][1]
-            else []
-        ),
-        *(
-            ["## Reinforcement (GRPO)", "", md("reinforcement"), "", "![reinforcement](reinforcement.png)", ""]
-            if tabs["reinforcement"][1]
-            else []
-        ),
-        *(
-            [f"## {sweep_title(swept)}", "", md("sweep"), "", SWEEP_NOTE, "", "![sweep](sweep.png)", ""]
-            if swept
-            else []
-        ),
-        "## Data",
-        "",
-        md("data"),
-        "",
-        "## Sample answers",
-        "",
-    ]
-    for sample in samples:
-        parts += [
-            f"### {sample['id']}",
-            "",
-            f"**Prompt:** {sample['prompt']}",
-            "",
-            f"**Reference:** `{sample['reference']}`",
-            "",
-        ]
-        parts += [f"- **{name}:** `{answer}`" for name, answer in sample["answers"].items()] + [""]
-    parts += [
-        "## Parameters",
-        "",
-        "```yaml",
-        params_text.strip(),
-        "```",
-        "",
-        "## Provenance",
-        "",
-        f"git commit: {summary['git_commit']}",
-        "",
-        *[f"- {k} {v}" for k, v in summary["packages"].items()],
-        "",
-    ]
-    return "\n".join(parts)
+def pages(context: dict) -> dict[str, str]:
+    """index.html and report.md, each from its template (tunemake/templates/) and one context: the two say the same.
+    The HTML page carries its plots inline; the Markdown one links the PNGs beside it."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    environment = Environment(loader=PackageLoader("tunemake"), autoescape=select_autoescape())
+    tables = context["tables"]
+
+    def table(name: str) -> str:
+        return tabulate(tables[name][1], headers=tables[name][0], tablefmt="github", missingval="-")
+
+    return {
+        "index.html": environment.get_template("report.html").render(**context),
+        "report.md": environment.get_template("report.md").render(**context, table=table),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -653,8 +554,6 @@ def run(
     bfcl: Path | None = None,
     reinforce: Path | None = None,
 ) -> dict:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     stats = json.loads((data / "stats.json").read_text())
     history = json.loads((trained / "history.json").read_text())
     summary = json.loads((trained / "summary.json").read_text())
@@ -689,8 +588,7 @@ def run(
             png = (sweep / "sweep.png").read_bytes()
             (tmp / "sweep.png").write_bytes(png)
             plots["sweep"] = "data:image/png;base64," + base64.b64encode(png).decode()
-        environment = Environment(loader=PackageLoader("tunemake"), autoescape=select_autoescape())
-        html = environment.get_template("report.html").render(
+        context = dict(
             result=result,
             tables=tabs,
             plots=plots,
@@ -705,10 +603,7 @@ def run(
             engines=engines(metrics),
             bfcl_note=BFCL_NOTE,
         )
-        (tmp / "index.html").write_text(html, encoding="utf-8")
-        (tmp / "report.md").write_text(
-            markdown(result, tabs, samples, general, params_text, summary, engines(metrics), swept),
-            encoding="utf-8",
-        )
+        for name, text in pages(context).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     log.info("report: verdict %s -> %s", result["verdict"].upper(), out / "index.html")
     return result
