@@ -125,7 +125,7 @@ rule reinforce:
         " --checkpoints checkpoints/{wildcards.point}reinforce --log-file {log}"
 
 
-dvc_metrics("results/train/headline.json", "results/align/headline.json")
+dvc_metrics("results/train/headline.json", "results/align/headline.json", "results/reinforce/headline.json")
 dvc_plot("results/train/plots/train.tsv", x="step", y="loss")
 dvc_plot("results/train/plots/eval.tsv", x="step", y="val_loss")
 dvc_plot("results/align/plots/train.tsv", x="step", y=["rewards/chosen", "rewards/rejected", "rewards/margins"])

@@ -25,6 +25,7 @@ def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
     assert {
         "results/train/headline.json",
         "results/align/headline.json",
+        "results/reinforce/headline.json",
         "results/headline.json",
     } == set(yaml.safe_load(compiled)["metrics"])
     assert stages["gate"]["outs"] == ["results/gate.json", "results/headline.json"]
@@ -135,6 +136,8 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     assert (
         json.loads((workspace / "results" / "reinforce" / "summary.json").read_text())["start"] == "results/align/model"
     )
+    grpo = json.loads((workspace / "results" / "reinforce" / "headline.json").read_text())
+    assert set(grpo) == {"grpo_reward_first", "grpo_reward_last", "grpo_kl_last"}, grpo
     metrics = json.loads((workspace / "results" / "eval" / "metrics.json").read_text())
     assert (
         set(metrics["models"])

@@ -183,8 +183,9 @@ def test_reinforce_writes_the_merged_grpo_model_its_adapter_and_reward_curves(sf
     assert summary["enabled"] and summary["steps"] == 4 and summary["start"] == str(sft / "results/merged")
     assert summary["generation"] == "transformers generate" and summary["prompts"]["tool_call"] > 0
     assert summary["prompts"]["no_call"] > 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["reward_first"] == history[0]["reward"] and metrics["reward_last"] == history[-1]["reward"]
+    metrics = json.loads((out / "headline.json").read_text())
+    assert metrics["grpo_reward_first"] == round(history[0]["reward"], 4)
+    assert metrics["grpo_reward_last"] == round(history[-1]["reward"], 4)
     line = (reinforced / "reinforce.log").read_text()
     assert "reward=" in line and "kl=" in line and "length=" in line and "<" in line  # progress with its ETA
     assert not (reinforced / "checkpoints").exists()

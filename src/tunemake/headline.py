@@ -7,6 +7,7 @@ results/train/summary.json, results/align/summary.json, results/eval/metrics.jso
 
     train: trainable_params, best_val_loss, train_minutes
     align: dpo_val_margin, dpo_val_accuracy (only when align ran)
+    reinforce: grpo_reward_first, grpo_reward_last, grpo_kl_last (only when reinforce ran)
     gate:  verdict, shipped_quant, <score>_tuned, <score>_tuned_low, <score>_shipped, <score>_shipped_low,
            degenerate_vs_base, checkable_vs_base, drift, bfcl_irrelevance_shipped (BFCL restraint, when bfcl ran)
 
@@ -61,6 +62,21 @@ def align(summary: dict) -> dict:
         {
             "dpo_val_margin": _round(end.get("rewards/margins"), 4),
             "dpo_val_accuracy": _round(end.get("rewards/accuracies"), 4),
+        }
+    )
+
+
+def reinforce(summary: dict) -> dict:
+    """From results/reinforce/summary.json: GRPO's mean total reward on its first and last step, and the KL to the
+    model it started from at the end. Nothing when reinforce is off."""
+    if not summary.get("enabled"):
+        return {}
+    first, last = summary.get("first") or {}, summary.get("last") or {}
+    return _present(
+        {
+            "grpo_reward_first": _round(first.get("reward"), 4),
+            "grpo_reward_last": _round(last.get("reward"), 4),
+            "grpo_kl_last": _round(last.get("kl"), 4),
         }
     )
 

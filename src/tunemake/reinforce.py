@@ -10,7 +10,7 @@ penalty's reference is that same model (the adapter disabled). Completions are s
 or TRL's vLLM (colocate mode) on a GPU where vllm is installed (reinforce.vllm); the summary says which. Checkpoints,
 resume after a kill, SIGTERM and torchrun DDP behave as in train (tunemake.trainer).
 
-With reinforce.enabled false the output holds only summary.json and metrics.json saying so, and later steps use the
+With reinforce.enabled false the output holds only summary.json saying so (and an empty headline.json), and later steps use the
 model before it (tunemake.weights.final_model): the pipeline is the SFT (+ DPO) one.
 
 Output: model/ (the merged GRPO model, what gguf and evaluate use), adapter/, history.json (per logging step: the
@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from tunemake import headline
 from tunemake.chat import Renderer, answer_kind, fast_tokenizer, format_call
 from tunemake.errors import StepError
 from tunemake.jsonl import atomic_dir, read_jsonl, write_json
@@ -154,7 +155,7 @@ def run(params: Sections, merged: Path, align: Path | None, data: Path, out: Pat
     if not params.reinforce.enabled:
         with atomic_dir(out) as tmp:
             write_json(tmp / "summary.json", {"enabled": False})
-            write_json(tmp / "metrics.json", {"enabled": False})
+            write_json(tmp / headline.FILE, headline.reinforce({"enabled": False}))
         log.info("reinforce: off (reinforce.enabled: false); later steps use %s", final_model(merged, align))
         return None
     return grpo(params, final_model(merged, align), data, out, checkpoints)
@@ -265,17 +266,7 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
             "config": reinforce.model_dump(),
         }
         write_json(tmp / "summary.json", summary)
-        write_json(
-            tmp / "metrics.json",
-            {
-                "enabled": True,
-                "reward_first": first.get("reward"),
-                "reward_last": last.get("reward"),
-                "kl_last": last.get("kl"),
-                "steps": summary["steps"],
-                "wall_seconds": summary["wall_seconds"],
-            },
-        )
+        write_json(tmp / headline.FILE, headline.reinforce(summary))
     if not reinforce.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     log.info(

@@ -567,7 +567,11 @@ def run(
     reinforced = json.loads((reinforce / "summary.json").read_text()) if reinforce else {"enabled": False}
     tabs = tables(stats, summary, aligned, metrics, sizes, result, scored, reinforced)
     tabs["headline"] = headline_rows(
-        [trained / FILE, *([align / FILE] if align else []), *([gate_headline] if gate_headline else [])]
+        [
+            trained / FILE,
+            *(folder / FILE for folder in (align, reinforce) if folder),
+            *([gate_headline] if gate_headline else []),
+        ]
     )
     swept = json.loads((sweep / "sweep.json").read_text()) if sweep else None
     tabs["sweep"] = sweep_rows(swept) if swept else ([], [])
