@@ -27,6 +27,7 @@ class FreezeParams(Strict):
 
 class TrainParams(Optimisation):
     method: Method = Field("lora", description="a module in tunemake/methods/: lora, qlora, full, freeze")
+    epochs: float = Field(2, gt=0, description="-> num_train_epochs")
     lora: LoraParams = LoraParams()
     qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")
     freeze: FreezeParams = FreezeParams()
