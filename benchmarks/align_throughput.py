@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from tunemake import align
 from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.methods.lora import lora_config
 from tunemake.params.schema import load
 from tunemake.runtime import cpu_features
+from tunemake.steps import align
 from tunemake.weights import load as load_model
 
 VARIANTS = {"every position": contextlib.nullcontext, "answer tokens only": align.answer_tokens_only}

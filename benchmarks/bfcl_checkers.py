@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tunemake import bfcl
 from tunemake.scoring import tool_scores
+from tunemake.steps import bfcl
 
 
 def reference(ground_truth: list[dict]) -> list[dict]:

@@ -23,7 +23,7 @@ from tunemake.llamacpp import answer, load
 from tunemake.params.base import BaseParams
 from tunemake.params.suite import SuiteParams
 from tunemake.runtime import threads
-from tunemake.suite import conversations
+from tunemake.steps.suite import conversations
 from tunemake.weights import resolve
 
 

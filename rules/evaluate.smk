@@ -23,7 +23,7 @@ rule suite:
         " --log-file {log}"
 
 
-# The base model's row of every evaluation, scored once (tunemake.baseline): retraining or a sweep over training
+# The base model's row of every evaluation, scored once (tunemake.steps.baseline): retraining or a sweep over training
 # settings never scores the base again; a sweep over eval settings scores it per point.
 BASELINE = "results/{point}baseline" if SWEEP.key.startswith("eval.") else "results/baseline"
 
@@ -88,7 +88,7 @@ rule evaluate:
         " --pairs {input.pairs} --tokenized {input.tokenized} --suite {input.suite} --out {output} --log-file {log}"
 
 
-# BFCL's rows and checker (tunemake.bfcl): base, tuned and shipped GGUF through llama-server, the base cached per base.
+# BFCL's rows and checker (tunemake.steps.bfcl): base, tuned and shipped GGUF through llama-server, the base cached per base.
 rule bfcl:
     input:
         base="results/base",

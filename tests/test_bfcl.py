@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tunemake import bfcl
+from tunemake.steps import bfcl
 
 
 def test_bfcls_checker_scores_a_right_and_a_wrong_answer():

@@ -10,9 +10,10 @@ import logging
 
 import pytest
 
-from tunemake import evaluate
 from tunemake.errors import StepError
-from tunemake.evaluate import (
+from tunemake.params.eval import EvalParams
+from tunemake.steps import evaluate
+from tunemake.steps.evaluate import (
     drift_summary,
     engine_check,
     general_scores,
@@ -20,7 +21,6 @@ from tunemake.evaluate import (
     read_baseline,
     sound_answers,
 )
-from tunemake.params.eval import EvalParams
 
 
 def test_a_row_where_the_engines_differ_is_recorded_and_logged(caplog):

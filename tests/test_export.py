@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from tunemake import gguf as gguf_mod
 from tunemake.errors import StepError
 from tunemake.scoring import parse_calls
+from tunemake.steps import gguf as gguf_mod
 
 CITIES = ["Austin", "Boston", "Denver", "Lisbon", "Oslo", "Paris", "Quito", "Rome", "Seoul", "Tunis"]
 TOOLS = [

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_model, write_jsonl
-from tunemake import base, chat, gguf, merge, tokenize, train
+from tunemake import chat
 from tunemake.params.schema import Params
+from tunemake.steps import base, gguf, merge, tokenize, train
 
 TRL_TEMPLATES = Path(__import__("trl").__file__).parent / "chat_templates"
 # family -> (transformers config class, its extra settings, the real template, the special tokens, eos, the stop
@@ -72,7 +73,7 @@ def template(name: str) -> str:
     if name == "mistral-nemo":
         from importlib.metadata import version
 
-        from tunemake import converter
+        from tunemake.steps import converter
 
         folder = converter.fetch(version("llama-cpp-python")) / converter.TEMPLATES
         return (folder / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text(encoding="utf-8")

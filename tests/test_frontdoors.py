@@ -57,7 +57,8 @@ def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path
         "__init__.py": "",
         "used.py": "",
         "unused.py": "",
-        "../step.py": "from tunemake.helpers.used import x\nfrom tunemake.methods import METHODS\n",
+        "../steps/__init__.py": "",
+        "../steps/step.py": "from tunemake.helpers.used import x\nfrom tunemake.methods import METHODS\n",
         "../methods/__init__.py": "",
         "../methods/lora.py": "",
         "../__init__.py": "",
@@ -67,7 +68,8 @@ def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path
     files = {Path(f).relative_to(tmp_path).as_posix() for f in dag.code_files("step", src=tmp_path)}
     assert files == {
         "tunemake/__init__.py",
-        "tunemake/step.py",
+        "tunemake/steps/__init__.py",
+        "tunemake/steps/step.py",
         "tunemake/helpers/__init__.py",
         "tunemake/helpers/used.py",
         "tunemake/methods/__init__.py",
@@ -77,15 +79,16 @@ def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path
 
 def test_no_step_imports_another_step():
     for name in STEPS:
-        others = {f"src/tunemake/{other}.py" for other in STEPS if other != name}
+        others = {f"src/tunemake/steps/{other}.py" for other in STEPS if other != name}
         assert not others & set(dag.code_files(name)), name
+    assert STEPS == sorted(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # a module per rule and stage
 
 
 def test_the_command_line_lists_every_step_without_importing_it():
     import subprocess
     import sys
 
-    code = "import sys; from tunemake import cli; cli.build_parser(None); print(sorted(m for m in sys.modules if m in ('torch', 'transformers', 'tunemake.train')))"
+    code = "import sys; from tunemake import cli; cli.build_parser(None); print(sorted(m for m in sys.modules if m in ('torch', 'transformers', 'tunemake.steps.train')))"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tunemake import evaluate, gate
 from tunemake.errors import StepError
 from tunemake.params.gate import GateParams
 from tunemake.stats import interval
+from tunemake.steps import evaluate, gate
 
 SIZES = {"shipped": "Q4_K_M", "unquantized": "F16", "order": ["F16", "Q4_K_M"], "files": {"F16": {}, "Q4_K_M": {}}}
 ROWS = 32  # the default test split's tool-call rows: one row is 3.1 points
@@ -280,7 +280,7 @@ def test_alignment_may_not_cost_the_task_score_beyond_noise(sft_right, status, d
 def restraint_run(base_right: int, shipped_right: int, rows: int) -> tuple[dict, list[dict], dict]:
     """Our no-call rows and BFCL irrelevance, each of `rows` rows: the base abstains on its first `base_right`, the
     shipped Q4_K_M on its first `shipped_right`; on simple_python the shipped model loses three rows of ten."""
-    from tunemake import bfcl
+    from tunemake.steps import bfcl
 
     right = {"base": base_right, "gguf-Q4_K_M": shipped_right}
     samples = [{"scores": {m: {"no_call": float(i < n)} for m, n in right.items()}} for i in range(rows)]

@@ -41,7 +41,7 @@ def test_the_bundled_suite_is_varied_and_replay_never_shares_a_prompt_with_it():
 def test_each_prompt_is_asked_under_each_system_turn(smol_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from tunemake.suite import conversations
+    from tunemake.steps.suite import conversations
 
     rows = conversations(SuiteParams(limit=2, every_system=True))
     assert [r["id"] for r in rows] == [f"bundled:{i}:{s}" for i in (0, 65) for s in ("template", "empty", "unrelated")]
@@ -77,7 +77,7 @@ def test_a_bad_prompt_line_names_the_file_the_line_and_the_fix(tmp_path):
 
 
 def test_a_users_prompt_file_joins_the_suite(tmp_path):
-    from tunemake.suite import conversations
+    from tunemake.steps.suite import conversations
 
     mine = tmp_path / "critical.jsonl"
     mine.write_text(json.dumps({"prompt": "What is our refund window?", "answer": ["30 days"]}) + "\n")
@@ -204,9 +204,9 @@ def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
 def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp_path):
     """replay answers in transformers, in bfloat16 where the CPU has it, and every prompt is kept or counted as
     dropped (a random model's answers run past 6 tokens: dropped as unfinished, never cut)."""
-    from tunemake import replay
     from tunemake.jsonl import read_jsonl
     from tunemake.params.replay import ReplayParams
+    from tunemake.steps import replay
 
     stats = replay.run(ReplayParams(limit=10, max_new_tokens=6, temperature=0), tiny_llama_dir, tmp_path / "replay")
     rows = read_jsonl(tmp_path / "replay" / "rows.jsonl")
@@ -351,9 +351,9 @@ def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir,
     """The suite, replay and baseline answer with the base through llama.cpp: its 16-bit GGUF is made once per base
     (the second call converts nothing) in the cache, never in results/, and carries results/base's chat template, so
     base.chat_template reaches it too."""
-    from tunemake import base as base_step
     from tunemake.llamacpp import base_gguf, load
     from tunemake.params.base import BaseParams
+    from tunemake.steps import base as base_step
 
     monkeypatch.setenv("TUNEMAKE_CACHE", str(tmp_path / "cache"))
     results = tmp_path / "results"

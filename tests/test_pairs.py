@@ -12,9 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from conftest import REPO, run, write_jsonl
-from tunemake import pairs, prepare
 from tunemake.jsonl import read_jsonl
 from tunemake.params.schema import Params
+from tunemake.steps import pairs, prepare
 
 SYSTEM = "Be brief."
 

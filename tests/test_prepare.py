@@ -7,12 +7,12 @@ import json
 import pytest
 
 from conftest import REPO, run, write_jsonl
-from tunemake import prepare
 from tunemake.chat import answer_kind
 from tunemake.errors import StepError
 from tunemake.jsonl import read_jsonl
 from tunemake.params.prepare import PrepareParams
-from tunemake.replay import off as replay_off
+from tunemake.steps import prepare
+from tunemake.steps.replay import off as replay_off
 
 
 def chat(user: str, answer: str, **extra) -> dict:

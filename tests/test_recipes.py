@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from conftest import REPO
-from tunemake import align, base, merge, pairs, prepare, tokenize, train
 from tunemake.errors import StepError
 from tunemake.params.schema import load
 from tunemake.precision import training_precision
 from tunemake.runtime import cpu_bf16
+from tunemake.steps import align, base, merge, pairs, prepare, tokenize, train
 
 RECIPES = sorted(p.parent.name for p in (REPO / "recipes").glob("*/params.yaml"))
 

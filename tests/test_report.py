@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunemake import report
+from tunemake.steps import report
 
 TABLES = ("gate", "headline", "general", "quality", "bfcl", "speed", "training", "alignment", "reinforcement", "data")
 

@@ -21,9 +21,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import BIN
-from tunemake import chat, evaluate, heldout, llamaserver, sdist, serve
+from tunemake import chat, heldout, llamaserver, sdist, serve
 from tunemake.errors import StepError
 from tunemake.llamacpp import convert
+from tunemake.steps import evaluate
 
 WEATHER = {
     "type": "function",
@@ -108,7 +109,7 @@ def test_the_server_renders_a_request_with_tools_as_training_did(tiny_gguf):
     earlier call, 161.0, is written 161.)"""
     from transformers import AutoTokenizer
 
-    from tunemake.gguf import SAMPLE, SAMPLE_TOOLS
+    from tunemake.steps.gguf import SAMPLE, SAMPLE_TOOLS
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gguf.parent / "hf")
     trained = tokenizer.apply_chat_template(SAMPLE, tools=SAMPLE_TOOLS, add_generation_prompt=True, tokenize=False)

@@ -11,9 +11,9 @@ from importlib.metadata import version
 
 import pytest
 
-from tunemake import converter, tokenize
 from tunemake.chat import Renderer
 from tunemake.loss import IGNORE
+from tunemake.steps import converter, tokenize
 
 TOOLS = [
     {

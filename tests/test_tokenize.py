@@ -7,12 +7,13 @@ import shutil
 
 import pytest
 
-from tunemake import chat, show_tokens, tokenize
+from tunemake import chat, show_tokens
 from tunemake.chat import Renderer, fast_tokenizer
 from tunemake.errors import StepError
 from tunemake.jsonl import write_jsonl
 from tunemake.loss import IGNORE
 from tunemake.params.tokenize import TokenizeParams
+from tunemake.steps import tokenize
 
 # A minimal template that renders tools and tool calls natively (as Qwen2.5's or Llama 3.1's do).
 NATIVE_TOOLS_TEMPLATE = (

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from tunemake.jsonl import atomic_dir
 
-log = logging.getLogger("tunemake.train")
+log = logging.getLogger("tunemake.steps.train")
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "grad_norm", "learning_rate", "tokens_seen", "tokens_per_second"]
 EVAL_COLUMNS = ["step", "epoch", "val_loss"]

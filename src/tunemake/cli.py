@@ -1,5 +1,5 @@
-"""tunemake's command line: `tunemake STEP ...`, one subcommand per module of this package that defines
-`add_arguments(parser)` and `main(args)`.
+"""tunemake's command line: `tunemake STEP ...`, one subcommand per module of tunemake.steps (and of this package)
+that defines `add_arguments(parser)` and `main(args)`.
 
 Each step owns its flags, beside its `run` (TRL's make_parser style); this file only finds the steps, adds the three
 flags every step shares, sets up logging and prints a StepError without a traceback. It is no rule's input, so
@@ -26,14 +26,16 @@ PACKAGE = Path(__file__).parent
 
 
 def commands() -> dict[str, tuple[str, str]]:
-    """Command name -> (module, the first line of its docstring), for each module that defines add_arguments."""
+    """Command name -> (module, the first line of its docstring), for each module that defines add_arguments: the
+    steps (tunemake/steps/) and the tools beside them (dag, sync, launch, serve...)."""
     found = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted([*(PACKAGE / "steps").glob("*.py"), *PACKAGE.glob("*.py")], key=lambda p: p.stem):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         if any(isinstance(node, ast.FunctionDef) and node.name == "add_arguments" for node in tree.body):
             summary = " ".join((ast.get_docstring(tree) or "").split("\n\n")[0].split())
             name = path.stem.replace("_", "-")
-            found[name] = (f"tunemake.{path.stem}", summary.removeprefix(f"{name}: "))
+            module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+            found[name] = (module, summary.removeprefix(f"{name}: "))
     return found
 
 

@@ -20,7 +20,7 @@ from tunemake.params.optimisation import Optimisation
 from tunemake.precision import training_precision
 from tunemake.runtime import DDP_TIMEOUT, seconds
 
-log = logging.getLogger("tunemake.train")
+log = logging.getLogger("tunemake.steps.train")
 
 LR_SCALING = {"none": lambda n: 1.0, "linear": lambda n: float(n), "sqrt": lambda n: n**0.5}
 

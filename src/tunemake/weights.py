@@ -214,7 +214,7 @@ def _sha256(path: Path) -> str:
 
 def save_merged(base: Path, weights: Path, out: Path, dtype_name: str = "auto") -> dict:
     """The adapter (or full weights) in `weights` folded into the float `base` and saved to `out` as a standalone
-    model in dtype_name ("auto": the base's), with the tokenizer and the template's stop tokens (see tunemake.merge)."""
+    model in dtype_name ("auto": the base's), with the tokenizer and the template's stop tokens (see tunemake.steps.merge)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig

@@ -1,4 +1,4 @@
-"""The `align` section: DPO after SFT (tunemake.align)."""
+"""The `align` section: DPO after SFT (tunemake.steps.align)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "sft")  # TRL DPOConfig.loss_
 
 
 class AlignParams(Optimisation):
-    """DPO on the merged SFT model with a fresh LoRA (tunemake.align); its reference is that model, adapters off."""
+    """DPO on the merged SFT model with a fresh LoRA (tunemake.steps.align); its reference is that model, adapters off."""
 
     enabled: bool = Field(False, description="run DPO after SFT (tunemake's own); false: the pipeline ships SFT alone")
     loss: list[Literal[DPO_LOSSES]] = Field(  # type: ignore[valid-type]

@@ -1,4 +1,4 @@
-"""The `base` section: which model to start from (tunemake.base)."""
+"""The `base` section: which model to start from (tunemake.steps.base)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `bfcl` section: the Berkeley Function Calling Leaderboard's rows (tunemake.bfcl)."""
+"""The `bfcl` section: the Berkeley Function Calling Leaderboard's rows (tunemake.steps.bfcl)."""
 
 from __future__ import annotations
 

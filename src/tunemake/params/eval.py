@@ -1,4 +1,4 @@
-"""The `eval` section (tunemake.evaluate, tunemake.baseline)."""
+"""The `eval` section (tunemake.steps.evaluate, tunemake.steps.baseline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `gate` section: what the verdict requires (tunemake.gate)."""
+"""The `gate` section: what the verdict requires (tunemake.steps.gate)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `gguf` section: the GGUF files and quants (tunemake.gguf)."""
+"""The `gguf` section: the GGUF files and quants (tunemake.steps.gguf)."""
 
 from __future__ import annotations
 

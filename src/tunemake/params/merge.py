@@ -1,4 +1,4 @@
-"""The `merge` section (tunemake.merge)."""
+"""The `merge` section (tunemake.steps.merge)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `pairs` section: preference sources for align (tunemake.pairs)."""
+"""The `pairs` section: preference sources for align (tunemake.steps.pairs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tunemake.params.sources import SourceParams, unique_labels
 
 
 class PairsParams(Strict):
-    """Preference pairs for the align step, read, deduplicated and split with prepare's settings (tunemake.pairs)."""
+    """Preference pairs for the align step, read, deduplicated and split with prepare's settings (tunemake.steps.pairs)."""
 
     sources: list[SourceParams] = Field(default_factory=list, description="files in the preference format")
 

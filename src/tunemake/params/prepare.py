@@ -1,4 +1,4 @@
-"""The `prepare` section: sources, split and replay share (tunemake.prepare)."""
+"""The `prepare` section: sources, split and replay share (tunemake.steps.prepare)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ class PrepareParams(Strict):
     dedup: bool = True
     strict: bool = Field(False, description="fail on any rejected row instead of counting and skipping it")
     replay: float = Field(
-        0.25, ge=0, description="replay rows (the base's own answers, tunemake.replay) per task training row; 0 = off"
+        0.25,
+        ge=0,
+        description="replay rows (the base's own answers, tunemake.steps.replay) per task training row; 0 = off",
     )
 
     @model_validator(mode="after")

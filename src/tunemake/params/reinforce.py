@@ -1,4 +1,4 @@
-"""The `reinforce` section: GRPO after SFT (tunemake.reinforce), and the user reward functions it names."""
+"""The `reinforce` section: GRPO after SFT (tunemake.steps.reinforce), and the user reward functions it names."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _reward(spec: str) -> str:
 
 
 class ReinforceParams(Optimisation):
-    """GRPO after SFT (and DPO when align ran) with a fresh LoRA and verifiable rewards (tunemake.reinforce). Each
+    """GRPO after SFT (and DPO when align ran) with a fresh LoRA and verifiable rewards (tunemake.steps.reinforce). Each
     field names the GRPOConfig argument it sets."""
 
     enabled: bool = Field(

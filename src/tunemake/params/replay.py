@@ -1,4 +1,4 @@
-"""The `replay` section: the base's own answers for prepare.replay (tunemake.replay)."""
+"""The `replay` section: the base's own answers for prepare.replay (tunemake.steps.replay)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `suite` section: the regression suite's prompts (tunemake.suite)."""
+"""The `suite` section: the regression suite's prompts (tunemake.steps.suite)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `tokenize` section (tunemake.tokenize)."""
+"""The `tokenize` section (tunemake.steps.tokenize)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `train` section: SFT (tunemake.train)."""
+"""The `train` section: SFT (tunemake.steps.train)."""
 
 from __future__ import annotations
 

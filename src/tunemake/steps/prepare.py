@@ -119,7 +119,7 @@ def _check_not_empty(names: list[str], params: PrepareParams) -> None:
 
 
 def _replay_rows(replay: Path | None, params: PrepareParams, task_rows: int) -> list[dict]:
-    """prepare.replay x task_rows of the base's own answers (tunemake.replay), drawn with the split's seed; train only:
+    """prepare.replay x task_rows of the base's own answers (tunemake.steps.replay), drawn with the split's seed; train only:
     val and test measure the task."""
     wanted = round(params.replay * task_rows)
     if not wanted:

@@ -1,6 +1,6 @@
 """evaluate: the tuned model and every GGUF file on the held-out test split, beside the base model's scores.
 
-The base's row comes from the baseline step (tunemake.baseline), scored once by the same functions
+The base's row comes from the baseline step (tunemake.steps.baseline), scored once by the same functions
 (tunemake.heldout), so a new training run or sweep point scores only what changed.
 
 The tuned model is the one the pipeline ships: the merged SFT model, the align step's DPO model when align ran, or
@@ -25,7 +25,7 @@ answers twice: the tuned model's answers are its unquantized GGUF's, the base mo
 that the two engines agree (metrics.json `engine_check`, per model; a difference is logged and shown in the
 report). Only the SFT model beside an aligned one, which has no GGUF, answers in transformers.
 
-The regression suite (results/suite, see tunemake.suite): the shipped GGUF (or every GGUF, eval.suite_models)
+The regression suite (results/suite, see tunemake.steps.suite): the shipped GGUF (or every GGUF, eval.suite_models)
 answers the general prompts the base answered, greedily, through the same server (its completions endpoint); each answer's
 degenerate reasons, whether it ended its turn, and the checkable prompts' scores go to general_samples.jsonl. Drift:
 the tuned model's loss on the base's own answers minus the base's (nats per token), one teacher-forced pass, over

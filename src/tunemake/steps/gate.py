@@ -9,7 +9,7 @@ gate.enforce on, a verdict other than deploy fails the step (and so the pipeline
 Regressions are judged on the general prompts (results/suite, tunemake.general), which no training row shares: the
 shipped model's degenerate answers and checkable answers against the base model's, and the tuned model's drift (its
 loss on the base's own answers minus the base's). They are harms, so each blocks on evidence: its 95% interval lies
-past the limit. Drift is judged only where the base answered soundly (tunemake.evaluate.sound_answers: not
+past the limit. Drift is judged only where the base answered soundly (tunemake.steps.evaluate.sound_answers: not
 degenerate, from a base that ends its turns; gate.drift_on: all judges every conversation): moving away from a
 broken answer is no harm. A pretrained base never ends its turn, so there drift is not applicable, and
 `base_answers` says the base is mostly broken; degenerate and checkable answers are still compared with the base's,
@@ -22,7 +22,7 @@ perplexity and scores only compare within one model. When align or reinforce ran
 the SFT model's (gate.max_align_drop) is a harm check too: DPO and GRPO must not cost the task what SFT taught.
 
 Restraint is a regression too: where no offered tool fits, the shipped model must not call one more often than the
-base, beyond noise, on our no-call test rows and on BFCL irrelevance (tunemake.bfcl); gate.max_bfcl_drop can also
+base, beyond noise, on our no-call test rows and on BFCL irrelevance (tunemake.steps.bfcl); gate.max_bfcl_drop can also
 judge BFCL's other categories.
 """
 
