@@ -20,7 +20,7 @@ from test_train import make_inputs
 
 from conftest import BIN, REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_nodes")]  # one two-node cluster
+pytestmark = pytest.mark.slow  # one two-node cluster for the file (pyproject: --dist loadfile)
 
 SCRIPT = REPO / "scripts" / "slurm_nodes.sh"
 NETNS = ("tm-ctl", "tm-node1", "tm-node2")

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import BIN, REPO, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster
+pytestmark = pytest.mark.slow  # one cluster for the file (pyproject: --dist loadfile)
 
 
 @pytest.fixture(scope="module")
