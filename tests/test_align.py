@@ -118,5 +118,5 @@ def test_align_off_says_so_and_the_pipeline_ships_the_sft_model(sft, tmp_path):
     assert not (tmp_path / "out" / "model").exists()
     assert final_model(sft / "results/merged", tmp_path / "out") == sft / "results/merged"
     # off, the step costs no torch import (12 s of every pipeline run before)
-    code = "import sys; from tunemake import align; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = "import sys; from tunemake.steps import align; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     assert subprocess.run([BIN / "python", "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -221,7 +221,5 @@ def test_reinforce_off_says_so_and_the_pipeline_ships_the_model_before_it(sft, t
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"enabled": False}
     assert not (tmp_path / "out" / "model").exists()
     assert final_model(sft / "results/merged", None, tmp_path / "out") == sft / "results/merged"
-    code = (
-        "import sys; from tunemake import reinforce; print([m for m in ('torch', 'transformers') if m in sys.modules])"
-    )
+    code = "import sys; from tunemake.steps import reinforce; print([m for m in ('torch', 'transformers') if m in sys.modules])"
     assert subprocess.run([BIN / "python", "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

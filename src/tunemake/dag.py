@@ -51,11 +51,13 @@ def main(args: argparse.Namespace) -> None:
 
 
 def code_files(step: str, src: Path = Path("src")) -> list[str]:
-    """The files of `tunemake.steps.<step>` and of every tunemake module it imports, transitively (imports inside
+    """The files of `tunemake.steps.<step>` (or of the tool `tunemake.<step>`) and of every tunemake module it imports, transitively (imports inside
     functions included: they run too). Importing a.b.c runs the __init__ of a and a.b, so those count as well. A
     registry (tunemake.registry.PACKAGES) counts whole, since its __init__ imports each module by name; any other
     sub-package counts only for the modules imported from it."""
-    todo, seen, files = [f"tunemake.steps.{step}"], set(), set()
+    # a step (tunemake/steps/), or a tool a rule runs (tunemake.sweep)
+    module = f"tunemake.steps.{step}" if (src / "tunemake" / "steps" / f"{step}.py").is_file() else f"tunemake.{step}"
+    todo, seen, files = [module], set(), set()
     while todo:
         parts = todo.pop().split(".")
         for depth in range(1, len(parts) + 1):
@@ -69,7 +71,7 @@ def code_files(step: str, src: Path = Path("src")) -> list[str]:
                 todo += _tunemake_imports(path)
             if name.removeprefix("tunemake.") in PACKAGES:
                 todo += [f"{name}.{module.stem}" for module in path.parent.glob("*.py") if module.stem != "__init__"]
-    if src / "tunemake" / "steps" / f"{step}.py" not in files:
+    if _module_file(module, src) not in files:
         raise StepError(f"no module tunemake.steps.{step} under {src}: a rule's code() must name its step's module")
     return sorted(str(f) for f in files)
 

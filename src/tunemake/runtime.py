@@ -74,8 +74,10 @@ def matmul_gflops(device: str = "cpu", dtype: str = "float32", size: int = 2048,
 
 
 @functools.cache
+@functools.cache
 def cpu_matmul_rates() -> dict[str, float]:
-    """torch's float32 and bfloat16 matmul GFLOP/s on this CPU (1024-square, about a fifth of a second)."""
+    """torch's float32 and bfloat16 matmul GFLOP/s on this CPU (1024-square, about a fifth of a second), measured
+    once per process: the precision a step chose and the rates its summary records are the same measurement."""
     return {dtype: matmul_gflops("cpu", dtype, size=1024, repeats=8) for dtype in ("float32", "bfloat16")}
 
 
