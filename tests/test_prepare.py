@@ -23,7 +23,7 @@ def line(row) -> bytes:
     return (json.dumps(row) + "\n").encode()
 
 
-# One line per case of the bad-input list, with what prepare must make of it.
+# One line per case of bad input, with what prepare must make of it.
 BAD_LINES = [
     (b"\xef\xbb\xbf" + line(chat("bom first line", "kept")), "kept"),
     (line(chat("crlf line", "kept"))[:-1] + b"\r\n", "kept"),
