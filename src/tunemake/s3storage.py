@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-FIXED_AFTER = (0, 3, 6)  # the last version known to cache the missing directory
+LAST_AFFECTED = (0, 3, 6)  # the last version known to cache the missing directory
 
 
 def ask_again_for_missing_directories() -> bool:
@@ -20,7 +20,7 @@ def ask_again_for_missing_directories() -> bool:
         installed = tuple(int(part) for part in version("snakemake-storage-plugin-s3").split(".")[:3])
     except PackageNotFoundError:
         return False
-    if installed > FIXED_AFTER:
+    if installed > LAST_AFFECTED:
         return False
     from snakemake_storage_plugin_s3 import StorageObject
 
