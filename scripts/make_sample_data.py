@@ -18,7 +18,8 @@ complete), or for one-sentence answers without its last clause.
 No-call rows (xlam's `answers: []`), about one in four tool rows: 48 requests that none of the twelve tools serves
 (twelve phrasing groups of four), and 72 requests of the call rows asked again with their tool left out (one per
 single-tool group, in that group). prepare gives them the source's no_call_reply as their answer, so the model
-learns when not to call. Each has a pair too: chosen is that reply, rejected a spurious call to an offered tool.
+learns when not to call. Each has a pair too: chosen is that reply, rejected a spurious call to an offered tool. And
+each missing-tool row's request, with its tool offered, has the mirror pair: chosen the call, rejected that reply.
 Then 96 pairs SFT cannot teach, since no SFT row has them: a request that names a tool's job but not its values ("Set a
 timer."), where chosen asks for the values and rejected calls the tool with values taken from another row. They
 follow no row, so pairs splits them by their phrasing group: held-out phrasings are never trained on.
@@ -544,16 +545,22 @@ def no_call_rows(first_id: int) -> list[dict]:
     return rows
 
 
+def first_single_rows(tool_rows_: list[dict]) -> list[dict]:
+    """The first request of each single-tool phrasing group."""
+    first = {}
+    for row in tool_rows_:
+        if row["group"].startswith("single:"):
+            first.setdefault(row["group"], row)
+    return list(first.values())
+
+
 def missing_tool_rows(tool_rows_: list[dict], first_id: int) -> list[dict]:
     """For each single-tool phrasing group, its first request again with only other tools offered: the tool it needs
     is missing, so the right answer is no call. It stays in its request's group (one split), so training sees the
     same words answered both ways, and the choice can only come from the offered tools."""
     rng = random.Random(20261208)
-    rows, seen = [], set()
-    for row in tool_rows_:
-        if not row["group"].startswith("single:") or row["group"] in seen:
-            continue
-        seen.add(row["group"])
+    rows = []
+    for row in first_single_rows(tool_rows_):
         (needed,) = (answer["name"] for answer in json.loads(row["answers"]))
         offered = rng.sample(sorted(n for n in TOOLS if n != needed), rng.choice([1, 2]))
         rows.append(
@@ -586,6 +593,28 @@ def no_call_pairs(rows: list[dict], reply: str) -> list[dict]:
                 "tools": chat.tools,
                 "chosen": [chat.messages[-1]],
                 "rejected": [{"role": "assistant", "content": "", "tool_calls": [call]}],
+                "group": row["group"],
+            }
+        )
+    return out
+
+
+def call_pairs(tool_rows_: list[dict], reply: str) -> list[dict]:
+    """The mirror of the missing-tool rows' pairs: the same request with its tool offered, chosen the call, rejected
+    the reply in words. Without them every tool pair's rejected side is a call, and DPO learned to stop calling
+    (docs/benchmarks/defaults.md)."""
+    from tunemake.formats import FORMATS
+
+    out = []
+    for row in first_single_rows(tool_rows_):
+        chat = FORMATS["xlam"](row, None)
+        prompt = [{"role": "system", "content": TOOL_SYSTEM}, *chat.messages[:-1]]
+        out.append(
+            {
+                "prompt": prompt,
+                "tools": chat.tools,
+                "chosen": [chat.messages[-1]],
+                "rejected": [{"role": "assistant", "content": reply}],
                 "group": row["group"],
             }
         )
@@ -949,7 +978,7 @@ def main() -> None:
     for name, rows in (
         ("tool_calls.jsonl", tools + none),
         ("practical_qa.jsonl", qa),
-        ("preferences.jsonl", preference_rows(tools, qa) + no_call_pairs(none, reply)),
+        ("preferences.jsonl", preference_rows(tools, qa) + no_call_pairs(none, reply) + call_pairs(tools, reply)),
     ):
         with open(OUT / name, "w", encoding="utf-8") as handle:
             for row in rows:

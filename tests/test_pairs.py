@@ -121,13 +121,19 @@ def test_default_preference_file_follows_the_default_splits(tmp_path):
     run(["tunemake", "prepare", "--out", "results/data"], tmp_path)
     run(["tunemake", "pairs", "--data", "results/data", "--out", "results/pairs"], tmp_path)
     stats = json.loads((tmp_path / "results" / "pairs" / "stats.json").read_text())
-    assert stats["pairs"] == {"kept": 582, "rejected": 0} and stats["following_a_row"] == 486
+    assert stats["pairs"] == {"kept": 654, "rejected": 0} and stats["following_a_row"] == 558
     test_pairs = read_jsonl(tmp_path / "results" / "pairs" / "test.jsonl")
-    kinds = Counter(
-        "ask" if not p["chosen"][0].get("tool_calls") and p.get("tools") else "tool" if p.get("tools") else "qa"
-        for p in test_pairs
-    )
-    assert kinds == {"tool": 28, "qa": 3, "ask": 25}  # ask: 10 underspecified requests, 15 where no tool fits
+
+    def kind(pair: dict) -> str:
+        if not pair.get("tools"):
+            return "qa"
+        if not pair["chosen"][0].get("tool_calls"):
+            return "ask"
+        return "tool" if pair["rejected"][0].get("tool_calls") else "call, not words"
+
+    kinds = Counter(kind(p) for p in test_pairs)
+    # ask: 10 underspecified requests and 15 where no tool fits; the 7 held-out single-tool groups' mirror pairs
+    assert kinds == {"tool": 28, "qa": 3, "ask": 25, "call, not words": 7}
     groups = {
         split: {
             p["meta"]["group"]
