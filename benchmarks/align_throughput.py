@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from tunemake.chat import Renderer, fast_tokenizer
-from tunemake.methods.lora import lora_config
+from tunemake.data.chat import Renderer, fast_tokenizer
+from tunemake.models.weights import load as load_model
 from tunemake.params.schema import load
 from tunemake.runtime import cpu_features
 from tunemake.steps import align
-from tunemake.weights import load as load_model
+from tunemake.training.methods.lora import lora_config
 
 VARIANTS = {"every position": contextlib.nullcontext, "answer tokens only": align.answer_tokens_only}
 

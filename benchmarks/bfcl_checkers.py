@@ -1,7 +1,7 @@
-"""Where our checker (tunemake.scoring, the one evaluate uses on our rows) and BFCL's AST checker disagree on the
-same answers: a finished bfcl step's answers to BFCL's call categories, scored by both. Ours gets a single reference
-per row, BFCL's first possible value of each argument (an argument whose possible values include "" is optional
-and left out), so it is stricter wherever BFCL lists several right values. Prints JSON: per category and model,
+"""Where our checker (tunemake.evaluation.scoring, the one evaluate uses on our rows) and BFCL's AST checker
+disagree on the same answers: a finished bfcl step's answers to BFCL's call categories, scored by both. Ours gets a
+single reference per row, BFCL's first possible value of each argument (an argument whose possible values include ""
+is optional and left out), so it is stricter wherever BFCL lists several right values. Prints JSON: per category and model,
 the rows each checker counts right, and the rows where they differ with BFCL's verdict and our reference.
 
     python benchmarks/bfcl_checkers.py --bfcl results/bfcl
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tunemake.scoring import tool_scores
+from tunemake.evaluation.scoring import tool_scores
 from tunemake.steps import bfcl
 
 

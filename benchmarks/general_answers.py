@@ -1,9 +1,9 @@
 """Answering the regression suite: transformers generate() in batches vs llama.cpp one prompt at a time vs
-llama.cpp's batched decoding (tunemake.llamacpp.answer), on the same rendered prompts, side by side in one run,
+llama.cpp's batched decoding (tunemake.llama.llamacpp.answer), on the same rendered prompts, side by side in one run,
 and how many batched answers equal the ones decoded one at a time.
 
 The model is the bundled SmolLM2-135M-Instruct: its GGUF for llama.cpp (or `--gguf`), the dequantised float32
-weights pinned by results/base for transformers. Also times the teacher-forced drift pass (general.answer_losses)
+weights pinned by results/base for transformers. Also times the teacher-forced drift pass (inference.answer_losses)
 over the same prompts. Tokens/s counts generated tokens. Prints JSON.
 
     python benchmarks/general_answers.py --prompts 32 --max-new-tokens 64
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from tunemake import general
-from tunemake.llamacpp import answer, load
+from tunemake.llama.llamacpp import answer, load
+from tunemake.models import inference
+from tunemake.models.weights import resolve
 from tunemake.params.base import BaseParams
 from tunemake.params.suite import SuiteParams
 from tunemake.runtime import threads
 from tunemake.steps.suite import conversations
-from tunemake.weights import resolve
 
 
 def timed(function, *args):
@@ -43,17 +43,17 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = conversations(SuiteParams())[: args.prompts]
-    model, tokenizer, generate = general.load_model(args.base, args.max_new_tokens)
-    prompts = general.render(tokenizer, rows)
+    model, tokenizer, generate = inference.load_model(args.base, args.max_new_tokens)
+    prompts = inference.render(tokenizer, rows)
     llm = load(args.gguf or Path(resolve(BaseParams())["path"]))
     count = lambda answers: sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)  # noqa: E731
 
     results = {}
     with torch.inference_mode():
-        (answers, _), seconds = timed(general.hf_answers, model, tokenizer, prompts, generate, args.batch_size)
+        (answers, _), seconds = timed(inference.hf_answers, model, tokenizer, prompts, generate, args.batch_size)
         results["transformers generate, batched"] = (count(answers), seconds)
         base_answers = answers
-        _, seconds = timed(general.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)
+        _, seconds = timed(inference.answer_losses, model, tokenizer, prompts, base_answers, args.batch_size)
         results["drift pass (teacher forced)"] = (None, seconds)
     (alone, _), seconds = timed(answer, llm, prompts, args.max_new_tokens, 1)
     results["llama.cpp, one at a time"] = (count(alone), seconds)

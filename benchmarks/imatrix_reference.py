@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunemake import imatrix
+from tunemake.llama import imatrix
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 def worker(files: list[str], test: str, base: str) -> dict:
     import llama_cpp
 
-    from tunemake.heldout import examples, score_gguf
+    from tunemake.evaluation.heldout import examples, score_gguf
     from tunemake.params.eval import EvalParams
 
     rows = examples(Path(test), None)

@@ -26,13 +26,13 @@ import torch
 from peft import get_peft_model
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from tunemake import weights
-from tunemake.loss import assistant_loss
-from tunemake.methods.lora import lora_config
+from tunemake.models import weights
+from tunemake.models.precision import training_precision
+from tunemake.models.weights import frozen_in_autocast_dtype
 from tunemake.params.schema import load
-from tunemake.precision import training_precision
 from tunemake.runtime import cpu_features, matmul_gflops
-from tunemake.weights import frozen_in_autocast_dtype
+from tunemake.training.loss import assistant_loss
+from tunemake.training.methods.lora import lora_config
 
 
 def all_positions_loss(model, batch):

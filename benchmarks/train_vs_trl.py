@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from tunemake.heldout import in_fresh_process
+from tunemake.evaluation.heldout import in_fresh_process
 from tunemake.runtime import cpu_features, matmul_gflops
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,8 +58,8 @@ def make_model(out: Path, shape: str) -> int:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tunemake.models.weights import BUNDLED_FILE, resolve
     from tunemake.params.base import BaseParams
-    from tunemake.weights import BUNDLED_FILE, resolve
 
     gguf = Path(resolve(BaseParams())["path"])
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=BUNDLED_FILE)

@@ -4,22 +4,23 @@ from pathlib import Path
 
 from snakemake.settings.types import SharedFSUsage
 
-from tunemake.dag import code_files
+from tunemake.commands.dag import code_files
 from tunemake.params.schema import load as load_params
 from tunemake.params.reinforce import reward_files
-from tunemake.profiles import check as check_profile
-from tunemake.s3storage import ask_again_for_missing_directories
-from tunemake.sweep import parse as parse_sweep
+from tunemake.cluster.profiles import check as check_profile
+from tunemake.cluster.s3storage import ask_again_for_missing_directories
+from tunemake.commands.sweep import parse as parse_sweep
 
 PARAMS = load_params("params.yaml")
-# A cluster profile's bucket, credentials, image and scheduler, checked before the DAG is built (tunemake.profiles).
+# A cluster profile's bucket, credentials, image and scheduler, checked before the DAG is built
+# (tunemake.cluster.profiles).
 check_profile(workflow)
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
 # Rules whose step uses every core it may (torch, llama.cpp) take `all_cores=1`; local/config.yaml caps it at 1, so
 # on one machine they take turns: two side by side each ran 2 to 6 times slower (llama.cpp's threads spin).
 
-# `--config sweep=KEY:V1,V2` (tunemake.sweep): the steps after tokenize also run once per value, at results/{point}
-# with point = sweep/KEY=VALUE/; params.yaml's own run is point "" (results/train, ...). Only this sweep's points
+# `--config sweep=KEY:V1,V2` (tunemake.commands.sweep): the steps after tokenize also run once per value, at
+# results/{point} with point = sweep/KEY=VALUE/; params.yaml's own run is point "" (results/train, ...). Only this sweep's points
 # match, so a stale point folder is never picked up.
 SWEEP = parse_sweep(config.get("sweep"))
 
@@ -106,5 +107,5 @@ def base_weights():
     return job_sources(*(p for p in (PARAMS.base.model,) if Path(p).is_dir()))
 
 
-# The S3 storage plugin's stale directory check, fixed where the installed version has it (tunemake.s3storage).
+# The S3 storage plugin's stale directory check, fixed where the installed version has it (tunemake.cluster.s3storage).
 ask_again_for_missing_directories()

@@ -152,7 +152,8 @@ rule report:
         bfcl="results/bfcl",
         headline="results/headline.json",
         sweep=SWEEP.outputs(),
-        code=code("report") + job_sources("src/tunemake/templates/report.html", "src/tunemake/templates/report.md"),
+        code=code("report")
+        + job_sources("src/tunemake/report/templates/report.html", "src/tunemake/report/templates/report.md"),
     output:
         report(
             directory("results/report"),
@@ -174,6 +175,6 @@ rule report:
         " --headline {input.headline} --bfcl {input.bfcl}{params.sweep} --out {output} --log-file {log}"
 
 
-# Only the headlines are DVC metrics (tunemake.headline): `dvc exp show` gets a dozen named columns, not every leaf of
-# results/eval/metrics.json and results/gate.json, which stay plain outputs.
+# Only the headlines are DVC metrics (tunemake.evaluation.headline): `dvc exp show` gets a dozen named columns, not
+# every leaf of results/eval/metrics.json and results/gate.json, which stay plain outputs.
 dvc_metrics("results/headline.json")

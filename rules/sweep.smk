@@ -1,4 +1,4 @@
-# A sweep's table and plot, for the report: only with --config sweep=KEY:V1,V2,... (tunemake.sweep).
+# A sweep's table and plot, for the report: only with --config sweep=KEY:V1,V2,... (tunemake.commands.sweep).
 if SWEEP.key:
 
     rule sweep:

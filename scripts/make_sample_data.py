@@ -577,7 +577,7 @@ def missing_tool_rows(tool_rows_: list[dict], first_id: int) -> list[dict]:
 
 def no_call_pairs(rows: list[dict], reply: str) -> list[dict]:
     """Chosen: the source's reply in words; rejected: a call to an offered tool, filled from the request's words."""
-    from tunemake.formats import FORMATS
+    from tunemake.data.formats import FORMATS
     from tunemake.params.sources import SourceParams
 
     rng = random.Random(11)
@@ -603,7 +603,7 @@ def call_pairs(tool_rows_: list[dict], reply: str) -> list[dict]:
     """The mirror of the missing-tool rows' pairs: the same request with its tool offered, chosen the call, rejected
     the reply in words. Without them every tool pair's rejected side is a call, and DPO learned to stop calling
     (docs/benchmarks/defaults.md)."""
-    from tunemake.formats import FORMATS
+    from tunemake.data.formats import FORMATS
 
     out = []
     for row in first_single_rows(tool_rows_):
@@ -905,7 +905,7 @@ UNDERSPECIFIED = {
 def underspecified_rows(tool_rows_: list[dict], rng: random.Random) -> list[dict]:
     """Per request that names a tool but not its values: chosen asks for them, rejected calls the tool with values
     from another row (what a model trained only on calls does). Two rows per phrasing, with other tools beside it."""
-    from tunemake.formats import FORMATS
+    from tunemake.data.formats import FORMATS
 
     calls = {}
     for row in tool_rows_:
@@ -935,7 +935,7 @@ def underspecified_rows(tool_rows_: list[dict], rng: random.Random) -> list[dict
 
 
 def preference_rows(tool_rows_: list[dict], qa_rows_: list[dict]) -> list[dict]:
-    from tunemake.formats import FORMATS
+    from tunemake.data.formats import FORMATS
 
     rng = random.Random(7)
     out = []

@@ -1,13 +1,13 @@
 """Score and trainable parameters against one swept parameter, from the experiments `dvc exp show` lists (the DVC
-queue's sweep; `snakemake --config sweep=...` draws the same plot into the report, see tunemake.sweep).
+queue's sweep; `snakemake --config sweep=...` draws the same plot into the report, see tunemake.commands.sweep).
 
     dvc exp run --queue -S 'train.lora.r=4,8,16,32,64' && dvc queue start   # then, when `dvc queue status` is done:
     python scripts/plot_sweep.py --param train.lora.r --out results/sweep.png  # --all-commits: queued from older commits
 
-Prints one JSON row per experiment, under the headline names `dvc exp show` lists (tunemake.headline: the value, the
-tuned score and the lower end of its 95% interval, trainable_params, best_val_loss, train_minutes, verdict), and draws
-the score and the trainable parameters into --out. Experiments missing the parameter or the metrics (failed or still queued) are listed, not
-dropped silently.
+Prints one JSON row per experiment, under the headline names `dvc exp show` lists (tunemake.evaluation.headline: the
+value, the tuned score and the lower end of its 95% interval, trainable_params, best_val_loss, train_minutes, verdict),
+and draws the score and the trainable parameters into --out. Experiments missing the parameter or the metrics (failed or
+still queued) are listed, not dropped silently.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tunemake.headline import FILE, score_name
-from tunemake.sweep import plot
+from tunemake.commands.sweep import plot
+from tunemake.evaluation.headline import FILE, score_name
 
 
 def dig(tree: dict, dotted: str):
@@ -71,7 +71,7 @@ def main() -> int:
             bare += 1
             continue
         value = dig(exp["params"], args.param)
-        # the pipeline's headline files (tunemake.headline); dvclive's own metrics, when on, are not read
+        # the pipeline's headline files (tunemake.evaluation.headline); dvclive's own metrics, when on, are not read
         headline = {k: v for path, data in exp["metrics"].items() if path.endswith(FILE) for k, v in data.items()}
         if value is None or headline.get(f"{stem}_tuned") is None or "trainable_params" not in headline:
             skipped.append(f"{exp['name']} (no {args.param}, {stem}_tuned or trainable_params)")

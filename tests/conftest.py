@@ -59,8 +59,8 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct's own tokenizer and chat template, read from the bundled GGUF."""
     from transformers import AutoTokenizer
 
+    from tunemake.models.weights import BUNDLED_FILE, resolve
     from tunemake.params.base import BaseParams
-    from tunemake.weights import BUNDLED_FILE, resolve
 
     gguf = Path(resolve(BaseParams())["path"])
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=BUNDLED_FILE)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run
-from tunemake.weights import final_model
+from tunemake.models.weights import final_model
 
 # Seconds per run; long enough to checkpoint and resume mid-run.
 # plain DPO (the default adds the sft term): its loss at step 0 is exactly log 2

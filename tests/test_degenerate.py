@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunemake.degenerate import reasons
+from tunemake.evaluation.degenerate import reasons
 
 BROKEN = {
     "<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<": "char_run",

@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from tunemake.errors import StepError
+from tunemake.evaluation import summaries
 from tunemake.params.eval import EvalParams
-from tunemake.steps import evaluate
 from tunemake.steps.evaluate import (
     drift_summary,
     engine_check,
@@ -93,9 +93,9 @@ def test_the_held_out_loss_is_the_training_loss_on_the_test_rows(tmp_path, tiny_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from tunemake.chat import Renderer
-    from tunemake.heldout import held_out_rows, loss_and_pairs
-    from tunemake.loss import IGNORE, assistant_loss
+    from tunemake.data.chat import Renderer
+    from tunemake.evaluation.heldout import held_out_rows, loss_and_pairs
+    from tunemake.training.loss import IGNORE, assistant_loss
 
     generator = torch.Generator().manual_seed(0)
     draw = lambda n: torch.randint(3, 1000, (n,), generator=generator).tolist()  # noqa: E731
@@ -134,9 +134,9 @@ def test_restraint_scores_a_call_where_no_offered_tool_fits_as_wrong():
     plain = {"tools": [], "reference": "Hi.", "reference_calls": []}
     call = '<tool_call>\n{"name": "set_timer", "arguments": {}}\n</tool_call>'
     answers = ["None fits.", call, "<tool_call>{broken", "Hello."]
-    summary, per_row = evaluate.summarise([row, row, row, plain], answers, [True] * 4)
+    summary, per_row = summaries.summarise([row, row, row, plain], answers, [True] * 4)
     assert [s.get("no_call") for s in per_row] == [1.0, 0.0, 0.0, None]
     assert summary["no_call"] == 33.3 and summary["ci95"]["no_call"]
     # served: the parsed calls decide, and text the server left unparsed still shows a call
-    _, per_row = evaluate.summarise([row, row], ["None fits.", call], [True, True], ["", ""])
+    _, per_row = summaries.summarise([row, row], ["None fits.", call], [True, True], ["", ""])
     assert [s["no_call"] for s in per_row] == [1.0, 0.0]

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO, run
 from tunemake.errors import StepError
-from tunemake.scoring import parse_calls
+from tunemake.evaluation.scoring import parse_calls
 from tunemake.steps import gguf as gguf_mod
 
 CITIES = ["Austin", "Boston", "Denver", "Lisbon", "Oslo", "Paris", "Quito", "Rome", "Seoul", "Tunis"]
@@ -177,8 +177,8 @@ def test_imatrix_holds_each_quantized_weights_mean_squared_inputs_and_changes_th
     with it differs from the one made without."""
     import torch
 
-    from tunemake import imatrix
-    from tunemake.weights import load
+    from tunemake.llama import imatrix
+    from tunemake.models.weights import load
 
     results = exported / "results"
     converter, out = results / "converter", results / "gguf"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_model, write_jsonl
-from tunemake import chat
+from tunemake.data import chat
 from tunemake.params.schema import Params
 from tunemake.steps import base, gguf, merge, tokenize, train
 

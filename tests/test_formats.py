@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunemake.formats import FORMATS, RowError
+from tunemake.data.formats import FORMATS, RowError
 from tunemake.params.sources import SourceParams
 
 QA = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO, STEPS, run
-from tunemake import cli, dag
+from tunemake import cli
+from tunemake.commands import dag
 
 
 def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
@@ -21,7 +22,7 @@ def test_dvc_yaml_is_compiled_from_the_snakemake_rules():
     assert set(stages) == set(STEPS)
     assert stages["train"]["cmd"].startswith("tunemake train ")  # DVC runs the step itself, not the launcher
     assert stages["report"]["deps"][0] == "params.yaml" and "params" not in stages["report"]
-    # Only the headlines are metrics (tunemake.headline); the full results stay plain outputs
+    # Only the headlines are metrics (tunemake.evaluation.headline); the full results stay plain outputs
     assert {
         "results/train/headline.json",
         "results/align/headline.json",
@@ -36,17 +37,17 @@ def test_every_rules_code_inputs_are_its_modules_import_closure():
         rules = {rule.name: rule for rule in api._workflow.rules if rule.shellcmd}
     for name in STEPS:
         data = {
-            "src/tunemake/templates/report.html",
-            "src/tunemake/templates/report.md",
+            "src/tunemake/report/templates/report.html",
+            "src/tunemake/report/templates/report.md",
             f"src/tunemake/prompts/{name}.jsonl",
             "src/tunemake/prompts/general.jsonl",
         }
         code = {str(p) for p in rules[name].input.get("code", [])} - data
         assert code == set(dag.code_files(name)), name
         assert "src/tunemake/cli.py" not in code, name
-    assert "src/tunemake/split.py" in dag.code_files("tokenize")  # tokenize imports SPLITS from it
-    assert "src/tunemake/methods/qlora.py" in dag.code_files("train")  # through the methods registry
-    assert "src/tunemake/formats/xlam.py" in dag.code_files("prepare")
+    assert "src/tunemake/data/split.py" in dag.code_files("tokenize")  # tokenize imports SPLITS from it
+    assert "src/tunemake/training/methods/qlora.py" in dag.code_files("train")  # through the methods registry
+    assert "src/tunemake/data/formats/xlam.py" in dag.code_files("prepare")
 
 
 def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path):
@@ -58,9 +59,10 @@ def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path
         "used.py": "",
         "unused.py": "",
         "../steps/__init__.py": "",
-        "../steps/step.py": "from tunemake.helpers.used import x\nfrom tunemake.methods import METHODS\n",
-        "../methods/__init__.py": "",
-        "../methods/lora.py": "",
+        "../steps/step.py": "from tunemake.helpers.used import x\nfrom tunemake.training.methods import METHODS\n",
+        "../training/__init__.py": "",
+        "../training/methods/__init__.py": "",
+        "../training/methods/lora.py": "",
         "../__init__.py": "",
     }.items():
         (package / name).parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +74,9 @@ def test_a_plain_sub_package_counts_only_for_the_modules_a_step_imports(tmp_path
         "tunemake/steps/step.py",
         "tunemake/helpers/__init__.py",
         "tunemake/helpers/used.py",
-        "tunemake/methods/__init__.py",
-        "tunemake/methods/lora.py",
+        "tunemake/training/__init__.py",
+        "tunemake/training/methods/__init__.py",
+        "tunemake/training/methods/lora.py",
     }
 
 
@@ -82,6 +85,14 @@ def test_no_step_imports_another_step():
         others = {f"src/tunemake/steps/{other}.py" for other in STEPS if other != name}
         assert not others & set(dag.code_files(name)), name
     assert STEPS == sorted(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # a module per rule and stage
+
+
+def test_no_helper_imports_a_step():
+    helpers = [p for p in (REPO / "src" / "tunemake").rglob("*.py") if "steps" not in p.parts]
+    assert len(helpers) > 40
+    for path in helpers:
+        steps = [name for name in dag._tunemake_imports(path) if name.startswith("tunemake.steps")]
+        assert not steps, f"{path} imports {steps}: move what it needs into a helper"
 
 
 def test_the_command_line_lists_every_step_without_importing_it():
@@ -254,7 +265,7 @@ def test_snakemake_runs_the_pipeline_then_has_nothing_to_do(workspace):
     # tokenize import) re-runs both and what follows.
     assert planned_after_editing(workspace, "src/tunemake/cli.py") == set()
     assert (
-        planned_after_editing(workspace, "src/tunemake/split.py")
+        planned_after_editing(workspace, "src/tunemake/data/split.py")
         == {"prepare", "pairs", "tokenize", "train", "merge", "align", "reinforce", "baseline"} | after_merge
     )
     # A section's code is read only by the steps that load that section: a train field's description re-runs train

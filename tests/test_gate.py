@@ -7,9 +7,10 @@ import json
 import pytest
 
 from tunemake.errors import StepError
+from tunemake.evaluation.stats import interval
+from tunemake.evaluation.summaries import drift_summary, sound_answers
 from tunemake.params.gate import GateParams
-from tunemake.stats import interval
-from tunemake.steps import evaluate, gate
+from tunemake.steps import gate
 
 SIZES = {"shipped": "Q4_K_M", "unquantized": "F16", "order": ["F16", "Q4_K_M"], "files": {"F16": {}, "Q4_K_M": {}}}
 ROWS = 32  # the default test split's tool-call rows: one row is 3.1 points
@@ -39,7 +40,7 @@ def general_evaluation(
         }
         for i in range(GENERAL)
     ]
-    sound = evaluate.sound_answers([s["scores"]["base"] for s in samples])
+    sound = sound_answers([s["scores"]["base"] for s in samples])
     drifts = [(drift if ok or far is None else far) + (0.05 if i % 2 else -0.05) for i, ok in enumerate(sound)]
     summaries = {
         m: {
@@ -49,7 +50,7 @@ def general_evaluation(
         }
         for m in MODELS
     }
-    summaries["tuned"] = evaluate.drift_summary([2.0] * GENERAL, [2.0 + d for d in drifts], sound)  # as evaluate
+    summaries["tuned"] = drift_summary([2.0] * GENERAL, [2.0 + d for d in drifts], sound)  # as evaluate
     return summaries, samples
 
 
@@ -221,7 +222,8 @@ def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
     out, headline = tmp_path / "gate.json", tmp_path / "headline.json"
     assert gate.run(GateParams(), tmp_path / "eval", tmp_path / "gguf", out, headline)["verdict"] == "iterate"
     recorded = json.loads(out.read_text())  # recorded only
-    # ...and its headline for `dvc exp show`: the verdict, the scores it rests on, the regressions (tunemake.headline)
+    # ...and its headline for `dvc exp show`: the verdict, the scores it rests on, the regressions
+    # (tunemake.evaluation.headline)
     assert json.loads(headline.read_text()) == {
         "verdict": "iterate",
         "shipped_quant": "Q4_K_M",
@@ -242,7 +244,7 @@ def test_the_gate_step_records_the_verdict_and_enforce_fails_it(tmp_path):
 
 
 def test_intervals_are_in_points_seeded_and_paired_ones_are_tighter():
-    from tunemake.stats import paired_interval
+    from tunemake.evaluation.stats import paired_interval
 
     tuned, quant = [1.0] * 28 + [0.0] * 4, [1.0] * 27 + [0.0] * 5
     assert interval(tuned) == interval(tuned) == [75.0, 96.9]  # 87.5 points, seeded: the same every run

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tunemake import general
 from tunemake.errors import StepError
+from tunemake.evaluation import general
+from tunemake.models import inference
+from tunemake.models.precision import fast_weights_dtype
 from tunemake.params.suite import SuiteParams
-from tunemake.precision import fast_weights_dtype
 
 STOP = set(
     "a an and are can do does for give how i in into is it list me my name of on or say the to what which you".split()
@@ -54,7 +55,7 @@ def test_each_prompt_is_asked_under_each_system_turn(smol_tokenizer_dir):
         "bundled:3:template",
     ]
     assert len(rotated) == 66
-    rendered = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows[:3])
+    rendered = inference.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows[:3])
     # SmolLM2's template inserts its own default system turn when a conversation has none
     assert "You are a helpful AI assistant named SmolLM" in rendered[0]
     assert "<|im_start|>system\n<|im_end|>" in rendered[1]
@@ -121,19 +122,19 @@ def test_drift_is_zero_for_the_base_and_grows_with_over_training(tiny_llama_dir)
     import torch
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:8], ["template", "empty"])
-    model, tokenizer, generate = general.load_model(tiny_llama_dir, 12)
-    prompts = general.render(tokenizer, rows)
+    model, tokenizer, generate = inference.load_model(tiny_llama_dir, 12)
+    prompts = inference.render(tokenizer, rows)
     with torch.inference_mode():
-        answers, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
-        base = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
-        again = general.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
+        answers, _ = inference.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
+        base = inference.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
+        again = inference.answer_losses(model, tokenizer, prompts, answers, batch_size=4)
     assert base == again  # deterministic: the base against itself drifts exactly 0
     drift = []
     for steps in (5, 40):
         tuned = overtrain(model, tokenizer, steps)
         with torch.inference_mode():
             drift.append(
-                statistics.mean(general.answer_losses(tuned, tokenizer, prompts, answers, 4)) - statistics.mean(base)
+                statistics.mean(inference.answer_losses(tuned, tokenizer, prompts, answers, 4)) - statistics.mean(base)
             )
     assert 0 < drift[0] < drift[1] and drift[1] > 1.0, drift
 
@@ -145,15 +146,15 @@ def test_sampled_answers_repeat_with_the_seed_and_change_with_it(tiny_llama_dir)
     import torch
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[:6], ["template"])
-    model, tokenizer, generate = general.load_model(tiny_llama_dir, 12)
-    prompts = general.render(tokenizer, rows)
-    hot = {**generate, **general.sampling(temperature=1.5, top_p=0.95)}
+    model, tokenizer, generate = inference.load_model(tiny_llama_dir, 12)
+    prompts = inference.render(tokenizer, rows)
+    hot = {**generate, **inference.sampling(temperature=1.5, top_p=0.95)}
     with torch.inference_mode():
-        greedy, _ = general.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
+        greedy, _ = inference.hf_answers(model, tokenizer, prompts, generate, batch_size=4)
         for batch_size in (4, 3):
-            sampled, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)
-            assert general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)[0] == sampled
-            reseeded, _ = general.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=4)
+            sampled, _ = inference.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)
+            assert inference.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=3)[0] == sampled
+            reseeded, _ = inference.hf_answers(model, tokenizer, prompts, hot, batch_size=batch_size, seed=4)
             assert sum(a != b for a, b in zip(reseeded, sampled)) >= 4  # flat distributions: nearly every answer moves
     assert model.dtype == torch.float32 and len(set(sampled)) > 1 and sampled != greedy
 
@@ -165,7 +166,7 @@ def test_a_rows_draws_come_from_its_own_generator_whatever_shares_its_batch():
 
     torch.manual_seed(0)
     scores = torch.randn(6, 49152) * torch.tensor([[1.0], [8.0], [8.0], [1.0], [8.0], [2.0]])  # wide and narrow nuclei
-    sampler = general.Nucleus(temperature=0.7, top_p=0.95)
+    sampler = inference.Nucleus(temperature=0.7, top_p=0.95)
 
     def draws(rows: list[int]) -> list[list[int]]:
         sampler.generators = [torch.Generator().manual_seed(10 + i) for i in rows]
@@ -187,7 +188,7 @@ def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
 
     torch.manual_seed(0)
     scores = torch.randn(6, 49152) * torch.tensor(spread)
-    sampler = general.Nucleus(temperature=0.7, top_p=0.95)
+    sampler = inference.Nucleus(temperature=0.7, top_p=0.95)
     ours = torch.stack(
         [
             torch.zeros_like(row, dtype=torch.bool).scatter(-1, index, weights > 0)
@@ -204,7 +205,7 @@ def test_the_nucleus_is_transformers_top_p_after_temperature(spread):
 def test_replay_keeps_the_finished_answers_in_the_fast_dtype(tiny_llama_dir, tmp_path):
     """replay answers in transformers, in bfloat16 where the CPU has it, and every prompt is kept or counted as
     dropped (a random model's answers run past 6 tokens: dropped as unfinished, never cut)."""
-    from tunemake.jsonl import read_jsonl
+    from tunemake.data.jsonl import read_jsonl
     from tunemake.params.replay import ReplayParams
     from tunemake.steps import replay
 
@@ -269,10 +270,10 @@ def test_answer_logps_with_shared_prompts_equal_each_sequence_scored_whole(
     prompts = [draw(5), system + draw(8), draw(11), system + draw(14), system + draw(3), system + draw(1)]
     rows = [(prompts[p], [draw(n) for n in answers]) for p, answers in [(0, [1, 4]), (1, [6, 2]), (2, [3, 3, 2])]]
     rows += [(prompts[p], [draw(n) for n in answers]) for p, answers in [(3, [9, 1]), (1, [5]), (4, [2]), (5, [7])]]
-    batches = general.prompt_batches(list({tuple(p) for p, _ in rows}), batch_size=3, share_from=4)
+    batches = inference.prompt_batches(list({tuple(p) for p, _ in rows}), batch_size=3, share_from=4)
     assert [len(chunk) for chunk, shared in batches if shared] == [3]  # three of them share the 9 tokens
     with torch.inference_mode():
-        scored = general.answer_logps(model, rows, batch_size=3, pad=0, share_from=4)
+        scored = inference.answer_logps(model, rows, batch_size=3, pad=0, share_from=4)
         for (prompt, answers), logps_each in zip(rows, scored):
             for answer, logps in zip(answers, logps_each):
                 whole = model(input_ids=torch.tensor([prompt + answer])).logits[0].log_softmax(-1)
@@ -281,7 +282,7 @@ def test_answer_logps_with_shared_prompts_equal_each_sequence_scored_whole(
 
 
 def test_prompts_copy_the_longest_prefix_they_share_and_decode_their_own_last_token():
-    from tunemake.llamacpp import shared_prefixes
+    from tunemake.llama.llamacpp import shared_prefixes
 
     prompts = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 6], [1, 2, 6, 7], [1, 2, 6, 7], [9]]  # sorted, as answer sorts
     # Each copies from the earliest prompt that holds its shared tokens, so it need not wait for its neighbour:
@@ -320,12 +321,12 @@ def test_batched_llama_cpp_answers_equal_one_at_a_time(smol_tokenizer_dir):
     so an answer may part only at a near tie (first_difference_is_a_near_tie); bit-equality is not guaranteed."""
     from transformers import AutoTokenizer
 
-    from tunemake.llamacpp import answer, file_template, load, shared_prefixes
+    from tunemake.llama.llamacpp import answer, file_template, load, shared_prefixes
+    from tunemake.models.weights import resolve
     from tunemake.params.base import BaseParams
-    from tunemake.weights import resolve
 
     rows = general.conversations(general.load(general.PROMPTS / "general.jsonl")[10:13], ["template", "unrelated"])
-    prompts = general.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows)
+    prompts = inference.render(AutoTokenizer.from_pretrained(smol_tokenizer_dir), rows)
     llm = load(Path(resolve(BaseParams())["path"]))
     tokens = [llm.tokenize(p.encode(), add_bos=False, special=True) for p in prompts]
     streams = sorted(range(len(prompts)), key=lambda i: tokens[i])  # the order answer gives them their KV streams
@@ -351,7 +352,7 @@ def test_the_base_becomes_a_gguf_once_with_its_own_chat_template(tiny_llama_dir,
     """The suite, replay and baseline answer with the base through llama.cpp: its 16-bit GGUF is made once per base
     (the second call converts nothing) in the cache, never in results/, and carries results/base's chat template, so
     base.chat_template reaches it too."""
-    from tunemake.llamacpp import base_gguf, load
+    from tunemake.llama.llamacpp import base_gguf, load
     from tunemake.params.base import BaseParams
     from tunemake.steps import base as base_step
 

@@ -1,9 +1,9 @@
-"""The headline numbers `dvc exp show` lists (tunemake.headline): few, named for what they are, from each step's
-full result."""
+"""The headline numbers `dvc exp show` lists (tunemake.evaluation.headline): few, named for what they are, from each
+step's full result."""
 
 from __future__ import annotations
 
-from tunemake import headline
+from tunemake.evaluation import headline
 
 GENERAL = {"degenerate_rate": 10.0, "checkable": 80.0, "unfinished_rate": 0.0}
 

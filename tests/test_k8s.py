@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from tunemake import launch, pytorchjob
+from tunemake.cluster import pytorchjob
+from tunemake.commands import launch
 from tunemake.errors import StepError
 
 K8S_VERSION = "1.33.0"

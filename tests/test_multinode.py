@@ -267,7 +267,7 @@ def pods(cwd: Path, env: dict, step: list[str], prefix: dict[str, list[str]] | N
     """The PyTorchJob's container command (pytorchjob.manifest, one process per node), with the operator's
     variables, started as a process of each node in `nodes` (`prefix`: what runs before it on a node). Returns each
     node's exit status and output."""
-    from tunemake import pytorchjob
+    from tunemake.cluster import pytorchjob
 
     cfg = pytorchjob.PyTorchJobConfig(image="tunemake", gpus_per_node=1, volume={"claim": "data"})
     job = pytorchjob.manifest(step, 2, cfg, "tunemake-train-test")

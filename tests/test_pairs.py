@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from conftest import REPO, run, write_jsonl
-from tunemake.jsonl import read_jsonl
+from tunemake.data.jsonl import read_jsonl
 from tunemake.params.schema import Params
 from tunemake.steps import pairs, prepare
 

@@ -105,7 +105,7 @@ def test_the_models_defaults_are_the_bundled_params_yaml():
 
 
 def test_a_step_loads_only_its_sections_and_its_code_inputs_hold_only_theirs(tmp_path):
-    from tunemake import dag
+    from tunemake.commands import dag
     from tunemake.params import SECTIONS
     from tunemake.params import load as load_sections
     from tunemake.params.schema import Params

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import REPO, run, write_jsonl
-from tunemake.chat import answer_kind
+from tunemake.data.chat import answer_kind
+from tunemake.data.jsonl import read_jsonl
 from tunemake.errors import StepError
-from tunemake.jsonl import read_jsonl
 from tunemake.params.prepare import PrepareParams
 from tunemake.steps import prepare
 from tunemake.steps.replay import off as replay_off

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO
-from tunemake import profiles
-from tunemake.profiles import Report, Settings
+from tunemake.cluster import profiles
+from tunemake.cluster.profiles import Report, Settings
 
 K8S = REPO / "k8s" / "config.yaml"
 SLURM = REPO / "slurm" / "config.yaml"

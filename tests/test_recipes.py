@@ -13,8 +13,8 @@ import yaml
 
 from conftest import REPO
 from tunemake.errors import StepError
+from tunemake.models.precision import training_precision
 from tunemake.params.schema import load
-from tunemake.precision import training_precision
 from tunemake.runtime import cpu_bf16
 from tunemake.steps import align, base, merge, pairs, prepare, tokenize, train
 

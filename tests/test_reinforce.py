@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run
+from tunemake.models.weights import final_model
 from tunemake.params import ParamsError
 from tunemake.params.schema import load as load_params
-from tunemake.rewards import no_call_score, reward_function, tool_call_score
-from tunemake.weights import final_model
+from tunemake.training.rewards import no_call_score, reward_function, tool_call_score
 
 TOOLS = [
     {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tunemake.scoring import parse_calls, text_scores, tool_scores
+from tunemake.evaluation.scoring import parse_calls, text_scores, tool_scores
 
 TOOLS = [
     {

@@ -21,9 +21,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import BIN
-from tunemake import chat, heldout, llamaserver, sdist, serve
+from tunemake.commands import serve
+from tunemake.data import chat
 from tunemake.errors import StepError
-from tunemake.llamacpp import convert
+from tunemake.evaluation import heldout, summaries
+from tunemake.llama import llamaserver, sdist
+from tunemake.llama.llamacpp import convert
 from tunemake.steps import evaluate
 
 WEATHER = {
@@ -148,7 +151,7 @@ def test_evaluate_asks_a_gguf_through_the_server_and_scores_the_parsed_tool_call
         str(tiny_gguf), str(tiny_gguf.parent / "hf"), rows, {**params.model_dump(), "served": False}, suite
     )
     assert served["calls"][:3] == [CALL.removesuffix("<|im_end|>")] * 3 and served["answered_with_tool_calls"] == 3
-    summary, per_row = evaluate.summarise(rows, served["answers"], served["stopped"], served["calls"])
+    summary, per_row = summaries.summarise(rows, served["answers"], served["stopped"], served["calls"])
     assert [s["tool_calls"]["exact_match"] for s in per_row[:3]] == [1.0, 1.0, 0.0]  # r2 wanted Austin
     assert served["answers"][:3] == local["answers"][:3] and served["stopped"][:3] == local["stopped"][:3]
     # offered no tools, the server parses no call: the answer is its text (an untaught prompt: the tiny model rambles)
@@ -158,7 +161,7 @@ def test_evaluate_asks_a_gguf_through_the_server_and_scores_the_parsed_tool_call
     assert len(served["timings"]) == 1 and "calls" not in local
     # an unparsed call counts as none: the text still shows it, the score does not take it
     text = CALL.removesuffix("<|im_end|>")
-    _, per_row = evaluate.summarise(rows[:1], [text], [True], [""])
+    _, per_row = summaries.summarise(rows[:1], [text], [True], [""])
     assert per_row[0]["tool_calls"]["exact_match"] == 0.0
 
 

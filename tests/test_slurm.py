@@ -123,7 +123,7 @@ def test_a_preempted_training_job_is_requeued_and_resumes_from_its_checkpoint(sl
 
 
 def test_several_nodes_start_one_torchrun_per_node_with_srun(slurm_cluster):
-    from tunemake import launch
+    from tunemake.commands import launch
 
     step = ["tunemake", "train", "--params", "params.yaml"]
     env = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": subprocess.check_output(["hostname", "-s"], text=True).strip()}

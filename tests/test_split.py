@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from tunemake.split import split_records
+from tunemake.data.split import split_records
 
 RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run
+from tunemake.commands.sweep import parse
 from tunemake.params import ParamsError
 from tunemake.params.schema import load
-from tunemake.sweep import parse
 
 PARAMS = REPO / "params.yaml"
 
@@ -65,7 +65,7 @@ def test_every_step_takes_set_on_its_command_line(tmp_path):
 def test_a_sweep_points_trackers_write_to_a_folder_of_its_own(tmp_path, monkeypatch):
     """Points train side by side: each tracker gets tracking/sweep/KEY=VALUE/<step>, never params.yaml's run's."""
     from tunemake.params.train import TrainParams
-    from tunemake.trainer import tracking_callbacks
+    from tunemake.training.trainer import tracking_callbacks
 
     monkeypatch.chdir(tmp_path)
     for name in ("TENSORBOARD_LOGGING_DIR", "WANDB_DIR", "MLFLOW_TRACKING_URI"):
@@ -81,7 +81,7 @@ def test_a_sweep_points_trackers_write_to_a_folder_of_its_own(tmp_path, monkeypa
 def test_a_fresh_checkout_plans_every_step_with_and_without_a_sweep(workspace):
     """{point} is empty for params.yaml's run: its constraint must still match the empty string."""
     from conftest import STEPS
-    from tunemake import dag
+    from tunemake.commands import dag
 
     assert dag.planned(workspace) == set(STEPS)
     swept = run(["snakemake", "-n", "--config", "sweep=train.lora.r:4"], workspace).stdout

@@ -11,9 +11,9 @@ from importlib.metadata import version
 
 import pytest
 
-from tunemake.chat import Renderer
-from tunemake.loss import IGNORE
+from tunemake.data.chat import Renderer
 from tunemake.steps import converter, tokenize
+from tunemake.training.loss import IGNORE
 
 TOOLS = [
     {

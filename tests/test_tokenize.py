@@ -7,13 +7,14 @@ import shutil
 
 import pytest
 
-from tunemake import chat, show_tokens
-from tunemake.chat import Renderer, fast_tokenizer
+from tunemake.commands import show_tokens
+from tunemake.data import chat
+from tunemake.data.chat import Renderer, fast_tokenizer
+from tunemake.data.jsonl import write_jsonl
 from tunemake.errors import StepError
-from tunemake.jsonl import write_jsonl
-from tunemake.loss import IGNORE
 from tunemake.params.tokenize import TokenizeParams
 from tunemake.steps import tokenize
+from tunemake.training.loss import IGNORE
 
 # A minimal template that renders tools and tool calls natively (as Qwen2.5's or Llama 3.1's do).
 NATIVE_TOOLS_TEMPLATE = (
@@ -309,7 +310,7 @@ def test_stop_tokens_are_the_special_end_of_turn_tokens_never_whitespace(smol_to
     <end_of_turn>: the stop tokens must stay the end-of-turn marker and eos, or every answer stops at a newline."""
     from transformers import AutoTokenizer
 
-    from tunemake.chat import stop_token_ids
+    from tunemake.data.chat import stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     tokenizer.add_tokens(["\n"])

@@ -16,11 +16,12 @@ import torch
 import yaml
 
 from conftest import BIN, REPO, run
-from tunemake import runtime, trainer
-from tunemake.loss import assistant_loss
-from tunemake.precision import training_precision
-from tunemake.weights import frozen_in_autocast_dtype
-from tunemake.weights import load as base_load
+from tunemake import runtime
+from tunemake.models.precision import training_precision
+from tunemake.models.weights import frozen_in_autocast_dtype
+from tunemake.models.weights import load as base_load
+from tunemake.training import trainer
+from tunemake.training.loss import assistant_loss
 
 # Small enough for seconds per run, long enough to checkpoint, evaluate and resume mid-run.
 QUICK = {
@@ -123,7 +124,7 @@ def test_lora_run_writes_adapter_history_summary_and_plots(reference):
     assert 0 < summary["parameters"]["trainable_share"] < 0.05
     assert summary["batch"] == {"per_process": 4, "gradient_accumulation": 1, "effective": 4}
     assert summary["best"]["step"] in (0, 4, 8) and summary["tokens_seen"] > 0 and summary["peak_memory_mb"]["rss"] > 0
-    # the few numbers dvc exp show lists (tunemake.headline)
+    # the few numbers dvc exp show lists (tunemake.evaluation.headline)
     assert json.loads((out / "headline.json").read_text()) == {
         "trainable_params": summary["parameters"]["trainable"],
         "best_val_loss": round(summary["best"]["val_loss"], 4),
@@ -237,7 +238,7 @@ def test_freeze_trains_only_the_last_blocks_and_the_head(inputs, tmp_path):
 def test_early_stopping_and_best_weights_follow_the_val_loss(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM, TrainerControl, TrainerState, TrainingArguments
 
-    from tunemake.callbacks import KeepBest
+    from tunemake.training.callbacks import KeepBest
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     keep = KeepBest(tmp_path / "best", patience=2)
@@ -455,8 +456,8 @@ def test_frozen_weights_in_bf16_give_the_same_losses_and_gradients_as_autocast_c
     loss and every adapter gradient are bit for bit those of float32 frozen weights under the same autocast."""
     from peft import get_peft_model
 
-    from tunemake.methods.lora import lora_config
     from tunemake.params.optimisation import LoraParams
+    from tunemake.training.methods.lora import lora_config
 
     torch.manual_seed(0)
     ids = torch.randint(3, 1000, (2, 24))

@@ -1,4 +1,4 @@
-"""tunemake's command line: `tunemake STEP ...`, one subcommand per module of tunemake.steps (and of this package)
+"""tunemake's command line: `tunemake STEP ...`, one subcommand per module of tunemake.steps and tunemake.commands
 that defines `add_arguments(parser)` and `main(args)`.
 
 Each step owns its flags, beside its `run` (TRL's make_parser style); this file only finds the steps, adds the three
@@ -27,9 +27,9 @@ PACKAGE = Path(__file__).parent
 
 def commands() -> dict[str, tuple[str, str]]:
     """Command name -> (module, the first line of its docstring), for each module that defines add_arguments: the
-    steps (tunemake/steps/) and the tools beside them (dag, sync, launch, serve...)."""
+    steps (tunemake/steps/) and the commands beside them (tunemake/commands/: dag, sync, launch, serve...)."""
     found = {}
-    for path in sorted([*(PACKAGE / "steps").glob("*.py"), *PACKAGE.glob("*.py")], key=lambda p: p.stem):
+    for path in sorted([*(PACKAGE / "steps").glob("*.py"), *(PACKAGE / "commands").glob("*.py")], key=lambda p: p.stem):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         if any(isinstance(node, ast.FunctionDef) and node.name == "add_arguments" for node in tree.body):
             summary = " ".join((ast.get_docstring(tree) or "").split("\n\n")[0].split())

@@ -29,7 +29,7 @@ class GgufParams(Strict):
         16384,
         gt=0,
         description="training-split tokens the importance matrix is computed from (llama-imatrix's calibration "
-        "text; tunemake.imatrix)",
+        "text; tunemake.llama.imatrix)",
     )
     imatrix_quants: list[Quant] = Field(
         [],

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from tunemake.params.optimisation import LoraParams, Optimisation
 
-REWARDS = ("tool_call", "no_call")  # tunemake.rewards' own; anything else is a user's `module:function`
+REWARDS = ("tool_call", "no_call")  # tunemake.training.rewards' own; anything else is a user's `module:function`
 # What the reinforce step passes every reward function, by keyword (TRL's GRPOTrainer and the step's columns)
 
 
@@ -98,7 +98,7 @@ class ReinforceParams(Optimisation):
     prompts: list[Literal["tool_call", "no_call", "text"]] = Field(
         ["tool_call", "no_call"],
         min_length=1,
-        description="which train rows prompt, by their reference's answer kind (tunemake.chat.answer_kind); the "
+        description="which train rows prompt, by their reference's answer kind (tunemake.data.chat.answer_kind); the "
         "built-in rewards score tool_call and no_call rows only",
     )
     num_generations: int = Field(4, ge=2, description="-> num_generations: completions sampled per prompt (a group)")

@@ -17,7 +17,7 @@ class ReplayParams(Strict):
     )
     limit: int | None = Field(None, gt=0, description="ask only N prompts, evenly spaced (quick looks)")
     temperature: float = Field(
-        0.7, ge=0, description="0: the base's greedy answers; above 0: sampled, then top_p (general.Nucleus)"
+        0.7, ge=0, description="0: the base's greedy answers; above 0: sampled, then top_p (inference.Nucleus)"
     )
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling when temperature > 0")
     seed: int = Field(0, description="sampled answers: each prompt draws from a generator seeded with seed + its index")

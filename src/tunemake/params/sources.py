@@ -1,4 +1,4 @@
-"""A data source, as `prepare.sources` and `pairs.sources` list them (tunemake.sources)."""
+"""A data source, as `prepare.sources` and `pairs.sources` list them (tunemake.data.sources)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import Field
 
 from tunemake.params import Strict, registered
 
-Format = Annotated[str, registered("formats", "format")]
+Format = Annotated[str, registered("data.formats", "format")]
 
 
 class SystemBy(Strict):
@@ -21,7 +21,9 @@ class SystemBy(Strict):
 
 class SourceParams(Strict):
     path: str
-    format: Format = Field(description="a module in tunemake/formats/: messages, sharegpt, alpaca, qa, xlam, fields")
+    format: Format = Field(
+        description="a module in tunemake/data/formats/: messages, sharegpt, alpaca, qa, xlam, fields"
+    )
     name: str | None = Field(None, description="label used in stats and ids; defaults to the file's stem")
     system: str | None = Field(None, description="system prompt added to rows that have none")
     system_by: SystemBy | None = Field(

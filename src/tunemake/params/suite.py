@@ -10,7 +10,9 @@ from tunemake.params import Strict
 
 
 class SuiteParams(Strict):
-    prompts: str | None = Field(None, description="your own JSONL of prompts that must keep working (tunemake.general)")
+    prompts: str | None = Field(
+        None, description="your own JSONL of prompts that must keep working (tunemake.evaluation.general)"
+    )
     bundled: bool = Field(True, description="include the bundled general prompts")
     systems: list[Literal["template", "empty", "unrelated"]] = Field(
         ["template", "empty", "unrelated"], min_length=1, description="system turns each prompt is asked under"

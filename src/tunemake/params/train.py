@@ -9,7 +9,7 @@ from pydantic import Field
 from tunemake.params import Strict, registered
 from tunemake.params.optimisation import LoraParams, Optimisation
 
-Method = Annotated[str, registered("methods", "method")]
+Method = Annotated[str, registered("training.methods", "method")]
 
 
 class QloraParams(Strict):
@@ -26,7 +26,7 @@ class FreezeParams(Strict):
 
 
 class TrainParams(Optimisation):
-    method: Method = Field("lora", description="a module in tunemake/methods/: lora, qlora, full, freeze")
+    method: Method = Field("lora", description="a module in tunemake/training/methods/: lora, qlora, full, freeze")
     epochs: float = Field(2, gt=0, description="-> num_train_epochs")
     lora: LoraParams = LoraParams()
     qlora: QloraParams = Field(QloraParams(), description="4-bit base weights; the adapter comes from train.lora")

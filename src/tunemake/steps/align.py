@@ -4,15 +4,15 @@ Runs TRL's DPOTrainer on the pairs step's train split (val for the curves). The 
 adapter (align.lora); the reference is the same model with the adapter disabled, i.e. the SFT model itself, never the
 pre-SFT base (the trap of continuing an SFT adapter into DPO: LLaMA-Factory #8459). At step 0 the two are equal, so the
 first margins are 0. Pairs are tokenized here with the training template exactly as tokenize renders rows
-(tunemake.chat.encode_pair), and TRL's own tokenization is skipped. Checkpoints, resume after a kill, SIGTERM and
-torchrun DDP behave as in train (tunemake.trainer).
+(tunemake.data.chat.encode_pair), and TRL's own tokenization is skipped. Checkpoints, resume after a kill, SIGTERM and
+torchrun DDP behave as in train (tunemake.training.trainer).
 
 With align.enabled false the output holds only summary.json saying so (and an empty headline.json), and later steps use
-results/merged (tunemake.weights.final_model): the pipeline is the SFT one.
+results/merged (tunemake.models.weights.final_model): the pipeline is the SFT one.
 
 Output: model/ (the merged aligned model, what gguf and evaluate use), adapter/, history.json with the rewards of
 chosen and rejected answers, their margins and accuracies per step, plots/{train,eval}.tsv, summary.json, headline.json
-(tunemake.headline).
+(tunemake.evaluation.headline).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from tunemake import headline
-from tunemake.chat import Renderer, encode_pair, fast_tokenizer
+from tunemake.data.chat import Renderer, encode_pair, fast_tokenizer
+from tunemake.data.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json
-from tunemake.methods.lora import lora_config
+from tunemake.evaluation import headline
+from tunemake.models.weights import load, save_merged, save_tokenizer
 from tunemake.params import load as load_params
 from tunemake.params.align import AlignParams
 from tunemake.params.merge import MergeParams
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
-from tunemake.weights import load, save_merged, save_tokenizer
+from tunemake.training.methods.lora import lora_config
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def trainer_class():
 def dpo_config(params: AlignParams, checkpoints: Path, world_size: int):
     from trl import DPOConfig
 
-    from tunemake.trainer import arguments
+    from tunemake.training.trainer import arguments
 
     return DPOConfig(
         **arguments(params, checkpoints, world_size),
@@ -157,9 +157,9 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
-    from tunemake.precision import training_precision
-    from tunemake.trainer import (
+    from tunemake.models.precision import training_precision
+    from tunemake.training.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.training.trainer import (
         check_shared,
         optimizer_name,
         parameter_counts,

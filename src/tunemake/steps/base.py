@@ -2,9 +2,9 @@
 
 The weights are not copied into results/base: DVC would cache (and push) every copy of what the hub, a local folder or
 a pinned package already keeps. manifest.json pins them instead (the file hash or the resolved hub commit), and
-`tunemake.weights.locate` finds them on any machine: the hub snapshot at that commit, the local folder, or the GGUF
-dequantised once into a cache keyed by its hash ($TUNEMAKE_CACHE, default ~/.cache/tunemake). Accepted sources are
-listed in tunemake.weights.
+`tunemake.models.weights.locate` finds them on any machine: the hub snapshot at that commit, the local folder, or the
+GGUF dequantised once into a cache keyed by its hash ($TUNEMAKE_CACHE, default ~/.cache/tunemake). Accepted sources are
+listed in tunemake.models.weights.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import logging
 import math
 from pathlib import Path
 
-from tunemake.chat import extend_tools
+from tunemake.data.chat import extend_tools
+from tunemake.data.jsonl import atomic_dir, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, write_json
+from tunemake.models.weights import materialise, resolve, save_tokenizer
 from tunemake.params import load as load_params
 from tunemake.params.base import BaseParams
-from tunemake.weights import materialise, resolve, save_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,11 @@
 
 The base's row of the evaluation depends only on the base, the test rows and pairs, the suite and the eval settings,
 so it is a step of its own: retraining, re-aligning, re-exporting, or each point of a sweep over training settings
-never scores the base again. The passes are evaluate's own (tunemake.heldout.score_transformers and score_gguf, each in a
-fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general answers (the
-reference drift is measured against) and the timed rows in transformers; every test row answered by its 16-bit GGUF
-(tunemake.llamacpp.base_gguf), whose answers are the base's: served by llama-server like every GGUF (eval.served).
+never scores the base again. The passes are evaluate's own (tunemake.evaluation.heldout.score_transformers and
+score_gguf, each in a fresh process): teacher-forced loss, the held-out preference pairs, the loss on its own general
+answers (the reference drift is measured against) and the timed rows in transformers; every test row answered by its
+16-bit GGUF (tunemake.llama.llamacpp.base_gguf), whose answers are the base's: served by llama-server like every GGUF
+(eval.served).
 
 Output: base.json, the result evaluate reads as the base row (answers from the GGUF, `answers_from` says which),
 with the eval settings it was scored with; evaluate refuses one scored with other settings.
@@ -18,7 +19,8 @@ import logging
 import time
 from pathlib import Path
 
-from tunemake.heldout import (
+from tunemake.data.jsonl import atomic_dir, write_json
+from tunemake.evaluation.heldout import (
     in_fresh_process,
     read_test_pairs,
     read_test_rows,
@@ -26,7 +28,6 @@ from tunemake.heldout import (
     score_transformers,
     suite_request,
 )
-from tunemake.jsonl import atomic_dir, write_json
 from tunemake.params import load as load_params
 from tunemake.params.eval import EvalParams
 
@@ -72,7 +73,7 @@ def run(
     converter: Path,
     out: Path,
 ) -> dict:
-    from tunemake.llamacpp import base_gguf
+    from tunemake.llama.llamacpp import base_gguf
 
     rows, pairs = read_test_rows(data, params), read_test_pairs(pairs_dir, params)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ types become JSON Schema), through the openai client; the server's parsed `tool_
 BFCL's checker as BFCL scores a function-calling model. `irrelevance` offers functions that do not fit the request:
 right there is no call.
 
-Three files answer: the base (its 16-bit GGUF, tunemake.llamacpp.base_gguf, scored once per base and settings and
+Three files answer: the base (its 16-bit GGUF, tunemake.llama.llamacpp.base_gguf, scored once per base and settings and
 kept in the cache), the tuned model (its unquantized GGUF) and the shipped quant. Per category: correct/total with a
 95% interval, and the paired differences tuned - base and shipped - base over the same rows.
 
@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
-from tunemake import general
 from tunemake.cache import cache_root, make_once
-from tunemake.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.data.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.evaluation import general
+from tunemake.evaluation.stats import interval, paired_interval
 from tunemake.params import load as load_params
 from tunemake.params.bfcl import BfclParams
-from tunemake.stats import interval, paired_interval
 
 log = logging.getLogger("tunemake")
 MODEL = "tunemake"  # the name BFCL's checker looks its settings up under
@@ -105,7 +105,7 @@ def answers(gguf: Path, asked: dict[str, list], params: BfclParams) -> dict[str,
     decodes them (None when a call's arguments are not JSON)."""
     from openai import OpenAI
 
-    from tunemake.llamaserver import serving
+    from tunemake.llama.llamaserver import serving
 
     _, tools, _ = _bfcl()
 
@@ -135,7 +135,7 @@ def answers(gguf: Path, asked: dict[str, list], params: BfclParams) -> dict[str,
 
 def base_answers(base: Path, converter: Path, asked: dict[str, list], params: BfclParams) -> dict[str, list]:
     """The base's answers, kept in the cache per base, settings and versions: every run of one base reuses them."""
-    from tunemake.llamacpp import base_gguf
+    from tunemake.llama.llamacpp import base_gguf
 
     key = hashlib.sha256(
         json.dumps(

@@ -2,7 +2,7 @@
 
 The converter must match the llama.cpp that llama-cpp-python was built from, and it ships in that package's sdist
 (vendor/llama.cpp) but not in its wheel. The sdist comes from the package index (pip download), never from a git
-branch, downloaded once per version into the cache (tunemake.sdist, which llama-server is built from too); the
+branch, downloaded once per version into the cache (tunemake.llama.sdist, which llama-server is built from too); the
 few files the converter needs are extracted once into a per-version cache and copied into the step's output, so the
 gguf step reads only declared files.
 """
@@ -16,9 +16,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from tunemake.cache import cache_root, make_once
+from tunemake.data.jsonl import atomic_dir, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, write_json
-from tunemake.sdist import PACKAGE, extract, sdist
+from tunemake.llama.sdist import PACKAGE, extract, sdist
 
 log = logging.getLogger("tunemake")
 TEMPLATES = "models/templates/"  # the real chat templates llama.cpp tests with: tests/test_templates.py reads them

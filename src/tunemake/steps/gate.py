@@ -2,18 +2,18 @@
 
 The verdict, each check with its value, 95% interval and limit, and the reasons go to results/gate.json, which the
 report shows; the verdict and the few scores it rests on, under plain names, to results/headline.json, which
-`dvc exp show` lists (tunemake.headline). Comparisons (gain over base, quant drop) are paired over the test rows; a
-gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With
+`dvc exp show` lists (tunemake.evaluation.headline). Comparisons (gain over base, quant drop) are paired over the test
+rows; a gain must be told apart from noise, and a quant drop blocks deploy only on evidence (see `check`). With
 gate.enforce on, a verdict other than deploy fails the step (and so the pipeline).
 
-Regressions are judged on the general prompts (results/suite, tunemake.general), which no training row shares: the
-shipped model's degenerate answers and checkable answers against the base model's, and the tuned model's drift (its
-loss on the base's own answers minus the base's). They are harms, so each blocks on evidence: its 95% interval lies
-past the limit. Drift is judged only where the base answered soundly (tunemake.steps.evaluate.sound_answers: not
-degenerate, from a base that ends its turns; gate.drift_on: all judges every conversation): moving away from a
-broken answer is no harm. A pretrained base never ends its turn, so there drift is not applicable, and
-`base_answers` says the base is mostly broken; degenerate and checkable answers are still compared with the base's,
-so a tuned model worse than a bad base still fails.
+Regressions are judged on the general prompts (results/suite, tunemake.evaluation.general), which no training row
+shares: the shipped model's degenerate answers and checkable answers against the base model's, and the tuned model's
+drift (its loss on the base's own answers minus the base's). They are harms, so each blocks on evidence: its 95%
+interval lies past the limit. Drift is judged only where the base answered soundly
+(tunemake.evaluation.summaries.sound_answers: not degenerate, from a base that ends its turns; gate.drift_on: all
+judges every conversation): moving away from a broken answer is no harm. A pretrained base never ends its turn, so there drift is not
+applicable, and `base_answers` says the base is mostly broken; degenerate and checkable answers are still compared with
+the base's, so a tuned model worse than a bad base still fails.
 
 deploy: every check passes. abort: the tuned model does not beat the base model at all. iterate: anything else
 (try more epochs, another learning rate, more data, replay); `regressions` names the failed regression checks.
@@ -33,12 +33,12 @@ import json
 import logging
 from pathlib import Path
 
-from tunemake import headline
+from tunemake.data.jsonl import dotted, read_jsonl, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import dotted, read_jsonl, write_json
+from tunemake.evaluation import headline
+from tunemake.evaluation.stats import paired_interval
 from tunemake.params import load as load_params
 from tunemake.params.gate import GateParams
-from tunemake.stats import paired_interval
 
 log = logging.getLogger("tunemake")
 DRIFT = "drift: tuned loss on the base's general answers minus the base's (nats/token)"
@@ -306,7 +306,7 @@ def run(
     headline_out: Path | None = None,
     bfcl: Path | None = None,
 ) -> dict:
-    """Decide and record the verdict, and its headline (tunemake.headline) at headline_out; fail instead when
+    """Decide and record the verdict, and its headline (tunemake.evaluation.headline) at headline_out; fail instead when
     gate.enforce is on and it is not deploy."""
     metrics = json.loads((evaluation / "metrics.json").read_text())
     samples = read_jsonl(evaluation / "samples.jsonl")

@@ -3,7 +3,7 @@ in params), load-checked, with an Ollama Modelfile.
 
 Conversion runs llama.cpp's own converter (the converter step's output) in a subprocess; quantization uses
 llama_cpp.llama_model_quantize from the same llama.cpp build, weighted by an importance matrix computed from the
-training split for the quants in gguf.imatrix_quants (tunemake.imatrix; stored as imatrix.gguf, llama.cpp's
+training split for the quants in gguf.imatrix_quants (tunemake.llama.imatrix; stored as imatrix.gguf, llama.cpp's
 format); with gguf.imatrix_compare each of those is also made without it, so evaluate measures the difference.
 Every file is then loaded with llama_cpp.Llama, and its embedded chat template and stop tokens must render a sample
 conversation into exactly the token ids the training tokenizer produces: a GGUF that would prompt the model
@@ -20,15 +20,15 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from tunemake import imatrix
-from tunemake.chat import TOOL_INSTRUCTIONS, Renderer, stop_token_ids
+from tunemake.data.chat import TOOL_INSTRUCTIONS, Renderer, stop_token_ids
+from tunemake.data.jsonl import atomic_dir, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, write_json
-from tunemake.llamacpp import convert, file_template, load
+from tunemake.llama import imatrix
+from tunemake.llama.llamacpp import convert, file_template, load
+from tunemake.models.weights import final_model
 from tunemake.params import load as load_params
 from tunemake.params.gguf import GgufParams
 from tunemake.runtime import threads
-from tunemake.weights import final_model
 
 log = logging.getLogger("tunemake")
 

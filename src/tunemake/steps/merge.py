@@ -1,5 +1,5 @@
-"""merge: fold the trained adapter into the float base weights and save a standalone model (tunemake.weights.save_merged,
-which align uses too).
+"""merge: fold the trained adapter into the float base weights and save a standalone model
+(tunemake.models.weights.save_merged, which align uses too).
 
 LoRA and QLoRA adapters are merged into results/base loaded in float32 (never into 4-bit weights), then cast to
 merge.dtype. Full and freeze runs already hold full weights: they are re-saved (in merge.dtype). The output carries
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tunemake.models.weights import save_merged
 from tunemake.params import load as load_params
 from tunemake.params.merge import MergeParams
-from tunemake.weights import save_merged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

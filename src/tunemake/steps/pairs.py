@@ -17,12 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
-from tunemake.jsonl import read_jsonl
+from tunemake.data.jsonl import read_jsonl
+from tunemake.data.sources import read_sources, write_splits
+from tunemake.data.split import SPLITS, split_records
 from tunemake.params import load as load_params
 from tunemake.params.pairs import PairsParams
 from tunemake.params.prepare import PrepareParams
-from tunemake.sources import read_sources, write_splits
-from tunemake.split import SPLITS, split_records
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Outputs (one directory): train.jsonl, val.jsonl, test.jsonl in the canonical record format, stats.json, and
 rejects.jsonl with every row that was not kept (file, line, reason, what to fix, and the raw line). Reading and
-checking rows is tunemake.sources, shared with the pairs step.
+checking rows is tunemake.data.sources, shared with the pairs step.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tunemake.chat import answer_kind
+from tunemake.data.chat import answer_kind
+from tunemake.data.jsonl import atomic_dir, read_jsonl, write_json
+from tunemake.data.sources import read_rows
+from tunemake.data.split import SPLITS, assign, split_key
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.params import load as load_params
 from tunemake.params.prepare import PrepareParams
-from tunemake.sources import read_rows
-from tunemake.split import SPLITS, assign, split_key
 
 log = logging.getLogger(__name__)
 

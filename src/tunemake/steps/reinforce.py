@@ -3,15 +3,15 @@
 Runs TRL's GRPOTrainer on the train split's rows (results/data/train.jsonl) whose reference answer is of a kind
 reinforce.prompts lists (by default those offering tools: a call, or an answer in words where no tool fits). Each
 prompt is rendered with the training template exactly as evaluate renders a held-out row, reinforce.num_generations
-completions are sampled for it, and the rewards of tunemake.rewards (or the user's own) score each against the row's
-reference: the policy moves toward the completions that beat their group's mean. The starting model is
-tunemake.weights.final_model(merged, align): the DPO model when align ran, else the SFT one; with beta > 0 the KL
+completions are sampled for it, and the rewards of tunemake.training.rewards (or the user's own) score each against the
+row's reference: the policy moves toward the completions that beat their group's mean. The starting model is
+tunemake.models.weights.final_model(merged, align): the DPO model when align ran, else the SFT one; with beta > 0 the KL
 penalty's reference is that same model (the adapter disabled). Completions are sampled with transformers' generate,
 or TRL's vLLM (colocate mode) on a GPU where vllm is installed (reinforce.vllm); the summary says which. Checkpoints,
-resume after a kill, SIGTERM and torchrun DDP behave as in train (tunemake.trainer).
+resume after a kill, SIGTERM and torchrun DDP behave as in train (tunemake.training.trainer).
 
 With reinforce.enabled false the output holds only summary.json saying so (and an empty headline.json), and later steps use the
-model before it (tunemake.weights.final_model): the pipeline is the SFT (+ DPO) one.
+model before it (tunemake.models.weights.final_model): the pipeline is the SFT (+ DPO) one.
 
 Output: model/ (the merged GRPO model, what gguf and evaluate use), adapter/, history.json (per logging step: the
 loss, the summed reward and its spread, each reward's mean and std, the KL to the starting model, the completions'
@@ -30,16 +30,16 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from tunemake import headline
-from tunemake.chat import Renderer, answer_kind, fast_tokenizer, format_call
+from tunemake.data.chat import Renderer, answer_kind, fast_tokenizer, format_call
+from tunemake.data.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, read_jsonl, write_json
-from tunemake.methods.lora import lora_config
+from tunemake.evaluation import headline
+from tunemake.models.weights import final_model, load, save_merged, save_tokenizer
 from tunemake.params import load as load_params
 from tunemake.params.merge import MergeParams
 from tunemake.params.reinforce import ReinforceParams
 from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
-from tunemake.weights import final_model, load, save_merged, save_tokenizer
+from tunemake.training.methods.lora import lora_config
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def uses_vllm(setting: str) -> bool:
 def grpo_config(params: ReinforceParams, checkpoints: Path, world_size: int, vllm: bool):
     from trl import GRPOConfig
 
-    from tunemake.trainer import arguments
+    from tunemake.training.trainer import arguments
 
     return GRPOConfig(
         **{
@@ -168,10 +168,10 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from tunemake.callbacks import Progress, StopOnSignal, history, write_plots
-    from tunemake.precision import training_precision
-    from tunemake.rewards import reward_function
-    from tunemake.trainer import (
+    from tunemake.models.precision import training_precision
+    from tunemake.training.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.training.rewards import reward_function
+    from tunemake.training.trainer import (
         optimizer_name,
         parameter_counts,
         resume_checkpoint,

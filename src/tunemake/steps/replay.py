@@ -10,10 +10,10 @@ degenerate, are left out: replay must never teach truncation or loops. `replay.t
 answers (seeded) instead of taking the greedy ones. With `prepare.replay: 0` the step writes no rows at once and loads
 no model (torch is imported inside `run`).
 
-The base answers in transformers, its weights in bfloat16 where the device multiplies it fast (tunemake.precision.fast_weights_dtype):
-they are training rows, compared with nothing, and transformers answers them faster than llama.cpp's portable
-build on CPUs that multiply bfloat16 fast (docs/benchmarks/replay.md). The answers that are compared with the tuned
-model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
+The base answers in transformers, its weights in bfloat16 where the device multiplies it fast
+(tunemake.models.precision.fast_weights_dtype): they are training rows, compared with nothing, and transformers answers
+them faster than llama.cpp's portable build on CPUs that multiply bfloat16 fast (docs/benchmarks/replay.md). The answers
+that are compared with the tuned model's (the suite, baseline) stay with llama.cpp, the engine every GGUF answers in.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ import logging
 import time
 from pathlib import Path
 
-from tunemake import degenerate, general
-from tunemake.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.data.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.evaluation import degenerate, general
+from tunemake.models import inference
+from tunemake.models.precision import fast_weights_dtype
 from tunemake.params import load as load_params
 from tunemake.params.prepare import PrepareParams
 from tunemake.params.replay import ReplayParams
-from tunemake.precision import fast_weights_dtype
 
 log = logging.getLogger(__name__)
 
 # No system turn (the template's default), an empty one, a plain one and two personas: the contexts a user's
-# deployment puts the model in and the task rows lack. None is the suite's (tunemake.general.SYSTEMS).
+# deployment puts the model in and the task rows lack. None is the suite's (tunemake.evaluation.general.SYSTEMS).
 SYSTEMS = [
     None,
     "",
@@ -80,12 +81,12 @@ def run(params: ReplayParams, base: Path, out: Path) -> dict:
         conversations.append(
             {"messages": messages if system is None else [{"role": "system", "content": system}] + messages}
         )
-    model, tokenizer, generate = general.load_model(base, params.max_new_tokens, dtype=fast_weights_dtype())
-    prompts = general.render(tokenizer, conversations)
+    model, tokenizer, generate = inference.load_model(base, params.max_new_tokens, dtype=fast_weights_dtype())
+    prompts = inference.render(tokenizer, conversations)
     if params.temperature > 0:  # temperature, then top-p (greedy: docs/benchmarks/defaults.md)
-        generate.update(general.sampling(params.temperature, params.top_p))
+        generate.update(inference.sampling(params.temperature, params.top_p))
     with torch.inference_mode():
-        answers, stopped = general.hf_answers(model, tokenizer, prompts, generate, params.batch_size, params.seed)
+        answers, stopped = inference.hf_answers(model, tokenizer, prompts, generate, params.batch_size, params.seed)
     rows, dropped = [], {"unfinished": 0, "degenerate": 0}
     for index, (conversation, answer, ended) in enumerate(zip(conversations, answers, stopped)):
         if not ended:

@@ -1,11 +1,11 @@
 """suite: the regression suite's prompts and the base model's own greedy answers to them, made once per base.
 
 The suite is the bundled general prompts (tunemake/prompts/general.jsonl) plus your own file (`suite.prompts`),
-each asked under each system variant in `suite.systems` (see tunemake.general). The base model's answers depend only
-on the base, the prompts and these settings, so every experiment reuses them: evaluate has the tuned model and each
-GGUF answer the same rendered prompts, and measures the base's and the tuned model's loss on the base's answers
+each asked under each system variant in `suite.systems` (see tunemake.evaluation.general). The base model's answers
+depend only on the base, the prompts and these settings, so every experiment reuses them: evaluate has the tuned model
+and each GGUF answer the same rendered prompts, and measures the base's and the tuned model's loss on the base's answers
 (drift, both in evaluate so they are computed alike). The base answers through llama.cpp from its 16-bit GGUF
-(tunemake.llamacpp.base_gguf), the engine the GGUFs it is compared with answer through.
+(tunemake.llama.llamacpp.base_gguf), the engine the GGUFs it is compared with answer through.
 
 Output: suite.jsonl, one row per conversation: id, kind, system variant, the prompt as rendered by the base's
 template, accepted answers (checkable prompts), and the base's answer and whether it ended its turn (evaluate scores
@@ -19,8 +19,9 @@ import logging
 import time
 from pathlib import Path
 
-from tunemake import degenerate, general
-from tunemake.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.data.jsonl import atomic_dir, write_json, write_jsonl
+from tunemake.evaluation import degenerate, general
+from tunemake.models import inference
 from tunemake.params import load as load_params
 from tunemake.params.suite import SuiteParams
 
@@ -53,11 +54,11 @@ def conversations(params: SuiteParams) -> list[dict]:
 def run(params: SuiteParams, base: Path, converter: Path, out: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from tunemake import llamacpp
+    from tunemake.llama import llamacpp
 
     started = time.perf_counter()
     rows = conversations(params)
-    prompts = general.render(AutoTokenizer.from_pretrained(base), rows)
+    prompts = inference.render(AutoTokenizer.from_pretrained(base), rows)
     llm = llamacpp.load(llamacpp.base_gguf(base, converter), n_ctx=4096)
     answers, stopped = llamacpp.answer(llm, prompts, params.max_new_tokens, parallel=params.batch_size)
     with atomic_dir(out) as tmp:

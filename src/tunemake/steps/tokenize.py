@@ -1,7 +1,7 @@
 """tokenize: canonical splits -> a `datasets` Arrow DatasetDict with labels only on assistant tokens.
 
 Each conversation is rendered once with the base model's chat template (once per assistant turn where the
-template rewrites earlier turns: tunemake.chat.Renderer.sequences) and tokenized with character offsets; tokens
+template rewrites earlier turns: tunemake.data.chat.Renderer.sequences) and tokenized with character offsets; tokens
 inside assistant turns (end-of-turn token included) keep their id as label, all others get -100, so the loss never
 trains on prompts, system text or tool specs. Rows longer than tokenize.max_length follow
 tokenize.overlong: drop, truncate (rows left with no trainable token are dropped) or error. All counted.
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tunemake.chat import Renderer, answer_kind, fast_tokenizer
+from tunemake.data.chat import Renderer, answer_kind, fast_tokenizer
+from tunemake.data.jsonl import atomic_dir, write_json
+from tunemake.data.split import SPLITS
 from tunemake.errors import StepError
-from tunemake.jsonl import atomic_dir, write_json
-from tunemake.loss import IGNORE
 from tunemake.params import load as load_params
 from tunemake.params.tokenize import TokenizeParams
 from tunemake.runtime import threads
-from tunemake.split import SPLITS
+from tunemake.training.loss import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
     stats: dict = {
         "max_length": params.max_length,
         "overlong": params.overlong,
-        "tool_format": "tunemake's extension of the model's template (<tool_call> JSON, see tunemake.chat)"
+        "tool_format": "tunemake's extension of the model's template (<tool_call> JSON, see tunemake.data.chat)"
         if renderer.extended
         else "the model's own template",
         "training_template": renderer.training_template,

@@ -6,7 +6,7 @@ the newest one, and a run whose parameters or data changed starts over. SIGTERM/
 non-zero. Under `torchrun --nproc-per-node N` the same command trains data-parallel (DDP: gloo on CPU, NCCL on GPU).
 
 Output: model/ (the adapter, or full weights for full/freeze, with the tokenizer and chat template), history.json,
-plots/{train,eval}.tsv, summary.json and headline.json (its headline numbers, tunemake.headline).
+plots/{train,eval}.tsv, summary.json and headline.json (its headline numbers, tunemake.evaluation.headline).
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ from pathlib import Path
 
 import torch
 
-from tunemake import headline
-from tunemake.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
-from tunemake.jsonl import atomic_dir, write_json
-from tunemake.loss import assistant_loss
-from tunemake.methods import METHODS
+from tunemake.data.jsonl import atomic_dir, write_json
+from tunemake.evaluation import headline
+from tunemake.models.precision import training_precision
+from tunemake.models.weights import frozen_in_autocast_dtype, save_tokenizer
 from tunemake.params import load as load_params
 from tunemake.params.train import TrainParams
-from tunemake.precision import training_precision
 from tunemake.runtime import (
     BF16_PAYS,
     cpu_features,
@@ -39,7 +37,10 @@ from tunemake.runtime import (
     peak_memory_mb,
     use_cores,
 )
-from tunemake.trainer import (
+from tunemake.training.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
+from tunemake.training.loss import assistant_loss
+from tunemake.training.methods import METHODS
+from tunemake.training.trainer import (
     arguments,
     check_shared,
     optimizer_name,
@@ -48,7 +49,6 @@ from tunemake.trainer import (
     run_trainer,
     tracking_callbacks,
 )
-from tunemake.weights import frozen_in_autocast_dtype, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,8 @@ def write_outputs(
             "config": params.model_dump(),
         }
         write_json(tmp / "summary.json", summary)
-        # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics, tunemake.headline).
+        # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics,
+        # tunemake.evaluation.headline).
         write_json(tmp / headline.FILE, headline.train(summary))
     log.info(
         "train: %d steps, loss %s -> %s, best val loss %s, %.0fs, peak memory %.0f MB",

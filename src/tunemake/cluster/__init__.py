@@ -1,0 +1,1 @@
+"""Clusters: checking profiles, Kubernetes PyTorchJobs, and the S3 storage fix."""

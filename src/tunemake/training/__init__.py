@@ -1,0 +1,1 @@
+"""What the trainer steps share: arguments and resuming, callbacks, the loss, methods (methods/) and rewards."""
