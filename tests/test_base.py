@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tunemake.cache import make_once
-from tunemake.data.chat import OWN_TEMPLATE, TOOL_PREAMBLE
+from tunemake.data.tool_template import OWN_TEMPLATE, TOOL_PREAMBLE
 from tunemake.errors import StepError
 from tunemake.models import weights
 from tunemake.params.base import BaseParams
@@ -22,7 +22,7 @@ def test_local_directory_is_pinned_not_copied(tiny_llama_dir, tmp_path):
     manifest = base.run(BaseParams(model=str(tiny_llama_dir)), tmp_path / "base")
     out = tmp_path / "base"
     assert (out / "tokenizer.json").is_file() and not list(out.glob("*.safetensors"))
-    # SmolLM2's own template, extended to render tools (tunemake.data.chat.tool_template)
+    # SmolLM2's own template, extended to render tools (tunemake.data.tool_template)
     saved = (out / "chat_template.jinja").read_text()
     assert saved.startswith(TOOL_PREAMBLE[:40]) and saved.split(OWN_TEMPLATE)[1].startswith(
         "{% for message in messages %}"

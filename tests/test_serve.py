@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 from conftest import BIN
 from tunemake.commands import serve
-from tunemake.data import chat
+from tunemake.data import chat, tool_template
 from tunemake.errors import StepError
 from tunemake.evaluation import heldout, summaries
 from tunemake.llama import llamaserver, sdist
@@ -50,7 +50,7 @@ CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</t
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory, tiny_llama_dir, converter_dir) -> Path:
     """The tiny Llama taught to answer QUESTION with a call to get_weather, as an F32 GGUF carrying SmolLM2's template
-    as tunemake extends it (chat.tool_template): llama-server parses tool calls only in a format the file's template
+    as tunemake extends it (tool_template): llama-server parses tool calls only in a format the file's template
     writes. Taught, because a random model rambles: even with tool_choice="required" llama.cpp's grammar lets text
     come first."""
     import torch
@@ -59,7 +59,7 @@ def tiny_gguf(tmp_path_factory, tiny_llama_dir, converter_dir) -> Path:
     root = tmp_path_factory.mktemp("serve")
     shutil.copytree(tiny_llama_dir, root / "hf")
     tokenizer = AutoTokenizer.from_pretrained(root / "hf")
-    assert chat.extend_tools(tokenizer)  # SmolLM2's own template renders no tools
+    assert tool_template.extend_tools(tokenizer)  # SmolLM2's own template renders no tools
     tokenizer.save_pretrained(root / "hf")
     prompt = tokenizer.apply_chat_template(QUESTION, tools=[WEATHER], add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

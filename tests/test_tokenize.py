@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tunemake.commands import show_tokens
-from tunemake.data import chat
+from tunemake.data import chat, tool_template
 from tunemake.data.chat import Renderer, fast_tokenizer
 from tunemake.data.jsonl import write_jsonl
 from tunemake.errors import StepError
@@ -100,7 +100,7 @@ def test_the_extended_template_renders_tools_calls_and_results_in_the_hermes_con
         {"role": "assistant", "content": "3 degrees."},
     ]
     block = (
-        chat.TOOL_INSTRUCTIONS
+        tool_template.TOOL_INSTRUCTIONS
         + '\n<tools>\n{"name": "get_weather", "description": "w", "parameters": '
         + ('{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}\n</tools>')
     )
@@ -119,9 +119,9 @@ def test_the_extended_template_renders_tools_calls_and_results_in_the_hermes_con
     assert renderer.render(MULTI_TURN["messages"], None) == renderer.render(
         MULTI_TURN["messages"],
         None,
-        template=(renderer.tokenizer.chat_template.split(chat.OWN_TEMPLATE)[1]),
+        template=(renderer.tokenizer.chat_template.split(tool_template.OWN_TEMPLATE)[1]),
     )
-    assert not chat.extend_tools(renderer.tokenizer)  # extending an extended template changes nothing
+    assert not tool_template.extend_tools(renderer.tokenizer)  # extending an extended template changes nothing
 
 
 def test_a_template_with_native_tool_support_is_used_natively(smol_tokenizer_dir, tmp_path):
@@ -215,7 +215,10 @@ def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_us
     [(ids, labels)] = tokenize.encode(renderer, MULTI_TURN)
     assert "<start_of_turn>user\nBe brief.\n\nCapital of Norway?<end_of_turn>" in tokenizer.decode(ids)
     [(ids, _)] = tokenize.encode(renderer, TOOL_RECORD)  # the tools open the first user turn
-    assert f"<start_of_turn>user\n{chat.TOOL_INSTRUCTIONS}\n<tools>" in tokenizer.decode(ids) and renderer.extended
+    assert (
+        f"<start_of_turn>user\n{tool_template.TOOL_INSTRUCTIONS}\n<tools>" in tokenizer.decode(ids)
+        and renderer.extended
+    )
     trained = trained_text(renderer, labels)
     assert trained == "Oslo.<end_of_turn>Lima.<end_of_turn>", trained
 

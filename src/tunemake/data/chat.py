@@ -1,71 +1,16 @@
-"""Rendering canonical conversations with the base model's own chat template.
-
-Templates that understand `tools` and `tool_calls` are used as they are. Many small models' templates (SmolLM2's
-among them) silently ignore both, which would train the model on empty answers and leave a served model blind to
-the tools a request offers. For those, tunemake extends the template (tool_template) with the Hermes / Qwen2.5
-convention, and that extended template is the one that trains, that results/merged and the GGUF carry, and that a
-server (llama-server --jinja, vLLM) renders requests with:
-
-- the function specs go into the system message inside <tools></tools>, one JSON object per line;
-- each assistant call is written as <tool_call>{"name": ..., "arguments": {...}}</tool_call>;
-- a tool result becomes a user turn wrapped in <tool_response></tool_response>.
-
-Servers read calls in this convention back as OpenAI `tool_calls` (llama.cpp's parser recognises the tags).
-"""
+"""Rendering canonical conversations with the base model's own chat template (extended with tools where it ignores
+them, tunemake.data.tool_template): the text and tokens training learns from, which tokens are the assistant's, and
+the stop tokens that end a turn."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from tunemake.data.tool_template import extend_tools, is_extended, raises, tool_support
 from tunemake.errors import StepError
 
-SENTINEL = "tunemake_sentinel_fn"
 OTHER_ANSWER = "\u00a7tunemake\u00a7"  # an answer no row starts with: where it departs from a real one, that one starts
-TOOL_INSTRUCTIONS = (
-    "You may call one or more functions to answer the user. For each call, reply with a JSON object "
-    'with "name" and "arguments" inside <tool_call></tool_call> tags. The functions:'
-)
-
-
-@dataclass(frozen=True)
-class ToolSupport:
-    tools: bool  # the template renders the `tools` argument
-    tool_calls: bool  # the template renders assistant `tool_calls`
-
-    @property
-    def native(self) -> bool:
-        return self.tools and self.tool_calls
-
-
-def tool_support(tokenizer) -> ToolSupport:
-    """Probe the template: does a sentinel function name survive rendering?"""
-    spec = [
-        {
-            "type": "function",
-            "function": {"name": SENTINEL, "description": "", "parameters": {"type": "object", "properties": {}}},
-        }
-    ]
-    user = [{"role": "user", "content": "hi"}]
-    call = [
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": SENTINEL, "arguments": {}}}],
-        }
-    ]
-    return ToolSupport(
-        tools=SENTINEL in _safe_render(tokenizer, user, tools=spec),
-        tool_calls=SENTINEL in _safe_render(tokenizer, user + call),
-    )
-
-
-def _safe_render(tokenizer, messages, **kwargs) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-    except Exception:  # a template that raises on an unknown key does not support it
-        return ""
 
 
 def format_call(call: dict) -> str:
@@ -108,97 +53,12 @@ def openai_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-OWN_TEMPLATE = "{#- the base model's own template #}"  # where the extension ends and the base's template begins
-# Rewrites `messages` before the base template runs: the base's own turns, with tools, calls and tool results as
-# text (see the module docstring). `tojson` is json.dumps(ensure_ascii=False) in transformers and llama.cpp alike;
-# arguments arrive as a JSON string from OpenAI clients and as an object from training rows.
-TOOL_PREAMBLE = r"""{#- tunemake: tools, tool calls and tool results in the Hermes convention -#}
-{%- set tm = namespace(messages=[], listing="", block="") -%}
-{%- if tools -%}
-{%- for tool in tools -%}
-{%- set tm.listing = tm.listing ~ ("\n" if not loop.first else "") ~ ((tool.function if tool.function is defined else tool) | tojson) -%}
-{%- endfor -%}
-{%- set tm.block = 'PREAMBLE' ~ "\n<tools>\n" ~ tm.listing ~ "\n</tools>" -%}
-{%- if SYSTEM_ROLE and (not messages or messages[0].role != "system") -%}
-{%- set tm.messages = [{"role": "system", "content": tm.block}] -%}
-{%- endif -%}
-{%- endif -%}
-{%- for message in messages -%}
-{%- set content = message.content if message.content is string else "" -%}
-{%- if SYSTEM_ROLE and loop.first and tm.block and message.role == "system" -%}
-{%- set content = content ~ "\n\n" ~ tm.block -%}
-{%- elif not SYSTEM_ROLE and tm.block and message.role == "user" -%}
-{%- set content = tm.block ~ "\n\n" ~ content -%}
-{%- set tm.block = "" -%}
-{%- endif -%}
-{%- if message.tool_calls -%}
-{%- set calls = namespace(text="") -%}
-{%- for call in message.tool_calls -%}
-{%- set function = call.function if call.function is defined else call -%}
-{%- set arguments = function.arguments if function.arguments is string else function.arguments | tojson -%}
-{%- set calls.text = calls.text ~ ("\n" if not loop.first else "") ~ '<tool_call>\n{"name": ' ~ (function.name | tojson) ~ ', "arguments": ' ~ arguments ~ '}\n</tool_call>' -%}
-{%- endfor -%}
-{%- set content = content ~ "\n" ~ calls.text if content else calls.text -%}
-{%- endif -%}
-{%- if message.role == "tool" -%}
-{%- set tm.messages = tm.messages + [{"role": "user", "content": "<tool_response>\n" ~ content ~ "\n</tool_response>"}] -%}
-{%- else -%}
-{%- set tm.messages = tm.messages + [{"role": message.role, "content": content}] -%}
-{%- endif -%}
-{%- endfor -%}
-{%- set messages = tm.messages -%}
-{%- set tools = NO_TOOLS -%}
-OWN_TEMPLATE""".replace("PREAMBLE", TOOL_INSTRUCTIONS).replace("OWN_TEMPLATE", OWN_TEMPLATE)
-
-
-def tool_template(template: str, system_role: bool = True, no_tools: str = "none") -> str:
-    """The base's template extended to render `tools`, assistant `tool_calls` and `tool` turns (the module
-    docstring's convention). Without a system role (Gemma 2) the tools go at the top of the first user turn. The
-    base template then sees no tools: `no_tools` is what it takes for none ("[]" where it loops over them
-    unguarded)."""
-    return TOOL_PREAMBLE.replace("SYSTEM_ROLE", "true" if system_role else "false").replace("NO_TOOLS", no_tools) + (
-        template
-    )
-
-
-def is_extended(tokenizer) -> bool:
-    return isinstance(tokenizer.chat_template, str) and tokenizer.chat_template.startswith(TOOL_PREAMBLE[:40])
-
-
-def extend_tools(tokenizer) -> bool:
-    """Give a tokenizer whose template ignores tools or calls the extended one (templates that render both stay as
-    they are); True if it did."""
-    if not isinstance(tokenizer.chat_template, str) or tool_support(tokenizer).native:
-        return False
-    user = [{"role": "user", "content": "hi"}]
-    system_role = bool(_safe_render(tokenizer, [{"role": "system", "content": "s"}, *user])) or not _safe_render(
-        tokenizer, user
-    )
-    no_tools = "[]" if _raises(lambda: tokenizer.apply_chat_template(user, tools=None, tokenize=False)) else "none"
-    own, tokenizer.chat_template = (
-        tokenizer.chat_template,
-        tool_template(tokenizer.chat_template, system_role, no_tools),
-    )
-    if not tool_support(tokenizer).native:  # a template that cannot render even then: Renderer.prepare says so
-        tokenizer.chat_template = own
-        return False
-    return True
-
-
 def folded(messages: list[dict]) -> list[dict]:
     """The system prompt as the first paragraph of the first user turn, for templates with no system role."""
     if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
         return messages
     system, user, *rest = messages
     return [{**user, "content": f"{system['content']}\n\n{user['content']}"}, *rest]
-
-
-def _raises(render, kind: type[Exception] = Exception) -> bool:
-    try:
-        render()
-    except kind:
-        return True
-    return False
 
 
 def fast_tokenizer(folder):
@@ -240,12 +100,10 @@ class Renderer:
         self.no_tools = None  # render() reads it while the probes below decide it
         # `tools` for a conversation without any: None, or [] for templates that loop over it unguarded (Hermes
         # tool_use, Command-R), which raise on None
-        self.no_tools = [] if _raises(lambda: self.render(PROBE[1:], None), TypeError) else None
+        self.no_tools = [] if raises(lambda: self.render(PROBE[1:], None), TypeError) else None
         # Templates with no system role (Gemma 2 raises on one): the system prompt goes into the first user turn,
         # as their model cards advise
-        self.fold_system = _raises(lambda: self.render(PROBE, None)) and not _raises(
-            lambda: self.render(PROBE[1:], None)
-        )
+        self.fold_system = raises(lambda: self.render(PROBE, None)) and not raises(lambda: self.render(PROBE[1:], None))
         self.support = tool_support(tokenizer)
         self.stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids(tokenizer)]
         self.turn_end = turn_end(tokenizer)

@@ -15,8 +15,8 @@ import logging
 import math
 from pathlib import Path
 
-from tunemake.data.chat import extend_tools
 from tunemake.data.jsonl import atomic_dir, write_json
+from tunemake.data.tool_template import extend_tools
 from tunemake.errors import StepError
 from tunemake.models.weights import materialise, resolve, save_tokenizer
 from tunemake.params import load as load_params

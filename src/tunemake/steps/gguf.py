@@ -20,8 +20,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from tunemake.data.chat import TOOL_INSTRUCTIONS, Renderer, stop_token_ids
+from tunemake.data.chat import Renderer, stop_token_ids
 from tunemake.data.jsonl import atomic_dir, write_json
+from tunemake.data.tool_template import TOOL_INSTRUCTIONS
 from tunemake.errors import StepError
 from tunemake.llama import imatrix
 from tunemake.llama.llamacpp import convert, file_template, load
