@@ -18,7 +18,6 @@ chosen and rejected answers, their margins and accuracies per step, plots/{train
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -31,11 +30,11 @@ from tunemake.data.chat import Renderer, encode_pair, fast_tokenizer
 from tunemake.data.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.errors import StepError
 from tunemake.evaluation import headline
-from tunemake.models.weights import load, save_merged, save_tokenizer
+from tunemake.models.weights import load
 from tunemake.params import load as load_params
 from tunemake.params.align import AlignParams
 from tunemake.params.merge import MergeParams
-from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
+from tunemake.runtime import use_cores
 from tunemake.training.methods.lora import lora_config
 
 log = logging.getLogger(__name__)
@@ -133,13 +132,6 @@ def pair_datasets(config, renderer: Renderer, pairs: Path, folder: Path) -> dict
     return {name: load_from_disk(str(folder / name)) for name in ("train", "val")}
 
 
-def fingerprint(params: AlignParams, merged: Path, pairs: Path, world_size: int) -> str:
-    """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size), (merged / "manifest.json").read_text()]
-    parts += [(pairs / f"{name}.jsonl").read_text() for name in ("train", "val")]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 def run(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Path) -> dict | None:
     align = params.align
     if not align.enabled:
@@ -158,13 +150,15 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
     from transformers.trainer_callback import PrinterCallback
 
     from tunemake.models.precision import training_precision
-    from tunemake.training.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.training.callbacks import Progress, StopOnSignal
     from tunemake.training.trainer import (
         check_shared,
-        optimizer_name,
+        fingerprint,
         parameter_counts,
         resume_checkpoint,
+        run_record,
         run_trainer,
+        save_adapter_and_merged,
         tracking_callbacks,
     )
 
@@ -173,7 +167,8 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
     use_cores()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     config = dpo_config(align, checkpoints, world_size)
-    resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, merged, pairs, world_size))
+    inputs = (merged / "manifest.json", pairs / "train.jsonl", pairs / "val.jsonl")
+    resume_from = resume_checkpoint(config, checkpoints, fingerprint(align, world_size, *inputs))
     check_shared(checkpoints)
     renderer = Renderer(fast_tokenizer(merged))
     data = pair_datasets(config, renderer, pairs, checkpoints / "pairs")
@@ -212,13 +207,8 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
-    rows = history(trainer.state.log_history)
     with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        save_tokenizer(renderer.tokenizer, tmp / "adapter", merged)
-        save_merged(merged, tmp / "adapter", tmp / "model", params.merge.dtype)
-        write_json(tmp / "history.json", rows)
-        write_plots(rows, tmp / "plots")
+        rows = save_adapter_and_merged(trainer, merged, tmp, params.merge.dtype)
         first, last = (rows["train"][i] if rows["train"] else {} for i in (0, -1))
         evals = rows["eval"]
         summary = {
@@ -227,22 +217,11 @@ def dpo(params: Sections, merged: Path, pairs: Path, out: Path, checkpoints: Pat
             "beta": align.beta,
             "reference": f"{merged} with the adapter disabled (the SFT model)",
             "pairs": {name: len(split) for name, split in data.items()},
-            "parameters": {"trainable": trainable, "total": total},
-            "precision": training_precision(align.precision),
-            "optimizer": optimizer_name(trainer.optimizer),
-            "processes": world_size,
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
             "first": first,
             "last": last,
             "val_start": evals[0] if evals else None,
             "val_end": evals[-1] if evals else None,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_memory_mb": peak_memory_mb(),
-            "packages": package_versions(),
-            "git_commit": git_commit(),
-            "config": align.model_dump(),
+            **run_record(trainer, align, resume_from, started, world_size),
         }
         write_json(tmp / "summary.json", summary)
         write_json(tmp / headline.FILE, headline.align(summary))

@@ -21,7 +21,6 @@ mean length), plots/train.tsv, summary.json, metrics.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -34,11 +33,11 @@ from tunemake.data.chat import Renderer, answer_kind, fast_tokenizer, format_cal
 from tunemake.data.jsonl import atomic_dir, read_jsonl, write_json
 from tunemake.errors import StepError
 from tunemake.evaluation import headline
-from tunemake.models.weights import final_model, load, save_merged, save_tokenizer
+from tunemake.models.weights import final_model, load
 from tunemake.params import load as load_params
 from tunemake.params.merge import MergeParams
 from tunemake.params.reinforce import ReinforceParams
-from tunemake.runtime import git_commit, package_versions, peak_memory_mb, use_cores
+from tunemake.runtime import use_cores
 from tunemake.training.methods.lora import lora_config
 
 log = logging.getLogger(__name__)
@@ -144,13 +143,6 @@ def trainer_class():
     return RenderedPromptGRPOTrainer
 
 
-def fingerprint(params: ReinforceParams, start: Path, data: Path, world_size: int) -> str:
-    """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size), str(start)]
-    parts += [(start / "manifest.json").read_text(), (data / "train.jsonl").read_text()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 def run(params: Sections, merged: Path, align: Path | None, data: Path, out: Path, checkpoints: Path) -> dict | None:
     if not params.reinforce.enabled:
         with atomic_dir(out) as tmp:
@@ -169,13 +161,15 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     from transformers.trainer_callback import PrinterCallback
 
     from tunemake.models.precision import training_precision
-    from tunemake.training.callbacks import Progress, StopOnSignal, history, write_plots
+    from tunemake.training.callbacks import Progress, StopOnSignal
     from tunemake.training.rewards import reward_function
     from tunemake.training.trainer import (
-        optimizer_name,
+        fingerprint,
         parameter_counts,
         resume_checkpoint,
+        run_record,
         run_trainer,
+        save_adapter_and_merged,
         tracking_callbacks,
     )
 
@@ -185,7 +179,8 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     vllm = uses_vllm(reinforce.vllm)
     config = grpo_config(reinforce, checkpoints, world_size, vllm)
-    resume_from = resume_checkpoint(config, checkpoints, fingerprint(reinforce, start, data, world_size))
+    inputs = (start / "manifest.json", data / "train.jsonl")
+    resume_from = resume_checkpoint(config, checkpoints, fingerprint(reinforce, world_size, *inputs, extra=str(start)))
     renderer = Renderer(fast_tokenizer(start))
     rows = prompt_rows(renderer, data / "train.jsonl", reinforce.prompts)
     if not rows:
@@ -232,13 +227,8 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     run_trainer(trainer, resume_from, checkpoints)
     if not trainer.is_world_process_zero():
         return None
-    table = history(trainer.state.log_history)
     with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-        save_tokenizer(renderer.tokenizer, tmp / "adapter", start)
-        save_merged(start, tmp / "adapter", tmp / "model", params.merge.dtype)
-        write_json(tmp / "history.json", table)
-        write_plots(table, tmp / "plots")
+        table = save_adapter_and_merged(trainer, start, tmp, params.merge.dtype)
         first, last = (table["train"][i] if table["train"] else {} for i in (0, -1))
         summary = {
             "enabled": True,
@@ -250,20 +240,9 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
             "num_generations": reinforce.num_generations,
             "generation": generation,
             "prompts": kinds,
-            "parameters": {"trainable": trainable, "total": total},
-            "precision": training_precision(reinforce.precision),
-            "optimizer": optimizer_name(trainer.optimizer),
-            "processes": world_size,
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
             "first": first,
             "last": last,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_memory_mb": peak_memory_mb(),
-            "packages": package_versions(),
-            "git_commit": git_commit(),
-            "config": reinforce.model_dump(),
+            **run_record(trainer, reinforce, resume_from, started, world_size),
         }
         write_json(tmp / "summary.json", summary)
         write_json(tmp / headline.FILE, headline.reinforce(summary))

@@ -12,7 +12,6 @@ plots/{train,eval}.tsv, summary.json and headline.json (its headline numbers, tu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -32,9 +31,6 @@ from tunemake.runtime import (
     BF16_PAYS,
     cpu_features,
     cpu_matmul_rates,
-    git_commit,
-    package_versions,
-    peak_memory_mb,
     use_cores,
 )
 from tunemake.training.callbacks import KeepBest, Progress, StopOnSignal, history, write_plots
@@ -43,9 +39,10 @@ from tunemake.training.methods import METHODS
 from tunemake.training.trainer import (
     arguments,
     check_shared,
-    optimizer_name,
+    fingerprint,
     parameter_counts,
     resume_checkpoint,
+    run_record,
     run_trainer,
     tracking_callbacks,
 )
@@ -82,13 +79,6 @@ def trainer_class():
             return (loss, outputs) if return_outputs else loss
 
     return AssistantLossTrainer
-
-
-def fingerprint(params: TrainParams, base: Path, data: Path, world_size: int) -> str:
-    """What the checkpoints were made from: resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size)]  # a tracker never changes the weights
-    parts += [(base / "manifest.json").read_text(), (data / "token_stats.json").read_text()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def run(params: TrainParams, base: Path, data: Path, out: Path, checkpoints: Path) -> dict | None:
@@ -128,7 +118,9 @@ def sft_config(params: TrainParams, checkpoints: Path, world_size: int):
 
 
 def resume_point(config, params: TrainParams, base: Path, data: Path, checkpoints: Path, world_size: int) -> str | None:
-    return resume_checkpoint(config, checkpoints, fingerprint(params, base, data, world_size))
+    return resume_checkpoint(
+        config, checkpoints, fingerprint(params, world_size, base / "manifest.json", data / "token_stats.json")
+    )
 
 
 def build(params: TrainParams, base: Path, world_size: int):
@@ -189,7 +181,6 @@ def write_outputs(
     rows = history(trainer.state.log_history)
     best_weights = checkpoints / "best"
     best_info = json.loads((best_weights / "best.json").read_text()) if best_weights.is_dir() else None
-    trainable, total = parameter_counts(trainer.model)
     with atomic_dir(out) as tmp:
         if params.keep_best and best_info:
             shutil.copytree(best_weights, tmp / "model", ignore=shutil.ignore_patterns("best.json"))
@@ -202,17 +193,13 @@ def write_outputs(
             "method": params.method,
             "adapter": METHODS[params.method].ADAPTER,
             "weights": "best" if params.keep_best and best_info else "last",
-            "parameters": {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)},
             "quantization": quantization(trainer.model),
-            "precision": training_precision(params.precision),
-            "optimizer": optimizer_name(trainer.optimizer),
             "batching": ("padding-free" if params.padding_free else "padded")
             + (", length-grouped" if params.group_by_length else ""),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "cpu": cpu_features(),
             "cpu_matmul_gflops": None if torch.cuda.is_available() else cpu_matmul_rates(),
             "threads": torch.get_num_threads(),
-            "processes": world_size,
             "hosts": hosts,  # of each rank
             "distributed_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "batch": {
@@ -225,19 +212,12 @@ def write_outputs(
                 "scaling": params.lr_scaling,
                 "used": config.learning_rate,
             },
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
             "stopped_early": best.stopped_early,
             "tokens_seen": trainer.state.num_input_tokens_seen,
             "first_loss": rows["train"][0]["loss"] if rows["train"] else None,
             "last_loss": rows["train"][-1]["loss"] if rows["train"] else None,
             "best": best_info,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_memory_mb": peak_memory_mb(),
-            "packages": package_versions(),
-            "git_commit": git_commit(),
-            "config": params.model_dump(),
+            **run_record(trainer, params, resume_from, started, world_size),
         }
         write_json(tmp / "summary.json", summary)
         # The few numbers `dvc exp show` puts next to the held-out scores (dvc.yaml metrics,
