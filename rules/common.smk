@@ -16,8 +16,10 @@ PARAMS = load_params("params.yaml")
 # (tunemake.cluster.profiles).
 check_profile(workflow)
 TUNEMAKE_ENV = "../envs/tunemake.yaml"
-# Rules whose step uses every core it may (torch, llama.cpp) take `all_cores=1`; local/config.yaml caps it at 1, so
-# on one machine they take turns: two side by side each ran 2 to 6 times slower (llama.cpp's threads spin).
+# Steps that use every core they are given (torch, llama.cpp) ask for all of them. Snakemake lowers a rule's threads
+# to --cores, so on one machine they take turns (two side by side each ran 2 to 6 times slower: llama.cpp's threads
+# spin); the cluster profiles give each its cores with set-threads and cap the rest with max-threads.
+ALL_CORES = 1024
 
 # `--config sweep=KEY:V1,V2` (tunemake.commands.sweep): the steps after tokenize also run once per value, at
 # results/{point} with point = sweep/KEY=VALUE/; params.yaml's own run is point "" (results/train, ...). Only this sweep's points

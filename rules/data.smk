@@ -12,8 +12,7 @@ rule replay:
         "logs/benchmarks/replay.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         replay=replay_params,
     shell:

@@ -14,8 +14,7 @@ rule suite:
         "logs/benchmarks/suite.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         suite=config["suite"],
     shell:
@@ -46,8 +45,7 @@ rule baseline:
         "logs/benchmarks/{point}baseline.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         eval=point_params("eval"),
         sweep=point_set,
@@ -77,8 +75,7 @@ rule evaluate:
         "logs/benchmarks/{point}evaluate.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         eval=point_params("eval"),
         sweep=point_set,
@@ -104,8 +101,7 @@ rule bfcl:
         "logs/benchmarks/{point}bfcl.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         bfcl=point_params("bfcl"),
         sweep=point_set,

@@ -31,8 +31,7 @@ rule gguf:
         "logs/benchmarks/{point}gguf.tsv"
     conda:
         TUNEMAKE_ENV
-    resources:
-        all_cores=1,
+    threads: ALL_CORES
     params:
         gguf=point_params("gguf"),
         sweep=point_set,

@@ -33,8 +33,8 @@ rule train:
         "logs/benchmarks/{point}train.tsv"
     conda:
         TUNEMAKE_ENV
+    threads: ALL_CORES
     resources:
-        all_cores=1,
         nodes=1,
     params:
         train=point_params("train"),
@@ -82,8 +82,8 @@ rule align:
     localrule: not config["align"]["enabled"]
     conda:
         TUNEMAKE_ENV
+    threads: ALL_CORES
     resources:
-        all_cores=1,
         nodes=1,
     params:
         align=align_params,
@@ -112,8 +112,8 @@ rule reinforce:
     localrule: not config["reinforce"]["enabled"]
     conda:
         TUNEMAKE_ENV
+    threads: ALL_CORES
     resources:
-        all_cores=1,
         nodes=1,
     params:
         reinforce=reinforce_params,

@@ -34,6 +34,11 @@ AWS_VARIABLES = (
 )
 
 
+def line_of(path: Path, key: str) -> int:
+    """The line of the profile that sets (or comments out) `key`, counted from 1, as the problems name it."""
+    return next(n for n, text in enumerate(path.read_text().splitlines(), 1) if f"{key}:" in text)
+
+
 @pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
     """No S3 credentials and no kubeconfig anywhere botocore or the kubernetes client look."""
@@ -152,7 +157,8 @@ def test_the_placeholder_account_is_refused_naming_its_line(tmp_path):
     resources = {"": {"slurm_partition": "debug", "slurm_account": "my-project"}}
     report = Report()
     profiles.slurm_problems(slurm(profile=profile, resources=resources), report, partitions=["debug"])
-    assert "config.yaml line 17: slurm_account is my-project, the example: set your account" in one_problem(report)
+    line = line_of(SLURM, "slurm_account")
+    assert f"config.yaml line {line}: slurm_account is my-project, the example: set your account" in one_problem(report)
 
 
 def test_a_partition_the_cluster_lacks_is_refused_naming_its_line():
@@ -250,5 +256,8 @@ def test_the_slurm_profile_refuses_no_sbatch_and_the_placeholder_account(checkou
     profile = checkout / "slurm" / "config.yaml"
     profile.write_text(profile.read_text().replace("# slurm_account: my-project", "slurm_account: my-project"))
     lines = refused(snakemake(checkout, "--profile", "slurm", "-n"))
-    assert len(lines) == 4 and lines[2].startswith("  slurm/config.yaml line 17: slurm_account is my-project"), lines
+    line = line_of(SLURM, "slurm_account")
+    assert len(lines) == 4 and lines[2].startswith(f"  slurm/config.yaml line {line}: slurm_account is my-project"), (
+        lines
+    )
     assert lines[3] == "  (dry run: not checked: sbatch, partitions)"

@@ -25,8 +25,8 @@ def slurm_cluster():
 
 
 def fit_profile_to_this_machine(workspace: Path, train: dict | None = None) -> None:
-    """The committed profile, with its GPU and memory requests scaled to a CPU-only node with 2 cores, and job states
-    read with squeue (the test cluster keeps no accounting database)."""
+    """The committed profile, with its GPU, memory and core requests scaled to a CPU-only node with 2 cores, and job
+    states read with squeue (the test cluster keeps no accounting database)."""
     path = workspace / "slurm" / "config.yaml"
     profile = yaml.safe_load(path.read_text())
     profile.update(
@@ -38,9 +38,10 @@ def fit_profile_to_this_machine(workspace: Path, train: dict | None = None) -> N
             "latency-wait": 5,
         }
     )
-    profile["default-resources"].update(mem_mb=3000, cpus_per_task=1)
+    profile["default-resources"].update(mem_mb=3000)
     for rule in profile["set-resources"].values():
-        rule.update(gpu=0, mem_mb=3000, cpus_per_task=1)
+        rule.update(gpu=0, mem_mb=3000)
+    profile.update({"max-threads": 1, "set-threads": {}})  # one core a job: --cpus-per-task=1
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     if train:
         params = yaml.safe_load((workspace / "params.yaml").read_text())
