@@ -55,3 +55,12 @@ def test_both_pages_say_the_same_whether_or_not_the_base_was_broken(mostly_broke
     assert ("it is a pretrained model, or a poorly chosen one" in md) == mostly_broken
     assert ("it is a pretrained model, or a poorly chosen one" in html) == mostly_broken
     assert "## Alignment (DPO)" not in md and "Alignment (DPO)" not in html  # no plot: the step did not run
+
+
+def test_the_rows_the_last_step_changed_come_first():
+    def row(i: int, sft: str, tuned: str) -> dict:
+        return {"id": str(i), "answers": {"base": "b", "sft": sft, "tuned": tuned, "gguf-F16": tuned}}
+
+    rows = [row(0, "same", "same"), row(1, "b", "b"), row(2, "sft", "grpo"), row(3, "x", "x"), row(4, "a", "c")]
+    assert [r["id"] for r in report.held_out_samples(rows)] == ["2", "4", "0", "3", "1"]
+    assert [r["id"] for r in report.held_out_samples([row(i, "s", "t") for i in range(9)])] == list("012345")

@@ -23,7 +23,7 @@ from tunemake.report.plots import plot_alignment, plot_losses, plot_reinforcemen
 from tunemake.report.tables import BFCL_NOTE, SWEEP_NOTE, headline_rows, model_order, sweep_rows, sweep_title, tables
 
 log = logging.getLogger("tunemake")
-SAMPLES = 6  # sample answers shown side by side
+SAMPLES = 6  # held-out answers shown side by side, where the last step changed them first
 GENERAL_SAMPLES = 3  # general prompts shown side by side, regressions first
 
 
@@ -37,6 +37,18 @@ def base_note(result: dict) -> str | None:
         f"({base['degenerate_rate']:g}% degenerate, {base['unfinished_rate']:g}% unfinished at the cap): it is a "
         "pretrained model, or a poorly chosen one."
     )
+
+
+def held_out_samples(samples: list[dict]) -> list[dict]:
+    """A few held-out rows side by side: where the shipped model answers otherwise than the model before its last step
+    (GRPO's start, or DPO's), then where it answers otherwise than the base, then any, each group in test order."""
+    before = next((name for name in ("dpo", "sft") if samples and name in samples[0]["answers"]), "base")
+
+    def rank(s: dict) -> int:
+        answers = s["answers"]
+        return 0 if answers["tuned"] != answers[before] else 1 if answers["tuned"] != answers["base"] else 2
+
+    return sorted(samples, key=rank)[:SAMPLES]
 
 
 def general_samples(samples: list[dict], shipped: str) -> list[dict]:
@@ -153,7 +165,7 @@ def run(
     aligned = json.loads((align / "summary.json").read_text()) if align else {"enabled": False}
     metrics = json.loads((evaluation / "metrics.json").read_text())
     sizes = json.loads((gguf / "sizes.json").read_text())
-    samples = read_jsonl(evaluation / "samples.jsonl")[:SAMPLES]
+    samples = held_out_samples(read_jsonl(evaluation / "samples.jsonl"))
     result = json.loads(gate.read_text())
     general = general_samples(read_jsonl(evaluation / "general_samples.jsonl"), result["shipped"])
     scored = json.loads((bfcl / "summary.json").read_text()) if bfcl else {}
