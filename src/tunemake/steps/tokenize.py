@@ -77,7 +77,7 @@ def run(params: TokenizeParams, base: Path, data: Path, out: Path) -> dict:
     stats: dict = {
         "max_length": params.max_length,
         "overlong": params.overlong,
-        "tool_format": "tunemake's extension of the model's template (<tool_call> JSON, see tunemake.data.chat)"
+        "tool_format": "tunemake's extension of the model's template (<tool_call> JSON, see tunemake.data.tool_template)"
         if renderer.extended
         else "the model's own template",
         "training_template": renderer.training_template,
