@@ -41,7 +41,8 @@ def fit_profile_to_this_machine(workspace: Path, train: dict | None = None) -> N
     profile["default-resources"].update(mem_mb=3000)
     for rule in profile["set-resources"].values():
         rule.update(gpu=0, mem_mb=3000)
-    profile.update({"max-threads": 1, "set-threads": {}})  # one core a job: --cpus-per-task=1
+    profile["max-threads"] = 1  # one core a job: --cpus-per-task=1
+    profile.pop("set-threads")
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     if train:
         params = yaml.safe_load((workspace / "params.yaml").read_text())

@@ -24,7 +24,7 @@ Quant = Literal[  # llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*)
 
 class GgufParams(Strict):
     outtype: Literal["f16", "bf16", "f32"] = Field("f16", description="the unquantized GGUF the quants are made from")
-    quants: list[Quant] = Field(["Q5_0"], description="llama.cpp quant types; the first is shipped and gated")
+    quants: list[Quant] = Field(["Q8_0"], description="llama.cpp quant types; the first is shipped and gated")
     imatrix_tokens: int = Field(
         16384,
         gt=0,
