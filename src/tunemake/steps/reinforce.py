@@ -180,7 +180,7 @@ def grpo(params: Sections, start: Path, data: Path, out: Path, checkpoints: Path
     vllm = uses_vllm(reinforce.vllm)
     config = grpo_config(reinforce, checkpoints, world_size, vllm)
     inputs = (start / "manifest.json", data / "train.jsonl")
-    resume_from = resume_checkpoint(config, checkpoints, fingerprint(reinforce, world_size, *inputs, extra=str(start)))
+    resume_from = resume_checkpoint(config, checkpoints, fingerprint(reinforce, world_size, *inputs))
     renderer = Renderer(fast_tokenizer(start))
     rows = prompt_rows(renderer, data / "train.jsonl", reinforce.prompts)
     if not rows:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import torch
 
+from tunemake.data.jsonl import write_json
 from tunemake.errors import StepError
 from tunemake.models.precision import training_precision
+from tunemake.models.weights import save_merged, save_tokenizer
 from tunemake.params.optimisation import Optimisation
 from tunemake.runtime import DDP_TIMEOUT, git_commit, package_versions, peak_memory_mb, seconds
-from tunemake.training.callbacks import StopOnSignal
+from tunemake.training.callbacks import StopOnSignal, history, write_plots
 
 log = logging.getLogger("tunemake.steps.train")
 
@@ -201,16 +203,12 @@ def parameter_counts(model) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
-def fingerprint(params: Optimisation, world_size: int, *files: Path, extra: str = "") -> str:
+def fingerprint(params: Optimisation, world_size: int, *files: Path) -> str:
     """What a step's checkpoints were made from: its settings (a tracker never changes the weights), the process
     count and its input files. Resuming is only safe when all of it is unchanged."""
-    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size), extra]
+    parts = [params.model_dump_json(exclude={"report_to"}), str(world_size)]
     parts += [file.read_text() for file in files]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def resumed_step(resume_from: str | None) -> int | None:
-    return int(Path(resume_from).name.split("-")[-1]) if resume_from else None
 
 
 def run_record(trainer, params: Optimisation, resume_from: str | None, started: float, world_size: int) -> dict:
@@ -224,7 +222,7 @@ def run_record(trainer, params: Optimisation, resume_from: str | None, started: 
         "processes": world_size,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
-        "resumed_from_step": resumed_step(resume_from),
+        "resumed_from_step": int(Path(resume_from).name.split("-")[-1]) if resume_from else None,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_memory_mb": peak_memory_mb(),
         "packages": package_versions(),
@@ -236,10 +234,6 @@ def run_record(trainer, params: Optimisation, resume_from: str | None, started: 
 def save_adapter_and_merged(trainer, start: Path, tmp: Path, merge_dtype: str) -> dict:
     """What align and reinforce write alike: the adapter with its tokenizer, the model it merges into (start + adapter,
     in merge.dtype), history.json and plots/. Returns the history."""
-    from tunemake.data.jsonl import write_json
-    from tunemake.models.weights import save_merged, save_tokenizer
-    from tunemake.training.callbacks import history, write_plots
-
     trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)
     save_tokenizer(trainer.processing_class, tmp / "adapter", start)
     save_merged(start, tmp / "adapter", tmp / "model", merge_dtype)
