@@ -33,3 +33,27 @@ def test_tunemake_train_and_the_plain_trl_baseline_train_the_same_steps_and_repo
     assert result["speedup"] == round(
         result["tunemake"]["tokens_per_second"] / result["trl_peft"]["tokens_per_second"], 3
     )
+
+
+def test_call_decision_reports_each_kind_of_tool_row_with_its_call_probability(sft):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/call_decision.py"), "--model", "results/merged"]
+        + ["--data", "results/data", "--splits", "train", "test"],
+        cwd=sft,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(out)
+    from tunemake.data.chat import answer_kind
+
+    for split in ("train", "test"):
+        rows = [json.loads(line) for line in (sft / "results/data" / f"{split}.jsonl").read_text().splitlines()]
+        kinds = [answer_kind(r) for r in rows if r.get("tools")]
+        counted = {kind: result[split][kind]["rows"] for kind in result[split]}
+        assert counted == {kind: kinds.count(kind) for kind in set(kinds)}
+        for kind, summary in result[split].items():
+            assert 0 <= summary["right"] <= summary["rows"]
+            quartiles = summary["p_call_quartiles"]
+            assert 0 <= quartiles[0] <= quartiles[1] <= quartiles[2] <= 1 and 0 <= summary["mean_p_call"] <= 1
+    assert result["train"]["no_call"]["rows"] > 0 and result["train"]["tool_call"]["rows"] > 0
