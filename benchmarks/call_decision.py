@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tunemake.data.chat import answer_kind, format_call
 from tunemake.models.inference import load_model
+from tunemake.params.sources import SourceParams
 
 
 def first_token(tokenizer, text: str) -> int:
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a merged model folder")
     parser.add_argument("--data", type=Path, required=True, help="prepare's output folder")
     parser.add_argument("--splits", nargs="+", default=["train", "test"])
-    parser.add_argument("--reply", default="None of the functions I can call does that.", help="the no-call reply")
+    parser.add_argument("--reply", default=SourceParams.model_fields["no_call_reply"].default, help="the no-call reply")
     args = parser.parse_args()
     model, tokenizer, _ = load_model(args.model, max_new_tokens=1)
     report = {"model": str(args.model)}

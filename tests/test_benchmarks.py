@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from tunemake.data.chat import answer_kind
 
 
 @pytest.mark.slow  # about a minute: two tiny trainings and their set-up
@@ -45,8 +46,6 @@ def test_call_decision_reports_each_kind_of_tool_row_with_its_call_probability(s
         text=True,
     ).stdout
     result = json.loads(out)
-    from tunemake.data.chat import answer_kind
-
     for split in ("train", "test"):
         rows = [json.loads(line) for line in (sft / "results/data" / f"{split}.jsonl").read_text().splitlines()]
         kinds = [answer_kind(r) for r in rows if r.get("tools")]
