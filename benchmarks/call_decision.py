@@ -4,6 +4,11 @@ JSON per split and kind (rows that call, rows that answer in words): how many th
 quartiles of the call probability. A model that has learned the choice is near 1 on call rows and near 0 on the
 others, on its own training rows first of all.
 
+It also asks whether the choice is in the model's state at that position at all: the final hidden state's norm, split
+into the part every row shares and the part that differs per row, and a linear probe (standardised logistic
+regression) fitted on the first split's states and scored on each split. A probe that separates the rows where the
+model does not says the information is there and training has not yet read it out.
+
     python benchmarks/call_decision.py --model results/merged --data results/data --splits train test
 """
 
@@ -23,12 +28,13 @@ def first_token(tokenizer, text: str) -> int:
     return tokenizer(text, add_special_tokens=False).input_ids[0]
 
 
-def call_probabilities(model, tokenizer, rows: list[dict], reply: str) -> list[tuple[str, float]]:
-    """(kind, p(call) / (p(call) + p(words))) per row; words is the row's own reply, or `reply` on call rows."""
+def call_probabilities(model, tokenizer, rows: list[dict], reply: str):
+    """(kind, p(call) / (p(call) + p(words))) per row, and the final hidden states at the position that chooses;
+    words is the row's own reply, or `reply` on call rows."""
     import torch
 
     call = first_token(tokenizer, format_call({"function": {"name": "f", "arguments": {}}}))
-    results = []
+    results, states = [], []
     for row in rows:
         kind = answer_kind(row)
         words = first_token(tokenizer, reply if kind == "tool_call" else row["messages"][-1]["content"])
@@ -37,9 +43,50 @@ def call_probabilities(model, tokenizer, rows: list[dict], reply: str) -> list[t
         )
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
         with torch.no_grad():
-            logp = model(ids).logits[0, -1].float().log_softmax(-1)
+            out = model(ids, output_hidden_states=True)
+        logp = out.logits[0, -1].float().log_softmax(-1)
         results.append((kind, float(torch.sigmoid(logp[call] - logp[words]))))
-    return results
+        states.append(out.hidden_states[-1][0, -1].float().cpu())
+    return results, torch.stack(states)
+
+
+def state_norms(states) -> dict:
+    """How much of the state that chooses is shared by every row, and how much differs per row."""
+    shared = states.mean(0)
+    return {
+        "norm": round(float(states.norm(dim=1).mean()), 2),
+        "shared_norm": round(float(shared.norm()), 2),
+        "per_row_norm": round(float((states - shared).norm(dim=1).mean()), 2),
+    }
+
+
+def fit_probe(states, calls):
+    """Standardised logistic regression (L-BFGS, a small L2 penalty): a readout fitted with the scale problem removed.
+    Hand-written in a dozen lines of torch rather than adding scikit-learn to the environment."""
+    import torch
+
+    mean, scale = states.mean(0), states.std(0) + 1e-6
+    x = (states - mean) / scale
+    weights = torch.zeros(x.shape[1] + 1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], max_iter=500)
+
+    def loss():
+        optimizer.zero_grad()
+        logits = x @ weights[:-1] + weights[-1]
+        value = torch.nn.functional.binary_cross_entropy_with_logits(logits, calls) + 1e-3 * weights[:-1].square().sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return lambda s: (((s - mean) / scale) @ weights[:-1] + weights[-1] > 0).tolist()
+
+
+def probe_right(predict, results: list[tuple[str, float]], states) -> dict:
+    said_call = predict(states)
+    return {
+        kind: sum(called == (k == "tool_call") for (k, _), called in zip(results, said_call) if k == kind)
+        for kind in ("tool_call", "no_call")
+    }
 
 
 def summary(results: list[tuple[str, float]]) -> dict:
@@ -59,6 +106,8 @@ def summary(results: list[tuple[str, float]]) -> dict:
 
 
 def main() -> None:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a merged model folder")
     parser.add_argument("--data", type=Path, required=True, help="prepare's output folder")
@@ -66,11 +115,18 @@ def main() -> None:
     parser.add_argument("--reply", default=SourceParams.model_fields["no_call_reply"].default, help="the no-call reply")
     args = parser.parse_args()
     model, tokenizer, _ = load_model(args.model, max_new_tokens=1)
-    report = {"model": str(args.model)}
+    report, measured = {"model": str(args.model), "probe_fitted_on": args.splits[0]}, {}
     for split in args.splits:
         lines = (args.data / f"{split}.jsonl").read_text().splitlines()
         rows = [r for r in map(json.loads, lines) if r.get("tools")]
-        report[split] = summary(call_probabilities(model, tokenizer, rows, args.reply))
+        measured[split] = call_probabilities(model, tokenizer, rows, args.reply)
+    results, states = measured[args.splits[0]]
+    predict = fit_probe(states, torch.tensor([float(kind == "tool_call") for kind, _ in results]))
+    for split, (results, states) in measured.items():
+        report[split] = summary(results) | {
+            "state": state_norms(states),
+            "probe_right": probe_right(predict, results, states),
+        }
     print(json.dumps(report, indent=2))
 
 
