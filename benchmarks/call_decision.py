@@ -61,8 +61,9 @@ def state_norms(states) -> dict:
 
 
 def fit_probe(states, calls):
-    """Standardised logistic regression (L-BFGS, a small L2 penalty): a readout fitted with the scale problem removed.
-    Hand-written in a dozen lines of torch rather than adding scikit-learn to the environment."""
+    """Logistic regression on the states rescaled to unit variance per dimension (L-BFGS, a small L2 penalty), so a
+    small per-row part counts as much as the large shared one. A dozen lines of torch rather than scikit-learn, which
+    the environment does not otherwise need."""
     import torch
 
     mean, scale = states.mean(0), states.std(0) + 1e-6
